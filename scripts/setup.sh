@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Idempotent setup: system packages (PostgreSQL binaries) if missing, uv, and the locked .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "setup: installing PostgreSQL (Debian package)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "setup: installing uv"
+  python3 -m pip install -q --disable-pip-version-check uv 2>/dev/null \
+    || python3 -m pip install -q --user --disable-pip-version-check uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+uv sync --frozen --python 3.11 -q
+echo "setup: .venv ready ($(.venv/bin/python --version))"

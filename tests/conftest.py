@@ -1,0 +1,87 @@
+"""Shared fixtures: real SeaweedFS S3, real ClickHouse (chDB, or a server), real PostgreSQL.
+
+Isolation: one SeaweedFS and one embedded engine per test session; each test gets its own
+ClickHouse database and its own landing prefix, through the same environment variables an
+operator sets (contract §6), so the code under test reads its configuration the normal way.
+
+Set USAGE_ETL_CLICKHOUSE_DSN to an http(s):// server DSN to run the suite against a server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from usage_etl.services import Postgres, SeaweedS3, start_postgres, start_seaweed
+from usage_etl.settings import Settings
+from usage_etl.warehouse.client import Warehouse, is_embedded
+from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
+
+LANDING_BUCKET = "landing"
+SERVER_DSN = os.environ.get("USAGE_ETL_CLICKHOUSE_DSN", "")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[SeaweedS3]:
+    server = start_seaweed(tmp_path_factory.mktemp("seaweedfs"))
+    server.ensure_bucket(LANDING_BUCKET)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_dsn(tmp_path_factory) -> str:
+    if SERVER_DSN and not is_embedded(SERVER_DSN):
+        return SERVER_DSN
+    return f"chdb://{tmp_path_factory.mktemp('chdb') / 'engine'}"
+
+
+@pytest.fixture
+def usage_env(monkeypatch, s3_server, clickhouse_dsn, tmp_path) -> dict[str, str]:
+    """Point every setting at this test's own database and landing prefix."""
+    test_id = uuid.uuid4().hex[:10]
+    env = {
+        **s3_server.env(),
+        "USAGE_ETL_CLICKHOUSE_DSN": clickhouse_dsn,
+        "USAGE_ETL_DATABASE": f"t_{test_id}",
+        "USAGE_ETL_LANDING_URL": f"s3://{LANDING_BUCKET}/t-{test_id}/rollups",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    Path(env["DAGSTER_HOME"]).mkdir()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("USAGE_ETL_AS_OF", raising=False)
+    return env
+
+
+@pytest.fixture
+def settings(usage_env) -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def warehouse(settings) -> Iterator[Warehouse]:
+    """A migrated ClickHouse database of this test's own; closed (lock released) afterwards."""
+    wh = Warehouse.open(settings.clickhouse_dsn, settings.database, lock_timeout_seconds=60)
+    try:
+        apply_migrations(wh, DdlOptions.from_settings(settings))
+        yield wh
+    finally:
+        if not wh.embedded:
+            wh.command(f"DROP DATABASE IF EXISTS `{settings.database}`")
+        wh.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[Postgres]:
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()

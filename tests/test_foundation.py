@@ -1,0 +1,199 @@
+"""Foundation: migrations, the embedded single-writer guard, settings, both instance kinds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from usage_etl.settings import Settings, redact_url
+from usage_etl.warehouse.client import EmbeddedEngineBusy, Warehouse, WarehouseError
+from usage_etl.warehouse.migrations import (
+    DdlOptions,
+    applied_versions,
+    apply_migrations,
+    discover,
+    render,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_migrations_apply_in_order_once(warehouse, settings):
+    versions = [m.version for m in discover()]
+    assert versions == sorted(versions) and versions[0] == "001"
+    assert set(applied_versions(warehouse, settings.database)) == set(versions)
+    # Re-applying is a no-op and changes nothing.
+    assert apply_migrations(warehouse, DdlOptions.from_settings(settings)) == []
+    tables = {
+        r[0]
+        for r in warehouse.query_rows(
+            "SELECT name FROM system.tables WHERE database = {db:String}",
+            {"db": settings.database},
+        )
+    }
+    assert {"cache_events", "usage_daily", "usage_hourly", "ingest_objects"} <= tables
+
+
+def test_existing_cache_events_table_is_left_alone(usage_env, settings):
+    """The application owns cache_events: a pre-existing table (other ORDER BY) is kept."""
+    wh = Warehouse.open(settings.clickhouse_dsn, settings.database)
+    try:
+        wh.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+        wh.command(
+            f"CREATE TABLE {wh.table('cache_events')} (event_id String, occurred_at "
+            "DateTime64(3, 'UTC'), account_id String, project_id String, artifact_kind "
+            "LowCardinality(String), action Enum8('upload' = 1, 'download' = 2), size_bytes "
+            "UInt64, app_only_column UInt8 DEFAULT 7) ENGINE = MergeTree ORDER BY event_id"
+        )
+        apply_migrations(wh, DdlOptions.from_settings(settings))
+        columns = [r[0] for r in wh.query_rows(f"DESCRIBE TABLE {wh.table('cache_events')}")]
+        assert "app_only_column" in columns
+    finally:
+        wh.close()
+
+
+def test_edited_migration_is_refused(warehouse, settings):
+    warehouse.command(
+        f"ALTER TABLE {warehouse.table('schema_migrations')} UPDATE checksum = 'x' "
+        "WHERE version = '001'",
+        mutations_sync=1,
+    )
+    with pytest.raises(WarehouseError, match="changed after it was applied"):
+        apply_migrations(warehouse, DdlOptions.from_settings(settings))
+
+
+def test_cluster_ddl_is_rendered_with_on_cluster_and_replicated_engines():
+    options = DdlOptions(database="usage", cluster="billing", replicated=True)
+    statements = [s for m in discover() for s in render(m, options)]
+    creates = [s for s in statements if s.startswith("CREATE TABLE")]
+    assert creates and all("ON CLUSTER `billing`" in s for s in creates)
+    assert all("ENGINE = ReplicatedMergeTree" in s for s in creates)
+    plain = [s for m in discover() for s in render(m, DdlOptions(database="usage"))]
+    assert not any("ON CLUSTER" in s or "Replicated" in s for s in plain)
+
+
+def test_settings_reject_unsafe_identifiers(monkeypatch):
+    monkeypatch.setenv("USAGE_ETL_DATABASE", "usage; DROP TABLE x")
+    with pytest.raises(ValueError, match="identifier"):
+        Settings()
+
+
+def test_redaction_hides_passwords():
+    assert redact_url("https://finance:s3cr3t@ch.example:8443/db") == (
+        "https://finance:***@ch.example:8443/db"
+    )
+    assert (
+        "s3cr3t"
+        not in Settings(clickhouse_dsn="http://u:s3cr3t@h:8123").describe()["clickhouse_dsn"]
+    )
+
+
+@pytest.mark.skipif(
+    not Settings().clickhouse_dsn.startswith("chdb:")
+    and not os.environ.get("USAGE_ETL_CLICKHOUSE_DSN", "chdb:").startswith("chdb:"),
+    reason="the single-writer guard applies to the embedded engine only",
+)
+def test_single_writer_guard_serializes_or_fails_clearly(tmp_path):
+    """A second process never opens a held engine: it waits, then fails with a clear message.
+
+    The holder writes a marker row and keeps the engine; the contender (this process) gives up
+    after its bounded wait with EmbeddedEngineBusy. Once the holder exits, the contender gets
+    the engine and sees exactly the holder's data (nothing corrupted, nothing lost).
+    """
+    dsn = f"chdb://{tmp_path / 'engine'}"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys
+                from usage_etl.warehouse.client import Warehouse
+                wh = Warehouse.open({dsn!r}, "usage")
+                wh.command("CREATE DATABASE IF NOT EXISTS usage")
+                wh.command("CREATE TABLE usage.marker (x UInt8) ENGINE = MergeTree ORDER BY x")
+                wh.command("INSERT INTO usage.marker VALUES (1)")
+                print("holding", flush=True)
+                sys.stdin.readline()
+                wh.close()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(EmbeddedEngineBusy, match="held by another process"):
+            Warehouse.open(dsn, "usage", lock_timeout_seconds=1)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+        wh = Warehouse.open(dsn, "usage", lock_timeout_seconds=30)
+        try:
+            assert wh.query_one("SELECT sum(x) FROM usage.marker") == 1
+        finally:
+            wh.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_code_location_loads_without_touching_the_warehouse(tmp_path, monkeypatch):
+    """Definitions load even when the DSN points nowhere: nothing connects at load time."""
+    monkeypatch.setenv("USAGE_ETL_CLICKHOUSE_DSN", "http://nobody:secret@127.0.0.1:1")
+    from usage_etl.definitions import defs
+
+    definitions = defs()
+    assert {"daily_usage", "monthly_invoices"} <= {
+        job.name for job in definitions.resolve_all_job_defs()
+    }
+
+
+def test_partitioned_job_runs_on_a_postgres_instance(postgres_server, usage_env, tmp_path):
+    """The production instance kind: dagster-postgres storage against a real server."""
+    home = Path(usage_env["DAGSTER_HOME"])
+    home.joinpath("dagster.yaml").write_text(
+        (REPO / "dagster_home" / "dagster.postgres.yaml").read_text()
+    )
+    env = {**os.environ, **postgres_server.env()}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "job",
+            "execute",
+            "-m",
+            "usage_etl.definitions",
+            "-j",
+            "daily_usage",
+            "--tags",
+            '{"dagster/partition": "2026-10-05"}',
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    os.environ.update(postgres_server.env())
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            runs = instance.get_runs(
+                filters=dg.RunsFilter(
+                    job_name="daily_usage", tags={"dagster/partition": "2026-10-05"}
+                )
+            )
+            assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
+    finally:
+        for key in postgres_server.env():
+            os.environ.pop(key, None)

@@ -1,0 +1,7 @@
+"""`usage-etl usage` (to be filled in by its issue)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the main app."""

@@ -1,0 +1,32 @@
+"""The two contract jobs (§6). Each selects an asset group, so new assets and checks in a group
+join their job without editing this file.
+
+Both use the in-process executor: steps are sequential anyway, and one process per run is
+what the embedded ClickHouse engine allows (one process per engine path)."""
+
+import dagster as dg
+
+from usage_etl.defs.partitions import daily_partitions, monthly_partitions
+
+USAGE_GROUP = "usage"
+INVOICING_GROUP = "invoicing"
+
+daily_usage = dg.define_asset_job(
+    name="daily_usage",
+    selection=dg.AssetSelection.groups(USAGE_GROUP),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Ingest one UTC day of node rollups, dedupe them and publish usage_daily, "
+    "with the day's checks.",
+    tags={"usage_etl/job": "daily_usage"},
+)
+
+monthly_invoices = dg.define_asset_job(
+    name="monthly_invoices",
+    selection=dg.AssetSelection.groups(INVOICING_GROUP),
+    partitions_def=monthly_partitions,
+    executor_def=dg.in_process_executor,
+    description="Price one calendar month of usage into invoice lines and invoices (draft, "
+    "final, adjustments), with their checks.",
+    tags={"usage_etl/job": "monthly_invoices"},
+)

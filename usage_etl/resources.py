@@ -1,0 +1,127 @@
+"""Dagster resources: the warehouse, the landing bucket, the price book and the clock.
+
+Each resource reads the contract's settings (§6) from the environment *when a run uses it*, so
+loading definitions never touches ClickHouse or S3, and explicit fields (tests, the launchpad)
+override the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dagster as dg
+from botocore.config import Config
+from pydantic import PrivateAttr
+
+from usage_etl.settings import Settings, parse_as_of
+from usage_etl.warehouse.client import Warehouse
+from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """ClickHouse through clickhouse-connect: embedded chDB by default, or a server DSN.
+
+    The first use in a run opens the client (taking the embedded engine's lock) and applies
+    pending migrations; the run's end closes it and releases the lock.
+    """
+
+    dsn: str | None = None
+    database: str | None = None
+    cache_events_table: str | None = None
+    lock_timeout_seconds: float | None = None
+
+    _warehouse: Warehouse | None = PrivateAttr(default=None)
+
+    def settings(self) -> Settings:
+        return _settings(
+            clickhouse_dsn=self.dsn,
+            database=self.database,
+            cache_events_table=self.cache_events_table,
+            chdb_lock_timeout_seconds=self.lock_timeout_seconds,
+        )
+
+    def get_warehouse(self) -> Warehouse:
+        if self._warehouse is None:
+            settings = self.settings()
+            warehouse = Warehouse.open(
+                settings.clickhouse_dsn, settings.database, settings.chdb_lock_timeout_seconds
+            )
+            try:
+                apply_migrations(warehouse, DdlOptions.from_settings(settings))
+            except Exception:
+                warehouse.close()
+                raise
+            self._warehouse = warehouse
+        return self._warehouse
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._warehouse is not None:
+            self._warehouse.close()
+            self._warehouse = None
+
+
+class LandingResource(dg.ConfigurableResource):
+    """The S3-compatible landing area (boto3 honours AWS_ENDPOINT_URL_S3 and the AWS_* keys)."""
+
+    landing_url: str | None = None
+    max_attempts: int = 5
+
+    def settings(self) -> Settings:
+        return _settings(landing_url=self.landing_url)
+
+    @property
+    def bucket(self) -> str:
+        return self.settings().landing_bucket
+
+    @property
+    def prefix(self) -> str:
+        return self.settings().landing_prefix
+
+    def get_client(self):
+        return s3_client(self.max_attempts)
+
+
+def s3_client(max_attempts: int = 5):
+    """A boto3 S3 client with bounded, backed-off retries for transient errors."""
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=120,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client("s3", config=config)
+
+
+class PriceBookResource(dg.ConfigurableResource):
+    """Path of the price book YAML (contract §3)."""
+
+    path: str | None = None
+
+    def resolved_path(self) -> Path:
+        return Path(self.path) if self.path else _settings().price_book
+
+
+class ClockResource(dg.ConfigurableResource):
+    """The run's notion of "now": USAGE_ETL_AS_OF when set, else the wall clock (UTC)."""
+
+    as_of: str | None = None
+
+    def now(self) -> datetime:
+        configured = parse_as_of(self.as_of) or parse_as_of(_settings().as_of)
+        return configured or datetime.now(UTC)
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "clickhouse": ClickHouseResource(),
+        "landing": LandingResource(),
+        "price_book": PriceBookResource(),
+        "clock": ClockResource(),
+    }

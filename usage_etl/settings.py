@@ -1,0 +1,124 @@
+"""Operator settings (contract §6), read from the environment and validated once.
+
+Every knob an operator can turn lives here, so the resources, the CLI and the tests agree on
+names and defaults. Secrets (DSN passwords, S3 keys) are never rendered by `describe()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = REPO_ROOT / "sql"
+SAMPLE_PRICE_BOOK = REPO_ROOT / "config" / "price_book.yaml"
+SAMPLE_NODE_REGISTRY = REPO_ROOT / "config" / "nodes.yaml"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / "dagster_home").resolve()
+
+
+def default_dsn() -> str:
+    return f"chdb://{dagster_home() / 'clickhouse'}"
+
+
+def redact_url(url: str) -> str:
+    """Drop the password (and any query secrets) from a URL before it is shown anywhere."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.query:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_as_of(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+class Settings(BaseSettings):
+    """Contract §6 settings. Field names map to `USAGE_ETL_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="USAGE_ETL_", extra="ignore")
+
+    clickhouse_dsn: str = Field(default_factory=default_dsn)
+    database: str = "usage"
+    cache_events_table: str = "cache_events"
+    landing_url: str = "s3://usage-landing/rollups"
+    price_book: Path = SAMPLE_PRICE_BOOK
+    node_registry: Path | None = None
+    as_of: str | None = None
+    # Cluster deployments: `ON CLUSTER <name>` and Replicated engines in the DDL.
+    clickhouse_cluster: str | None = None
+    clickhouse_replicated: bool = False
+    # How long a run waits for the embedded engine held by another process.
+    chdb_lock_timeout_seconds: float = 600.0
+
+    @field_validator("database", "cache_events_table")
+    @classmethod
+    def _database_is_identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"must be a plain identifier (letters, digits, _), got {value!r}")
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _cluster_is_identifier(cls, value: str | None) -> str | None:
+        if value and not IDENTIFIER.match(value):
+            raise ValueError(f"USAGE_ETL_CLICKHOUSE_CLUSTER must be an identifier, got {value!r}")
+        return value or None
+
+    @field_validator("landing_url")
+    @classmethod
+    def _landing_is_s3(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(
+                f"USAGE_ETL_LANDING_URL must look like s3://bucket/prefix, got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of_is_iso(cls, value: str | None) -> str | None:
+        parse_as_of(value)  # raises a clear ValueError on garbage
+        return value or None
+
+    @cached_property
+    def landing_bucket(self) -> str:
+        return urlsplit(self.landing_url).netloc
+
+    @cached_property
+    def landing_prefix(self) -> str:
+        return urlsplit(self.landing_url).path.strip("/")
+
+    def describe(self) -> dict[str, str]:
+        """What an operator may see: everything but secrets."""
+        return {
+            "clickhouse_dsn": redact_url(self.clickhouse_dsn),
+            "database": self.database,
+            "landing_url": self.landing_url,
+            "price_book": str(self.price_book),
+            "as_of": self.as_of or "now",
+        }
+
+
+def load_settings() -> Settings:
+    return Settings()

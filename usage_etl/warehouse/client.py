@@ -1,0 +1,246 @@
+"""The one way this project talks to ClickHouse.
+
+A `Warehouse` wraps a clickhouse-connect client for either backend:
+
+* `chdb:///path` — the embedded engine. chDB allows one engine path per process and one process
+  per path, so opening it takes an exclusive file lock next to the data folder. A second process
+  waits a bounded time and then fails with a message naming the holder, instead of crashing in
+  chDB's own initialisation.
+* `http(s)://user:pass@host:port` — a server or cluster; no lock, any number of writers.
+
+Nothing here runs at import time: a client is opened only by `Warehouse.open()`, which the
+resources call inside runs (never at definitions load or in sensors).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+
+from usage_etl.settings import redact_url
+
+
+class WarehouseError(RuntimeError):
+    """A ClickHouse failure, with the DSN already redacted."""
+
+
+class EmbeddedEngineBusy(WarehouseError):
+    """The embedded chDB engine is held by another process."""
+
+
+def is_embedded(dsn: str) -> bool:
+    return dsn.startswith("chdb:")
+
+
+def embedded_path(dsn: str) -> Path:
+    """`chdb:///abs/path` -> /abs/path (also accepts `chdb://rel/path` and `chdb:path`)."""
+    raw = dsn[len("chdb:") :]
+    raw = raw[2:] if raw.startswith("//") else raw
+    if not raw:
+        raise WarehouseError("an embedded DSN needs a path: chdb:///path/to/data")
+    return Path(raw).expanduser().resolve()
+
+
+@dataclass
+class _EngineLock:
+    """An exclusive flock on `<data>.lock`, held while this process uses the engine.
+
+    flock conflicts between two descriptors of the same process, so holders inside one process
+    share the lock through a reference count (`_held`); only other processes wait.
+    """
+
+    path: Path
+    handle: Any = None
+
+    _held: ClassVar[dict[Path, tuple[Any, int]]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def acquire(self, timeout_seconds: float) -> None:
+        with self._guard:
+            if self.path in self._held:
+                handle, count = self._held[self.path]
+                self._held[self.path] = (handle, count + 1)
+                self.handle = handle
+                return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # kept open while the lock is held
+        deadline = time.monotonic() + timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = self.path.read_text().strip() or "unknown"
+                    handle.close()
+                    raise EmbeddedEngineBusy(
+                        f"the embedded ClickHouse engine at {self.path.with_suffix('')} is held "
+                        f"by another process ({holder}); waited {timeout_seconds:.0f}s. Only one "
+                        "process may use an embedded engine at a time: wait for the other run, "
+                        "or point USAGE_ETL_CLICKHOUSE_DSN at a ClickHouse server."
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        with self._guard:
+            self._held[self.path] = (handle, 1)
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        with self._guard:
+            handle, count = self._held.pop(self.path)
+            if count > 1:
+                self._held[self.path] = (handle, count - 1)
+            else:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                handle.close()
+        self.handle = None
+
+
+@dataclass
+class Warehouse:
+    """A connected ClickHouse client plus the database every table lives in."""
+
+    dsn: str
+    database: str
+    client: Client
+    _lock: _EngineLock | None = field(default=None, repr=False)
+    _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def embedded(self) -> bool:
+        return is_embedded(self.dsn)
+
+    @property
+    def safe_dsn(self) -> str:
+        return redact_url(self.dsn)
+
+    # -- queries -------------------------------------------------------------------------------
+    # Every call takes values through `parameters` ({name:Type} placeholders); the SQL text only
+    # ever contains identifiers we validated (database, table names), never data.
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None, **settings: Any):
+        return self._call(
+            self.client.command, sql, parameters=parameters, settings=settings or None
+        )
+
+    def query_rows(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, **settings: Any
+    ) -> list[tuple]:
+        result = self._call(
+            self.client.query, sql, parameters=parameters, settings=settings or None
+        )
+        return list(result.result_rows)
+
+    def query_dicts(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, **settings: Any
+    ) -> list[dict[str, Any]]:
+        result = self._call(
+            self.client.query, sql, parameters=parameters, settings=settings or None
+        )
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def query_one(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
+        rows = self.query_rows(sql, parameters)
+        return rows[0][0] if rows else None
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
+        return self._call(self.client.query_arrow, sql, parameters=parameters)
+
+    def insert_arrow(self, table: str, data: pa.Table, **settings: Any) -> None:
+        if data.num_rows:
+            self._call(
+                self.client.insert_arrow,
+                table,
+                data,
+                database=self.database,
+                settings=settings or None,
+            )
+
+    def insert_rows(
+        self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]
+    ) -> None:
+        if rows:
+            self._call(
+                self.client.insert,
+                table,
+                rows,
+                column_names=list(column_names),
+                database=self.database,
+            )
+
+    def table(self, name: str) -> str:
+        """Fully qualified, quoted table name."""
+        return f"`{self.database}`.`{name}`"
+
+    def _call(self, fn, *args, **kwargs):
+        with self._mutex:  # chDB handles are not safe to share across threads
+            try:
+                return fn(*args, **kwargs)
+            except WarehouseError:
+                raise
+            except Exception as exc:  # clickhouse-connect / chDB errors
+                message = str(exc).replace(self.dsn, self.safe_dsn)
+                raise WarehouseError(f"ClickHouse ({self.safe_dsn}): {message}") from None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, dsn: str, database: str, lock_timeout_seconds: float = 600.0) -> Warehouse:
+        lock = None
+        if is_embedded(dsn):
+            path = embedded_path(dsn)
+            lock = _EngineLock(path.with_name(path.name + ".lock"))
+            lock.acquire(lock_timeout_seconds)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            dsn = f"chdb://{path}"
+        try:
+            client = clickhouse_connect.get_client(dsn=dsn)
+        except Exception as exc:
+            if lock:
+                lock.release()
+            message = str(exc).replace(dsn, redact_url(dsn))
+            raise WarehouseError(
+                f"cannot connect to ClickHouse at {redact_url(dsn)}: {message}"
+            ) from None
+        return cls(dsn=dsn, database=database, client=client, _lock=lock)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self._lock:
+                self._lock.release()
+
+
+@contextmanager
+def open_warehouse(
+    dsn: str, database: str, lock_timeout_seconds: float = 600.0
+) -> Iterator[Warehouse]:
+    warehouse = Warehouse.open(dsn, database, lock_timeout_seconds)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def server_host(dsn: str) -> str:
+    return urlsplit(dsn).hostname or "embedded"
