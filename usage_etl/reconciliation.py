@@ -1,0 +1,345 @@
+"""Reconciliation of node rollups against cache events (contract §2), and rollup completeness.
+
+Everything is aggregated in ClickHouse; Python only receives small result sets (one row per
+artifact kind and direction, the top-N worst groups, the nodes with gaps). All values go
+through query parameters; only validated identifiers (database, table names) reach the SQL.
+
+A *group* is (day, account_id, project_id, artifact_kind, action): rollups with
+direction='egress' and operation='download' against cache `download` events, and
+direction='ingress'/operation='upload' against cache `upload` events. Rollups without a project
+(project_id '') have no cache-event counterpart and are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from usage_etl.warehouse.client import Warehouse
+
+MIB = 2**20
+PPM = 1_000_000  # relative tolerances are compared in integer parts per million: no floats
+HOURS = 24
+
+
+class Status(StrEnum):
+    """How one group compares: rollups below cache events (error), above (warn), or close."""
+
+    ERROR = "error"  # rollups below cache events beyond tolerance: nodes lost rollups
+    WARN = "warn"  # rollups above cache events beyond tolerance: analytics loss / double count
+    OK = "ok"
+
+
+class Tolerances(BaseSettings):
+    """Where a difference becomes a finding. A group is flagged only when BOTH its relative and
+    its absolute difference exceed the limits, so small noisy projects do not page anyone.
+
+    Environment: `USAGE_ETL_RECONCILIATION_ERROR_RELATIVE=0.005` etc.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="USAGE_ETL_RECONCILIATION_", extra="ignore")
+
+    # Rollups are billing-grade and cache events a lower bound: rollups below cache is a leak.
+    error_relative: Decimal = Decimal("0.005")
+    error_absolute_bytes: int = Field(default=1 * MIB, ge=0)
+    # Rollups above cache: the analytics queue dropped events, or something counts twice.
+    warn_relative: Decimal = Decimal("0.05")
+    warn_absolute_bytes: int = Field(default=64 * MIB, ge=0)
+    # How many of the worst groups the check metadata lists.
+    top_n: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("error_relative", "warn_relative")
+    @classmethod
+    def _whole_ppm(cls, value: Decimal) -> Decimal:
+        if value < 0 or value >= 1 or (value * PPM) % 1 != 0:
+            raise ValueError(f"must be in [0, 1) with at most 6 decimals, got {value}")
+        return value
+
+    def parameters(self) -> dict[str, int]:
+        """The limits as integers for the SQL comparisons (`rollup * 1e6 < cache * keep`)."""
+        return {
+            "error_keep_ppm": PPM - int(self.error_relative * PPM),
+            "error_abs": self.error_absolute_bytes,
+            "warn_over_ppm": PPM + int(self.warn_relative * PPM),
+            "warn_abs": self.warn_absolute_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class GroupDiff:
+    """One (account, project, kind, action) group of the day."""
+
+    account_id: str
+    project_id: str
+    artifact_kind: str
+    action: str  # 'download' (egress/download rollups) or 'upload' (ingress/upload rollups)
+    rollup_bytes: int
+    cache_bytes: int
+    status: Status
+
+    @property
+    def difference(self) -> int:
+        """Rollups minus cache events: negative means rollups are missing."""
+        return self.rollup_bytes - self.cache_bytes
+
+    @property
+    def ratio(self) -> Decimal | None:
+        return ratio(self.rollup_bytes, self.cache_bytes)
+
+
+@dataclass(frozen=True)
+class KindSummary:
+    """Totals of one (artifact_kind, action) over all groups of the day."""
+
+    artifact_kind: str
+    action: str
+    rollup_bytes: int
+    cache_bytes: int
+    groups: int
+    error_groups: int
+    warn_groups: int
+
+    @property
+    def difference(self) -> int:
+        return self.rollup_bytes - self.cache_bytes
+
+    @property
+    def ratio(self) -> Decimal | None:
+        return ratio(self.rollup_bytes, self.cache_bytes)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    day: date
+    tolerances: Tolerances
+    kinds: list[KindSummary]
+    worst: list[GroupDiff]  # ranked: errors first, then warnings, by absolute difference
+
+    @property
+    def groups(self) -> int:
+        return sum(k.groups for k in self.kinds)
+
+    @property
+    def error_groups(self) -> int:
+        return sum(k.error_groups for k in self.kinds)
+
+    @property
+    def warn_groups(self) -> int:
+        return sum(k.warn_groups for k in self.kinds)
+
+    @property
+    def rollup_bytes(self) -> int:
+        return sum(k.rollup_bytes for k in self.kinds)
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(k.cache_bytes for k in self.kinds)
+
+    @property
+    def ratio(self) -> Decimal | None:
+        return ratio(self.rollup_bytes, self.cache_bytes)
+
+    @property
+    def status(self) -> Status:
+        if self.error_groups:
+            return Status.ERROR
+        return Status.WARN if self.warn_groups else Status.OK
+
+    def offenders(self, status: Status) -> list[GroupDiff]:
+        return [g for g in self.worst if g.status is status]
+
+
+def ratio(rollup_bytes: int, cache_bytes: int) -> Decimal | None:
+    """rollups / cache events, for display only (None when there are no cache events)."""
+    if cache_bytes == 0:
+        return None
+    return (Decimal(rollup_bytes) / Decimal(cache_bytes)).quantize(Decimal("0.0001"))
+
+
+# Both sides as one UNION ALL, then GROUP BY: equivalent to a FULL OUTER JOIN on the group key,
+# without relying on how the join fills keys of one-sided rows.
+_GROUPS_SQL = """
+SELECT account_id, project_id, artifact_kind, action,
+       sum(rollup) AS rollup_bytes, sum(cache) AS cache_bytes,
+       multiIf(
+           cache_bytes > rollup_bytes
+             AND cache_bytes - rollup_bytes > {{error_abs:UInt64}}
+             AND toUInt128(rollup_bytes) * 1000000
+                 < toUInt128(cache_bytes) * {{error_keep_ppm:UInt64}}, 'error',
+           rollup_bytes > cache_bytes
+             AND rollup_bytes - cache_bytes > {{warn_abs:UInt64}}
+             AND toUInt128(rollup_bytes) * 1000000
+                 > toUInt128(cache_bytes) * {{warn_over_ppm:UInt64}}, 'warn',
+           'ok') AS status
+FROM (
+    SELECT account_id, project_id, toString(artifact_kind) AS artifact_kind,
+           if(direction = 'egress', 'download', 'upload') AS action,
+           bytes AS rollup, toUInt64(0) AS cache
+    FROM {usage_daily}
+    WHERE day = {{day:Date}} AND project_id != ''
+      AND ((direction = 'egress' AND operation = 'download')
+           OR (direction = 'ingress' AND operation = 'upload'))
+    UNION ALL
+    SELECT account_id, project_id, toString(artifact_kind), toString(action),
+           toUInt64(0), size_bytes
+    FROM {cache_events}
+    WHERE occurred_at >= {{start:DateTime64(3, 'UTC')}}
+      AND occurred_at < {{end:DateTime64(3, 'UTC')}}
+)
+GROUP BY account_id, project_id, artifact_kind, action
+"""
+
+_KINDS_SQL = """
+SELECT artifact_kind, action, sum(rollup_bytes), sum(cache_bytes), count(),
+       countIf(status = 'error'), countIf(status = 'warn')
+FROM ({groups})
+GROUP BY artifact_kind, action
+ORDER BY artifact_kind, action
+"""
+
+_WORST_SQL = """
+SELECT account_id, project_id, artifact_kind, action, rollup_bytes, cache_bytes, status
+FROM ({groups})
+ORDER BY indexOf(['error', 'warn', 'ok'], status),
+         greatest(rollup_bytes, cache_bytes) - least(rollup_bytes, cache_bytes) DESC,
+         account_id, project_id, artifact_kind, action
+LIMIT {{top_n:UInt32}}
+"""
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def reconcile(
+    warehouse: Warehouse, day: date, tolerances: Tolerances, cache_events_table: str
+) -> Reconciliation:
+    """Compare the day's project-bound rollups with the day's cache events, group by group."""
+    groups = _GROUPS_SQL.format(
+        usage_daily=warehouse.table("usage_daily"),
+        cache_events=warehouse.table(cache_events_table),
+    )
+    start, end = day_window(day)
+    params = {"day": day, "start": start, "end": end, **tolerances.parameters()}
+    kinds = [
+        KindSummary(kind, action, int(r), int(c), int(n), int(e), int(w))
+        for kind, action, r, c, n, e, w in warehouse.query_rows(
+            _KINDS_SQL.format(groups=groups), params
+        )
+    ]
+    worst = [
+        GroupDiff(account, project, kind, action, int(r), int(c), Status(status))
+        for account, project, kind, action, r, c, status in warehouse.query_rows(
+            _WORST_SQL.format(groups=groups), {**params, "top_n": tolerances.top_n}
+        )
+    ]
+    return Reconciliation(day, tolerances, kinds, worst)
+
+
+# -- completeness --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeGap:
+    """A node that reported during the day but has hours without a loaded rollup object."""
+
+    node_id: str
+    missing_hours: list[int]
+    quarantined_hours: list[int]  # of the missing hours, those whose objects were quarantined
+
+
+@dataclass(frozen=True)
+class Completeness:
+    day: date
+    nodes: int  # nodes with at least one loaded or quarantined object for the day
+    objects_loaded: int
+    objects_quarantined: int
+    objects_ignored: int
+    newest_last_modified: datetime | None
+    gap_nodes: int  # nodes with at least one missing hour (gaps lists at most max_nodes)
+    missing_node_hours: int
+    gaps: list[NodeGap]
+
+    @property
+    def newest_after_day_end(self) -> timedelta | None:
+        """How long after the day ended the newest object landed (negative: before the end)."""
+        if self.newest_last_modified is None:
+            return None
+        return self.newest_last_modified - day_window(self.day)[1]
+
+
+# The current state of each object is its ledger row with the greatest recorded_at.
+_CURRENT_OBJECTS_SQL = """
+SELECT object_key,
+       argMax(node_id, recorded_at) AS node_id,
+       argMax(hour, recorded_at) AS hour,
+       argMax(status, recorded_at) AS status,
+       argMax(last_modified, recorded_at) AS last_modified
+FROM {ingest_objects}
+WHERE day = {{day:Date}}
+GROUP BY object_key
+"""
+
+_LEDGER_SUMMARY_SQL = """
+SELECT countIf(status = 'loaded'), countIf(status = 'quarantined'), countIf(status = 'ignored'),
+       countIf(status != 'ignored'), maxIf(last_modified, status != 'ignored'),
+       uniqExactIf(node_id, status != 'ignored' AND node_id != '')
+FROM ({current})
+"""
+
+_NODE_GAPS_SQL = """
+SELECT node_id, missing, arrayFilter(h -> has(quarantined, h), missing),
+       count() OVER () AS gap_nodes, sum(length(missing)) OVER () AS missing_node_hours
+FROM (
+    SELECT node_id,
+           arrayFilter(h -> NOT has(loaded, h), range(toUInt8({{hours:UInt8}}))) AS missing,
+           quarantined
+    FROM (
+        SELECT node_id,
+               groupUniqArrayIf(hour, status = 'loaded') AS loaded,
+               groupUniqArrayIf(hour, status = 'quarantined') AS quarantined
+        FROM ({current})
+        WHERE status != 'ignored' AND node_id != ''
+        GROUP BY node_id
+    )
+)
+WHERE length(missing) > 0
+ORDER BY length(missing) DESC, node_id
+LIMIT {{limit:UInt32}}
+"""
+
+
+def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Completeness:
+    """Which node-hours of the day have no loaded object, for nodes that reported that day."""
+    current = _CURRENT_OBJECTS_SQL.format(ingest_objects=warehouse.table("ingest_objects"))
+    loaded, quarantined, ignored, seen, newest, nodes = warehouse.query_rows(
+        _LEDGER_SUMMARY_SQL.format(current=current), {"day": day}
+    )[0]
+    rows = warehouse.query_rows(
+        _NODE_GAPS_SQL.format(current=current), {"day": day, "hours": HOURS, "limit": max_nodes}
+    )
+    gaps = [
+        NodeGap(node, sorted(int(h) for h in missing), sorted(int(h) for h in in_quarantine))
+        for node, missing, in_quarantine, _, _ in rows
+    ]
+    return Completeness(
+        day=day,
+        nodes=int(nodes),
+        objects_loaded=int(loaded),
+        objects_quarantined=int(quarantined),
+        objects_ignored=int(ignored),
+        newest_last_modified=_utc(newest) if seen else None,
+        gap_nodes=int(rows[0][3]) if rows else 0,
+        missing_node_hours=int(rows[0][4]) if rows else 0,
+        gaps=gaps,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
