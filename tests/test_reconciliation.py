@@ -298,6 +298,9 @@ def test_node_under_reporting_one_projects_downloads_fails_with_error(warehouse)
     lost_bytes = sum(e.size_bytes for e in lost)
     assert first_row.startswith("| 1 | ERROR | globex | monorepo | nx | egress/download |")
     assert f"{-lost_bytes:+,}" in first_row
+    node_column = first_row.split("|")[-2]  # where to look: the silent node is not among them
+    assert "edge-fra-1" in node_column and "edge-sin-1" in node_column
+    assert "edge-iad-1" not in node_column
 
 
 def test_one_percent_dropped_cache_events_passes(warehouse):

@@ -81,6 +81,8 @@ class GroupDiff:
     rollup_bytes: int
     cache_bytes: int
     status: Status
+    # Which nodes' rollups make up rollup_bytes, largest first: where to look for a gap.
+    nodes: tuple[tuple[str, int], ...] = ()
 
     @property
     def difference(self) -> int:
@@ -166,6 +168,7 @@ def ratio(rollup_bytes: int, cache_bytes: int) -> Decimal | None:
 _GROUPS_SQL = """
 SELECT account_id, project_id, artifact_kind, action,
        sum(rollup) AS rollup_bytes, sum(cache) AS cache_bytes,
+       sumMapIf([node_id], [rollup], node_id != '') AS nodes,
        multiIf(
            cache_bytes > rollup_bytes
              AND cache_bytes - rollup_bytes > {{error_abs:UInt64}}
@@ -179,14 +182,14 @@ SELECT account_id, project_id, artifact_kind, action,
 FROM (
     SELECT account_id, project_id, toString(artifact_kind) AS artifact_kind,
            if(direction = 'egress', 'download', 'upload') AS action,
-           bytes AS rollup, toUInt64(0) AS cache
+           toString(node_id) AS node_id, bytes AS rollup, toUInt64(0) AS cache
     FROM {usage_daily}
     WHERE day = {{day:Date}} AND project_id != ''
       AND ((direction = 'egress' AND operation = 'download')
            OR (direction = 'ingress' AND operation = 'upload'))
     UNION ALL
     SELECT account_id, project_id, toString(artifact_kind), toString(action),
-           toUInt64(0), size_bytes
+           '', toUInt64(0), size_bytes
     FROM {cache_events}
     WHERE occurred_at >= {{start:DateTime64(3, 'UTC')}}
       AND occurred_at < {{end:DateTime64(3, 'UTC')}}
@@ -203,7 +206,8 @@ ORDER BY artifact_kind, action
 """
 
 _WORST_SQL = """
-SELECT account_id, project_id, artifact_kind, action, rollup_bytes, cache_bytes, status
+SELECT account_id, project_id, artifact_kind, action, rollup_bytes, cache_bytes, status,
+       nodes.1, nodes.2
 FROM ({groups})
 ORDER BY indexOf(['error', 'warn', 'ok'], status),
          greatest(rollup_bytes, cache_bytes) - least(rollup_bytes, cache_bytes) DESC,
@@ -234,12 +238,18 @@ def reconcile(
         )
     ]
     worst = [
-        GroupDiff(account, project, kind, action, int(r), int(c), Status(status))
-        for account, project, kind, action, r, c, status in warehouse.query_rows(
+        GroupDiff(
+            account, project, kind, action, int(r), int(c), Status(status), _by_bytes(nodes, b)
+        )
+        for account, project, kind, action, r, c, status, nodes, b in warehouse.query_rows(
             _WORST_SQL.format(groups=groups), {**params, "top_n": tolerances.top_n}
         )
     ]
     return Reconciliation(day, tolerances, kinds, worst)
+
+
+def _by_bytes(nodes: list[str], sizes: list[int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(zip(nodes, map(int, sizes), strict=True), key=lambda n: (-n[1], n[0])))
 
 
 # -- completeness --------------------------------------------------------------------------------

@@ -40,17 +40,29 @@ def _signed(value: int) -> str:
 def worst_table(groups: list[GroupDiff]) -> str:
     lines = [
         "| # | status | account | project | kind | direction | rollup bytes | cache bytes "
-        "| difference | ratio |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|",
+        "| difference | ratio | nodes (share of rollup bytes) |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---|",
     ]
     for rank, g in enumerate(groups, 1):
         lines.append(
             f"| {rank} | {g.status.upper()} | {g.account_id} | {g.project_id} | "
             f"{g.artifact_kind} | {DIRECTION_LABEL[g.action]} | {g.rollup_bytes:,} | "
             f"{g.cache_bytes:,} | {_signed(g.difference)} ({human_bytes(g.difference)}) | "
-            f"{_ratio(g.ratio)} |"
+            f"{_ratio(g.ratio)} | {_node_shares(g)} |"
         )
     return "\n".join(lines)
+
+
+def _node_shares(g: GroupDiff, limit: int = 5) -> str:
+    if not g.nodes:
+        return "none"
+    shares = [
+        f"{node} {(Decimal(100 * size) / g.rollup_bytes).quantize(Decimal('0.1'))}%"
+        for node, size in g.nodes[:limit]
+        if g.rollup_bytes
+    ]
+    more = f", +{len(g.nodes) - limit} more" if len(g.nodes) > limit else ""
+    return ", ".join(shares) + more
 
 
 def kinds_table(kinds: list[KindSummary]) -> str:
@@ -69,9 +81,11 @@ def kinds_table(kinds: list[KindSummary]) -> str:
 
 
 def _offender(g: GroupDiff) -> str:
+    nodes = ", ".join(node for node, _ in g.nodes[:5]) or "none"
     return (
         f"account {g.account_id} project {g.project_id} ({g.artifact_kind} "
-        f"{DIRECTION_LABEL[g.action]}: {human_bytes(g.difference)}, ratio {_ratio(g.ratio)})"
+        f"{DIRECTION_LABEL[g.action]}: {human_bytes(g.difference)}, ratio {_ratio(g.ratio)}, "
+        f"rollups from nodes {nodes})"
     )
 
 
@@ -104,7 +118,7 @@ ACTION_HINT = (
     "ERROR rows: find the project's node(s) in usage_daily for the day, check the completeness "
     "check and the quarantine (quarantined_rows) for their files, re-deliver missing rollups and "
     "re-run the day. WARN rows: compare with the analytics queue's drop counters; if analytics "
-    "is complete, look for duplicated event_ids with different ids across nodes."
+    "is complete, look for the same traffic reported by two nodes (double counting)."
 )
 
 
