@@ -239,11 +239,14 @@ def usage_daily_stand_in() -> dg.MaterializeResult:
     return dg.MaterializeResult()
 
 
-def run_checks(partition: str = DAY.isoformat()) -> dict[str, dg.AssetCheckEvaluation]:
+def run_checks(
+    partition: str = DAY.isoformat(), run_config: dict | None = None
+) -> dict[str, dg.AssetCheckEvaluation]:
     result = dg.materialize(
         [usage_daily_stand_in, rollups_cover_cache_events, node_hours_complete],
         partition_key=partition,
         resources={"clickhouse": ClickHouseResource()},
+        run_config=run_config,
     )
     assert result.success
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -313,6 +316,22 @@ def test_one_percent_dropped_cache_events_passes(warehouse):
     assert result.status is Status.OK
     assert result.rollup_bytes > result.cache_bytes  # the drop is visible, just tolerated
     assert result.ratio is not None and 1 < result.ratio < 1 + Tolerances().warn_relative
+
+
+def test_tolerances_can_be_tightened_per_run(warehouse):
+    events = traffic()
+    dropped = set(random.Random(1).sample(range(len(events)), len(events) // 100))
+    load_day(warehouse, events, [e for i, e in enumerate(events) if i not in dropped])
+    strict = {"warn_relative": "0.001", "warn_absolute_bytes": 0}
+
+    rec = run_checks(
+        run_config={"ops": {"usage_daily_rollups_cover_cache_events": {"config": strict}}}
+    )["rollups_cover_cache_events"]
+
+    assert not rec.passed
+    assert rec.severity == dg.AssetCheckSeverity.WARN
+    assert rec.metadata["groups_error"].value == 0
+    assert rec.metadata["groups_warn"].value > 0
 
 
 def test_heavy_analytics_loss_warns_but_small_projects_stay_quiet(warehouse):
