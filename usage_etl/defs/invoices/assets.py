@@ -1,19 +1,159 @@
-"""Placeholder: the monthly_invoices assets (issue 5) replace this module."""
+"""The monthly_invoices assets (contract §5): invoice lines + invoices, and their export."""
+
+from collections.abc import Iterator
+from decimal import Decimal
 
 import dagster as dg
 
 from usage_etl.defs.jobs import INVOICING_GROUP
 from usage_etl.defs.partitions import monthly_partitions
-from usage_etl.resources import ClickHouseResource
+from usage_etl.invoicing.completeness import check_completeness
+from usage_etl.invoicing.export import export_period
+from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.run import PeriodOutcome, run_period
+from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
+from usage_etl.pricing import load_price_book
+from usage_etl.resources import (
+    ClickHouseResource,
+    ClockResource,
+    LandingResource,
+    PriceBookResource,
+)
+
+LINES_KEY = dg.AssetKey("invoice_line_items")
+INVOICES_KEY = dg.AssetKey("invoices")
+PREVIEW_ROWS = 10
+
+
+def period_of(context) -> Period:
+    return Period.parse(context.partition_key)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            LINES_KEY,
+            deps=[dg.AssetKey("usage_daily")],
+            description="Invoice line items of one billing period (contract §5): usage lines, "
+            "and adjustment lines for late usage of final periods. Draft until as-of >= "
+            "period_end + grace_days, then final and never rewritten.",
+            group_name=INVOICING_GROUP,
+            kinds={"clickhouse"},
+        ),
+        dg.AssetSpec(
+            INVOICES_KEY,
+            deps=[LINES_KEY],
+            description="One row per invoice (a view over the lines: subtotal = sum of lines).",
+            group_name=INVOICING_GROUP,
+            kinds={"clickhouse"},
+        ),
+    ],
+    partitions_def=monthly_partitions,
+    pool="warehouse",
+)
+def invoice_period(
+    context: dg.AssetExecutionContext,
+    clickhouse: ClickHouseResource,
+    landing: LandingResource,
+    price_book: PriceBookResource,
+    clock: ClockResource,
+) -> Iterator[dg.MaterializeResult]:
+    period = period_of(context)
+    book = load_price_book(price_book.resolved_path())
+    as_of = clock.now()
+    warehouse = clickhouse.get_warehouse()
+    outcome = run_period(
+        warehouse,
+        book,
+        period,
+        as_of,
+        context.run.run_id,
+        lambda: check_completeness(
+            warehouse, landing.get_client(), landing.bucket, landing.prefix, period
+        ),
+    )
+    if not outcome.checksum_ok:
+        raise dg.Failure(
+            description=f"final invoice lines of {period} changed since finalization: stop "
+            "billing from them and restore them from the finalization export",
+            metadata={"checksum_now": outcome.checksum},
+        )
+    if outcome.blockers:
+        raise dg.Failure(
+            description=f"{period} is due for finalization but stays draft: "
+            + " | ".join(outcome.blockers),
+            metadata={"status": outcome.status, "blockers": "\n".join(outcome.blockers)},
+        )
+    lines = read_lines(warehouse, period)
+    invoices = read_invoices(warehouse, period)
+    context.log.info(f"{period}: {len(invoices)} invoices, {len(lines)} lines, {outcome.status}")
+    yield dg.MaterializeResult(asset_key=LINES_KEY, metadata=lines_metadata(outcome, lines, book))
+    yield dg.MaterializeResult(asset_key=INVOICES_KEY, metadata=invoices_metadata(invoices))
+
+
+def lines_metadata(outcome: PeriodOutcome, lines: list[dict], book) -> dict:
+    return {
+        "period": str(outcome.period),
+        "status": outcome.status,
+        "written": outcome.written,
+        "lines": len(lines),
+        "adjustment_lines": sum(1 for line in lines if line["kind"] == "adjustment"),
+        "accounts": len({line["account_id"] for line in lines}),
+        "lines_checksum": outcome.checksum,
+        "price_book_version": book.version,
+        "final_due_at": outcome.period.final_due_at(book.grace_days).isoformat(),
+    }
+
+
+def invoices_metadata(invoices: list[dict]) -> dict:
+    totals: dict[str, Decimal] = {}
+    for invoice in invoices:
+        totals[invoice["currency"]] = (
+            totals.get(invoice["currency"], Decimal(0)) + invoice["subtotal"]
+        )
+    top = sorted(invoices, key=lambda i: (-i["subtotal"], i["account_id"]))[:PREVIEW_ROWS]
+    preview = ["| account | subtotal | status |", "|---|---:|---|"]
+    preview += [
+        f"| {i['account_id']} | {i['subtotal']} {i['currency']} | {i['status']} |" for i in top
+    ]
+    return {
+        "invoices": len(invoices),
+        "totals": ", ".join(f"{amount} {cur}" for cur, amount in sorted(totals.items())) or "0",
+        "top_invoices": dg.MetadataValue.md("\n".join(preview)),
+    }
 
 
 @dg.asset(
+    key="invoice_exports",
+    deps=[LINES_KEY, INVOICES_KEY],
     group_name=INVOICING_GROUP,
     partitions_def=monthly_partitions,
     pool="warehouse",
-    kinds={"clickhouse"},
+    kinds={"s3", "parquet", "csv"},
+    description="The period's lines and invoices as CSV and Parquet under exports/invoices/"
+    "period=YYYY-MM/ next to the landing prefix, with a sha256 manifest for finance.",
 )
-def invoice_line_items(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource):
-    """Invoice line items for one billing period (contract §5)."""
-    clickhouse.get_warehouse()
-    return dg.MaterializeResult(metadata={"period": context.partition_key})
+def invoice_exports(
+    context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, landing: LandingResource
+) -> dg.MaterializeResult:
+    period = period_of(context)
+    warehouse = clickhouse.get_warehouse()
+    lines = read_lines(warehouse, period)
+    invoices = read_invoices(warehouse, period)
+    statuses = sorted({i["status"] for i in invoices})
+    result = export_period(
+        landing.get_client(),
+        landing.bucket,
+        landing.prefix,
+        period,
+        lines,
+        invoices,
+        {"status": "/".join(statuses) or "empty", "lines_checksum": lines_checksum(lines)},
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "url": dg.MetadataValue.url(result.url),
+            "files": dg.MetadataValue.json(result.manifest["files"]),
+            "status": result.manifest["status"],
+        }
+    )

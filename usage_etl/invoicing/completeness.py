@@ -1,0 +1,104 @@
+"""Is a period's usage complete enough to finalize its invoices?
+
+A day is complete when `daily_usage` has published it at least once, and every rollup object
+now under the day's prefix in S3 is the one the object ledger last decided about (same key,
+same ETag). An object missing from the ledger arrived after the day's last run; one with
+another ETag was overwritten since. Either way the day must be re-run before billing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+
+from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.store import published_days
+from usage_etl.rollups.schema import RollupKey, classify_key
+from usage_etl.warehouse.client import Warehouse
+
+
+@dataclass(frozen=True)
+class Completeness:
+    unpublished_days: list[date]
+    late_objects: dict[date, list[str]] = field(default_factory=dict)
+
+    @property
+    def incomplete_days(self) -> list[date]:
+        return sorted(set(self.unpublished_days) | set(self.late_objects))
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete_days
+
+    def describe(self) -> str:
+        parts = []
+        if self.unpublished_days:
+            parts.append(
+                "never materialized by daily_usage: "
+                + ", ".join(d.isoformat() for d in self.unpublished_days)
+            )
+        if self.late_objects:
+            parts.append(
+                "files not ingested since they arrived or changed: "
+                + ", ".join(f"{d} ({len(keys)})" for d, keys in sorted(self.late_objects.items()))
+            )
+        return "; ".join(parts) or "complete"
+
+
+def _normalize_etag(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def ledger_etags(warehouse: Warehouse, period: Period) -> dict[str, str]:
+    """The current ETag the ledger holds for each object key of the period."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT object_key, argMax(etag, recorded_at)
+        FROM {warehouse.table("ingest_objects")}
+        WHERE day >= {{start:Date}} AND day < {{end:Date}}
+        GROUP BY object_key
+        """,
+        {"start": period.start, "end": period.end},
+    )
+    return {key: _normalize_etag(etag) for key, etag in rows}
+
+
+def list_objects(s3, bucket: str, prefix: str) -> Iterator[dict]:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def month_prefix(landing_prefix: str, period: Period) -> str:
+    head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
+    return f"{head}date={period.label}-"
+
+
+def late_objects(
+    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
+) -> dict[date, list[str]]:
+    """Rollup objects in S3 whose current version the ledger has not decided about."""
+    ledger = ledger_etags(warehouse, period)
+    head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
+    late: dict[date, list[str]] = {}
+    for obj in list_objects(s3, bucket, month_prefix(landing_prefix, period)):
+        key = obj["Key"]
+        parsed = classify_key(landing_prefix, key, obj.get("Size", 0))
+        if not isinstance(parsed, RollupKey) or not period.start <= parsed.day < period.end:
+            continue
+        # The ledger may hold the full key or the key relative to the landing prefix.
+        known = ledger.get(key) or ledger.get(key.removeprefix(head))
+        if known != _normalize_etag(obj.get("ETag", "")):
+            late.setdefault(parsed.day, []).append(key)
+    return late
+
+
+def check_completeness(
+    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
+) -> Completeness:
+    published = published_days(warehouse, period)
+    return Completeness(
+        unpublished_days=[d for d in period.days if d not in published],
+        late_objects=late_objects(warehouse, s3, bucket, landing_prefix, period),
+    )

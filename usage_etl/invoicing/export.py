@@ -1,0 +1,125 @@
+"""Finance exports: a period's lines and invoices as CSV and Parquet, with a checksum manifest.
+
+Files go to `s3://<landing bucket>/<parent of the landing prefix>/exports/invoices/
+period=YYYY-MM/` (for the default landing prefix `rollups`: `exports/invoices/period=...`),
+next to the rollups but outside the prefix the ingestion lists. The manifest is written last,
+so a manifest present means every file it lists is complete; each file's sha256 lets finance
+verify what they loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from usage_etl.invoicing.lines import LINE_COLUMNS
+from usage_etl.invoicing.periods import Period
+
+INVOICE_COLUMNS = (
+    "invoice_id", "account_id", "period_start", "period_end", "currency", "subtotal", "status",
+    "finalized_at",
+)  # fmt: skip
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+LINE_SCHEMA = pa.schema(
+    [
+        ("invoice_id", pa.string()), ("line_id", pa.string()), ("account_id", pa.string()),
+        ("plan", pa.string()), ("period_start", pa.date32()), ("period_end", pa.date32()),
+        ("kind", pa.string()), ("corrected_period_start", pa.date32()), ("meter", pa.string()),
+        ("tier", pa.uint8()), ("quantity", pa.decimal128(38, 9)), ("unit", pa.string()),
+        ("unit_price", pa.decimal128(18, 6)), ("amount", pa.decimal128(18, 2)),
+        ("currency", pa.string()), ("status", pa.string()),
+        ("price_book_version", pa.string()), ("computed_at", TIMESTAMP),
+    ]
+)  # fmt: skip
+INVOICE_SCHEMA = pa.schema(
+    [
+        ("invoice_id", pa.string()), ("account_id", pa.string()), ("period_start", pa.date32()),
+        ("period_end", pa.date32()), ("currency", pa.string()),
+        ("subtotal", pa.decimal128(18, 2)), ("status", pa.string()),
+        ("finalized_at", TIMESTAMP),
+    ]
+)  # fmt: skip
+
+
+def exports_prefix(landing_prefix: str, period: Period) -> str:
+    parent = landing_prefix.strip("/").rpartition("/")[0]
+    head = f"{parent}/" if parent else ""
+    return f"{head}exports/invoices/period={period.label}/"
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def to_csv(rows: list[dict], columns: tuple[str, ...]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_text(row[c]) for c in columns])
+    return out.getvalue().encode()
+
+
+def to_parquet(rows: list[dict], schema: pa.Schema) -> bytes:
+    table = pa.Table.from_pylist([{c: r[c] for c in schema.names} for r in rows], schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    bucket: str
+    prefix: str
+    manifest: dict
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def export_period(
+    s3,
+    bucket: str,
+    landing_prefix: str,
+    period: Period,
+    lines: list[dict],
+    invoices: list[dict],
+    extra: dict | None = None,
+) -> ExportResult:
+    prefix = exports_prefix(landing_prefix, period)
+    files = {
+        "invoice_line_items.csv": (to_csv(lines, LINE_COLUMNS), len(lines)),
+        "invoice_line_items.parquet": (to_parquet(lines, LINE_SCHEMA), len(lines)),
+        "invoices.csv": (to_csv(invoices, INVOICE_COLUMNS), len(invoices)),
+        "invoices.parquet": (to_parquet(invoices, INVOICE_SCHEMA), len(invoices)),
+    }
+    manifest = {"period": period.label, **(extra or {}), "files": {}}
+    for name, (body, rows) in files.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=body)
+        manifest["files"][name] = {
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "bytes": len(body),
+            "rows": rows,
+        }
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    s3.put_object(
+        Bucket=bucket, Key=prefix + "manifest.json", Body=body, ContentType="application/json"
+    )
+    return ExportResult(bucket, prefix, manifest)

@@ -1,0 +1,263 @@
+"""Reading usage and invoice state from ClickHouse, and publishing a period atomically.
+
+Every value goes through query parameters; only validated identifiers enter SQL text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from usage_etl.invoicing.lines import (
+    LINE_COLUMNS,
+    Charge,
+    ChargeKey,
+    InvoiceLine,
+    MeterTotals,
+)
+from usage_etl.invoicing.periods import Period
+from usage_etl.pricing import PriceBook, price_book_from_json
+from usage_etl.warehouse.client import Warehouse
+
+LINES = "invoice_line_items"
+PERIODS = "invoice_periods"
+PERIOD_COLUMNS = (
+    "period_start", "period_end", "status", "finalized_at", "lines_checksum", "line_count",
+    "adjustment_lines", "price_book_version", "price_book", "as_of", "run_id", "recorded_at",
+)  # fmt: skip
+
+
+class FinalizedPeriodError(RuntimeError):
+    """Something tried to rewrite a period that is already final."""
+
+
+# -- usage ----------------------------------------------------------------------------------
+
+# Contract §3 meters. Sums in UInt128: a month of UInt64 counters can exceed 2^64.
+METER_SUMS = """
+    sumIf(toUInt128(bytes), direction = 'egress' AND network_path != 'private_network'),
+    sumIf(toUInt128(bytes), direction = 'ingress'),
+    sum(toUInt128(request_count))
+"""
+
+
+def meter_totals(warehouse: Warehouse, period: Period) -> MeterTotals:
+    """Raw meter totals per account of one period, from usage_daily (plain GROUP BY)."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT account_id, {METER_SUMS}
+        FROM {warehouse.table("usage_daily")}
+        WHERE day >= {{start:Date}} AND day < {{end:Date}}
+        GROUP BY account_id
+        ORDER BY account_id
+        """,
+        {"start": period.start, "end": period.end},
+    )
+    return {r[0]: _meters(r[1:]) for r in rows}
+
+
+def meter_totals_by_period(warehouse: Warehouse, before: Period) -> dict[Period, MeterTotals]:
+    """Meter totals of every period before `before`, in one pass."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT toStartOfMonth(day) AS period, account_id, {METER_SUMS}
+        FROM {warehouse.table("usage_daily")}
+        WHERE day < {{end:Date}}
+        GROUP BY period, account_id
+        """,
+        {"end": before.start},
+    )
+    totals: dict[Period, MeterTotals] = {}
+    for period, account, *sums in rows:
+        totals.setdefault(Period(period), {})[account] = _meters(sums)
+    return totals
+
+
+def _meters(sums) -> dict[str, int]:
+    egress, ingress, requests = (int(v) for v in sums)
+    return {"egress_bytes": egress, "ingress_bytes": ingress, "requests": requests}
+
+
+def published_days(warehouse: Warehouse, period: Period) -> set[date]:
+    rows = warehouse.query_rows(
+        f"""
+        SELECT DISTINCT day FROM {warehouse.table("usage_day_publications")}
+        WHERE day >= {{start:Date}} AND day < {{end:Date}}
+        """,
+        {"start": period.start, "end": period.end},
+    )
+    return {r[0] for r in rows}
+
+
+def periods_with_usage(warehouse: Warehouse, before: Period) -> set[Period]:
+    rows = warehouse.query_rows(
+        f"""
+        SELECT DISTINCT toStartOfMonth(day) FROM {warehouse.table("usage_daily")}
+        WHERE day < {{end:Date}} AND (bytes > 0 OR request_count > 0)
+        """,
+        {"end": before.start},
+    )
+    return {Period(r[0]) for r in rows}
+
+
+# -- invoice state --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finalization:
+    period: Period
+    finalized_at: datetime
+    lines_checksum: str
+    line_count: int
+    book: PriceBook
+
+
+def finalizations(warehouse: Warehouse) -> dict[Period, Finalization]:
+    """Every final period, from its (first) 'final' record in the period log."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT period_start, argMin(finalized_at, recorded_at), argMin(lines_checksum,
+               recorded_at), argMin(line_count, recorded_at), argMin(price_book, recorded_at)
+        FROM {warehouse.table(PERIODS)}
+        WHERE status = 'final'
+        GROUP BY period_start
+        """
+    )
+    return {
+        Period(r[0]): Finalization(Period(r[0]), r[1], r[2], int(r[3]), price_book_from_json(r[4]))
+        for r in rows
+    }
+
+
+def latest_book(warehouse: Warehouse, period: Period) -> PriceBook | None:
+    """The price book of the period's latest publication (draft or final)."""
+    text = warehouse.query_one(
+        f"""
+        SELECT argMax(price_book, recorded_at) FROM {warehouse.table(PERIODS)}
+        WHERE period_start = {{p:Date}} HAVING count() > 0
+        """,
+        {"p": period.start},
+    )
+    return price_book_from_json(text) if text else None
+
+
+def billed_charges(warehouse: Warehouse, before: Period) -> dict[Period, dict[ChargeKey, Charge]]:
+    """What FINAL lines billed for each period before `before`: its usage lines plus the
+    adjustment lines that corrected it, per (account, meter, tier)."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT if(kind = 'usage', period_start, assumeNotNull(corrected_period_start)) AS billed,
+               account_id, meter, tier, sum(quantity), sum(amount),
+               argMax(plan, period_start), argMax(unit, period_start),
+               argMax(unit_price, period_start)
+        FROM {warehouse.table(LINES)}
+        WHERE status = 'final' AND period_start < {{end:Date}}
+        GROUP BY billed, account_id, meter, tier
+        """,
+        {"end": before.start},
+    )
+    billed: dict[Period, dict[ChargeKey, Charge]] = {}
+    for period, account, meter, tier, qty, amount, plan, unit, price in rows:
+        charge = Charge(account, plan, meter, int(tier), qty, unit, price, amount)
+        billed.setdefault(Period(period), {})[charge.key] = charge
+    return billed
+
+
+def read_lines(warehouse: Warehouse, period: Period, account_id: str | None = None) -> list[dict]:
+    account_filter = "AND account_id = {account:String}" if account_id is not None else ""
+    return warehouse.query_dicts(
+        f"""
+        SELECT {", ".join(LINE_COLUMNS)} FROM {warehouse.table(LINES)}
+        WHERE period_start = {{p:Date}} {account_filter}
+        ORDER BY account_id, kind = 'adjustment', corrected_period_start, meter, tier, line_id
+        """,
+        {"p": period.start, "account": account_id},
+    )
+
+
+def read_invoices(
+    warehouse: Warehouse, period: Period, account_id: str | None = None
+) -> list[dict]:
+    account_filter = "AND account_id = {account:String}" if account_id is not None else ""
+    return warehouse.query_dicts(
+        f"""
+        SELECT invoice_id, account_id, period_start, period_end, currency, subtotal, status,
+               finalized_at
+        FROM {warehouse.table("invoices")}
+        WHERE period_start = {{p:Date}} {account_filter}
+        ORDER BY account_id, invoice_id
+        """,
+        {"p": period.start, "account": account_id},
+    )
+
+
+# -- checksums ------------------------------------------------------------------------------
+
+
+def _canonical(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def lines_checksum(rows: Iterable[dict]) -> str:
+    """sha256 of the lines as stored (all columns, ordered by line_id)."""
+    h = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r["line_id"]):
+        h.update("\x1f".join(_canonical(row[c]) for c in LINE_COLUMNS).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def stored_checksum(warehouse: Warehouse, period: Period) -> tuple[str, int]:
+    rows = read_lines(warehouse, period)
+    return lines_checksum(rows), len(rows)
+
+
+# -- publishing -----------------------------------------------------------------------------
+
+
+def publish_lines(
+    warehouse: Warehouse, period: Period, lines: list[InvoiceLine], run_id: str
+) -> None:
+    """Replace the period's lines atomically; refuse if the period is already final.
+
+    The new lines go into a build table of this run's own (so concurrent runs never mix),
+    then one REPLACE PARTITION swaps them in: readers see the old period or the new one.
+    """
+    if period in finalizations(warehouse):
+        raise FinalizedPeriodError(
+            f"period {period} is final; its invoice lines are never rewritten"
+        )
+    if any(line.period_start != period.start for line in lines):
+        raise ValueError(f"every line published for {period} must belong to {period}")
+    target = warehouse.table(LINES)
+    if not lines:  # REPLACE PARTITION refuses an empty source: drop the period instead
+        warehouse.command(f"ALTER TABLE {target} DROP PARTITION {{p:Date}}", {"p": period.start})
+        return
+    build_name = f"{LINES}_build_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+    build = warehouse.table(build_name)
+    warehouse.command(f"DROP TABLE IF EXISTS {build}")
+    warehouse.command(f"CREATE TABLE {build} AS {target}")
+    try:
+        warehouse.insert_rows(build_name, [line.row() for line in lines], LINE_COLUMNS)
+        warehouse.command(
+            f"ALTER TABLE {target} REPLACE PARTITION {{p:Date}} FROM {build}", {"p": period.start}
+        )
+    finally:
+        warehouse.command(f"DROP TABLE IF EXISTS {build}")
+
+
+def record_publication(warehouse: Warehouse, row: dict) -> None:
+    warehouse.insert_rows(PERIODS, [[row[c] for c in PERIOD_COLUMNS]], PERIOD_COLUMNS)
+
+
+def is_final(warehouse: Warehouse, period: Period) -> bool:
+    return period in finalizations(warehouse)
