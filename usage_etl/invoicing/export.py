@@ -55,7 +55,8 @@ def exports_prefix(landing_prefix: str, period: Period) -> str:
     return f"{head}exports/invoices/period={period.label}/"
 
 
-def _text(value) -> str:
+def cell(value) -> str:
+    """A value as finance reads it in CSV: exact decimals, ISO dates, empty for NULL."""
     if value is None:
         return ""
     if isinstance(value, Decimal):
@@ -72,7 +73,7 @@ def to_csv(rows: list[dict], columns: tuple[str, ...]) -> bytes:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_text(row[c]) for c in columns])
+        writer.writerow([cell(row[c]) for c in columns])
     return out.getvalue().encode()
 
 
