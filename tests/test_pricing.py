@@ -257,6 +257,15 @@ def set_in(path, value):
         (set_in(["accounts", "globex"], "gold"), "accounts.globex", "unknown plan 'gold'"),
         (set_in(["default_plan"], "basic"), "default_plan", "unknown plan 'basic'"),
         (lambda d: d.pop("default_plan"), "default_plan", "Field required"),
+        (
+            set_in(
+                ["plans", "free", "requests", "tiers"],
+                [{"up_to": i, "unit_price": "1"} for i in range(1, 256)]
+                + [{"up_to": None, "unit_price": "1"}],
+            ),
+            "plans.free.requests.tiers",
+            "1 to 255 tiers",
+        ),
         (set_in(["currency"], "usd"), "currency", "ISO 4217"),
         (set_in(["grace_days"], -1), "grace_days", ">= 0"),
         (set_in(["surprise"], 1), "surprise", "Extra inputs"),

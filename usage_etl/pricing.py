@@ -30,6 +30,7 @@ from pydantic import (
 METERS = ("egress_bytes", "ingress_bytes", "requests")
 UNITS = {"GiB": 2**30, "1k": 1000}
 METER_UNITS = {"egress_bytes": "GiB", "ingress_bytes": "GiB", "requests": "1k"}
+MAX_TIERS = 255  # the invoice column `tier` is UInt8
 PRICE_SCALE = 6  # unit_price is Decimal(18, 6)
 MAX_PRICE = Decimal(10) ** (18 - PRICE_SCALE)
 QUANTITY_SCALE = 9  # quantity is Decimal(38, 9)
@@ -107,8 +108,8 @@ class MeterPrice(BaseModel):
     @field_validator("tiers")
     @classmethod
     def _tiers(cls, tiers: list[Tier]) -> list[Tier]:
-        if not tiers:
-            raise ValueError("needs at least one tier")
+        if not tiers or len(tiers) > MAX_TIERS:
+            raise ValueError(f"needs 1 to {MAX_TIERS} tiers, got {len(tiers)}")
         if tiers[-1].up_to is not None:
             raise ValueError("the last tier must be unbounded (up_to: null)")
         bounds = [t.up_to for t in tiers[:-1]]
