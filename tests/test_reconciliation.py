@@ -157,7 +157,8 @@ def insert_usage_daily(warehouse, events: list[Event], day: date = DAY) -> None:
 
 
 def insert_neighbour_days(warehouse) -> None:
-    """Big traffic just outside the day, on one side each: leaks in the day filter would fail."""
+    """Big traffic just outside the day, or without a project, on one side only: a leak in the
+    day or project filter would fail the clean day."""
     next_day = DAY_START + timedelta(days=1)
     before = Event(
         "prev",
@@ -169,7 +170,10 @@ def insert_neighbour_days(warehouse) -> None:
         500 * MIB,
         "edge-fra-1",
     )
-    insert_cache_events(warehouse, [before, replace(before, event_id="next", occurred_at=next_day)])
+    unbound = replace(before, event_id="unbound", occurred_at=DAY_START, project_id="")
+    insert_cache_events(
+        warehouse, [before, replace(before, event_id="next", occurred_at=next_day), unbound]
+    )
     insert_usage_daily(warehouse, [before], day=DAY + timedelta(days=1))
 
 
@@ -400,6 +404,7 @@ def test_day_without_objects_or_traffic_is_reported_not_crashed(warehouse):
     assert evaluations["rollups_cover_cache_events"].passed
     assert not evaluations["node_hours_complete"].passed
     assert "no rollup objects" in evaluations["node_hours_complete"].description
+    assert "newest_object_seconds_after_day_end" not in evaluations["node_hours_complete"].metadata
 
 
 # -- configuration -------------------------------------------------------------------------------

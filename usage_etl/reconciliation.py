@@ -7,7 +7,8 @@ through query parameters; only validated identifiers (database, table names) rea
 A *group* is (day, account_id, project_id, artifact_kind, action): rollups with
 direction='egress' and operation='download' against cache `download` events, and
 direction='ingress'/operation='upload' against cache `upload` events. Rollups without a project
-(project_id '') have no cache-event counterpart and are left out.
+(project_id '') have no cache-event counterpart and are left out, as are cache events
+without a project.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ FROM (
     SELECT account_id, project_id, toString(artifact_kind), toString(action),
            '', toUInt64(0), size_bytes
     FROM {cache_events}
-    WHERE occurred_at >= {{start:DateTime64(3, 'UTC')}}
+    WHERE project_id != ''
+      AND occurred_at >= {{start:DateTime64(3, 'UTC')}}
       AND occurred_at < {{end:DateTime64(3, 'UTC')}}
 )
 GROUP BY account_id, project_id, artifact_kind, action

@@ -185,8 +185,7 @@ COMPLETENESS_HINT = (
 
 
 def completeness_metadata(comp: Completeness) -> dict[str, Any]:
-    after_end = comp.newest_after_day_end
-    return {
+    metadata = {
         "day": dg.MetadataValue.text(comp.day.isoformat()),
         "nodes_reporting": dg.MetadataValue.int(comp.nodes),
         "nodes_with_gaps": dg.MetadataValue.int(comp.gap_nodes),
@@ -198,8 +197,9 @@ def completeness_metadata(comp: Completeness) -> dict[str, Any]:
         "newest_object_last_modified": dg.MetadataValue.text(
             comp.newest_last_modified.isoformat() if comp.newest_last_modified else "none"
         ),
-        "newest_object_seconds_after_day_end": dg.MetadataValue.int(
-            int(after_end.total_seconds()) if after_end is not None else 0
-        ),
         "what_to_do": dg.MetadataValue.text(COMPLETENESS_HINT),
     }
+    if comp.newest_after_day_end is not None:  # negative: last hours may still be on their way
+        seconds = int(comp.newest_after_day_end.total_seconds())
+        metadata["newest_object_seconds_after_day_end"] = dg.MetadataValue.int(seconds)
+    return metadata
