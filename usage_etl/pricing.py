@@ -9,10 +9,10 @@ float is rejected, because the float has already lost the decimal the author mea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +237,13 @@ def price_book_from_json(text: str) -> PriceBook:
 
 def round_half_up(value: Fraction, places: int) -> Decimal:
     """Round an exact rational to `places` decimals, ties away from zero (ROUND_HALF_UP)."""
-    scaled = abs(value) * 10**places
-    units = math.floor(scaled + Fraction(1, 2))
-    sign = "-" if value < 0 and units else ""
+    return _round_ratio(value.numerator, value.denominator, places)
+
+
+def _round_ratio(numerator: int, denominator: int, places: int) -> Decimal:
+    # floor(|n|/d * 10^p + 1/2) in integers: (2|n|·10^p + d) // 2d
+    units = (2 * abs(numerator) * 10**places + denominator) // (2 * denominator)
+    sign = "-" if numerator < 0 and units else ""
     return Decimal(f"{sign}{units}E-{places}")
 
 
@@ -256,13 +260,17 @@ class TierCharge:
     quantity: Fraction
     unit_price: Decimal
 
-    @property
+    @cached_property
     def stored_quantity(self) -> Decimal:
         return round_half_up(self.quantity, QUANTITY_SCALE)
 
-    @property
+    @cached_property
     def amount(self) -> Decimal:
-        return round_half_up(self.quantity * Fraction(self.unit_price), AMOUNT_SCALE)
+        """From the exact product: no intermediate rounding of the quantity or the price."""
+        price_n, price_d = self.unit_price.as_integer_ratio()
+        return _round_ratio(
+            self.quantity.numerator * price_n, self.quantity.denominator * price_d, AMOUNT_SCALE
+        )
 
 
 def split_tiers(quantity: Fraction, tiers: list[Tier]) -> list[TierCharge]:
