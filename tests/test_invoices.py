@@ -213,9 +213,9 @@ def test_a_month_without_usage_has_no_lines(warehouse, settings):
 
 def test_finalization_waits_for_every_day_and_every_file(warehouse, settings):
     october(warehouse)
-    publish_days(warehouse, [d for d in OCT.days if d != date(2026, 10, 31)])
     key, etag = land_file(settings, date(2026, 10, 12), "a.parquet")
     ingest_file(warehouse, date(2026, 10, 12), key, etag)
+    publish_days(warehouse, [d for d in OCT.days if d != date(2026, 10, 31)])
     late_key, late_etag = land_file(settings, date(2026, 10, 20), "late.ndjson.gz")
     land_file(settings, date(2026, 10, 20), "_SUCCESS", b"")  # not a rollup: ignored
 
@@ -225,14 +225,23 @@ def test_finalization_waits_for_every_day_and_every_file(warehouse, settings):
     assert outcome.completeness.late_objects == {date(2026, 10, 20): [late_key]}
     assert {r["status"] for r in read_lines(warehouse, OCT)} == {"draft"}
 
-    publish_days(warehouse, [date(2026, 10, 31)])
+    # daily_usage re-runs the 20th: it reads the late file, but dies before publishing.
     ingest_file(warehouse, date(2026, 10, 20), late_key, late_etag)
+    publish_days(warehouse, [date(2026, 10, 31)])
+    outcome = run(warehouse, settings, OCT, "2026-11-04T00:00:00")
+    assert outcome.completeness.stale_days == [date(2026, 10, 20)]
+    assert outcome.status == "draft" and "2026-10-20" in outcome.blockers[0]
+
+    publish_days(warehouse, [date(2026, 10, 20)])  # its retry publishes the day
     land_file(settings, date(2026, 10, 12), "a.parquet", b"PAR1 corrected")  # overwritten
     outcome = run(warehouse, settings, OCT, "2026-11-04T00:00:00")
-    assert outcome.status == "draft" and "2026-10-12" in outcome.blockers[0]
+    assert outcome.status == "draft" and outcome.completeness.incomplete_days == [
+        date(2026, 10, 12)
+    ]
 
     key, etag = land_file(settings, date(2026, 10, 12), "a.parquet", b"PAR1 corrected")
     ingest_file(warehouse, date(2026, 10, 12), key, etag)
+    publish_days(warehouse, [date(2026, 10, 12)])
     outcome = run(warehouse, settings, OCT, "2026-11-04T00:00:00")
     assert outcome.status == "final" and not outcome.blockers
     invoices = read_invoices(warehouse, OCT)

@@ -1,9 +1,11 @@
 """Is a period's usage complete enough to finalize its invoices?
 
-A day is complete when `daily_usage` has published it at least once, and every rollup object
-now under the day's prefix in S3 is the one the object ledger last decided about (same key,
-same ETag). An object missing from the ledger arrived after the day's last run; one with
-another ETag was overwritten since. Either way the day must be re-run before billing it.
+A day is complete when `daily_usage` has published it at least once, its last publication
+is newer than anything the object ledger recorded for it (a run that read files but died
+before publishing leaves the day stale), and every rollup object now under the day's prefix in
+S3 is the one the ledger last decided about (same key, same ETag). An object missing from the
+ledger arrived after the day's last run; one with another ETag was overwritten since. Either
+way the day must be re-run before billing it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from usage_etl.warehouse.client import Warehouse
 class Completeness:
     unpublished_days: list[date]
     late_objects: dict[date, list[str]] = field(default_factory=dict)
+    stale_days: list[date] = field(default_factory=list)  # ledger newer than the publication
 
     @property
     def incomplete_days(self) -> list[date]:
-        return sorted(set(self.unpublished_days) | set(self.late_objects))
+        return sorted(set(self.unpublished_days) | set(self.late_objects) | set(self.stale_days))
 
     @property
     def complete(self) -> bool:
@@ -37,6 +40,11 @@ class Completeness:
             parts.append(
                 "never materialized by daily_usage: "
                 + ", ".join(d.isoformat() for d in self.unpublished_days)
+            )
+        if self.stale_days:
+            parts.append(
+                "files read after the last publication: "
+                + ", ".join(d.isoformat() for d in self.stale_days)
             )
         if self.late_objects:
             parts.append(
@@ -94,6 +102,29 @@ def late_objects(
     return late
 
 
+def stale_days(warehouse: Warehouse, period: Period) -> list[date]:
+    """Days whose ledger has entries newer than the day's last publication."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT l.day FROM
+        (
+            SELECT day, max(recorded_at) AS recorded FROM {warehouse.table("ingest_objects")}
+            WHERE day >= {{start:Date}} AND day < {{end:Date}} GROUP BY day
+        ) AS l
+        INNER JOIN
+        (
+            SELECT day, max(published_at) AS published
+            FROM {warehouse.table("usage_day_publications")}
+            WHERE day >= {{start:Date}} AND day < {{end:Date}} GROUP BY day
+        ) AS p ON l.day = p.day
+        WHERE l.recorded > p.published
+        ORDER BY l.day
+        """,
+        {"start": period.start, "end": period.end},
+    )
+    return [r[0] for r in rows]
+
+
 def check_completeness(
     warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
 ) -> Completeness:
@@ -101,4 +132,5 @@ def check_completeness(
     return Completeness(
         unpublished_days=[d for d in period.days if d not in published],
         late_objects=late_objects(warehouse, s3, bucket, landing_prefix, period),
+        stale_days=stale_days(warehouse, period),
     )
