@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS ${database}.usage_hourly ${on_cluster}
     network_path  LowCardinality(String),
     bytes         UInt64,
     request_count UInt64,
-    rollups       UInt64
+    rollups       UInt64,  -- distinct event_ids (deduplicated rollups) in the group
+    versions      UInt64,  -- staged rows those rollups were chosen from (rollups + duplicates)
+    conflicts     UInt64   -- rollups whose latest emitted_at had differing contents
 )
 ENGINE = ${MergeTree}
 PARTITION BY day

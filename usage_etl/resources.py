@@ -16,6 +16,7 @@ import dagster as dg
 from botocore.config import Config
 from pydantic import PrivateAttr
 
+from usage_etl.ingest.registry import NodeRegistryResource
 from usage_etl.settings import Settings, parse_as_of
 from usage_etl.warehouse.client import Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
@@ -120,6 +121,7 @@ class ClockResource(dg.ConfigurableResource):
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
+        "node_registry": NodeRegistryResource(),
         "clickhouse": ClickHouseResource(),
         "landing": LandingResource(),
         "price_book": PriceBookResource(),

@@ -86,6 +86,7 @@ class RowRule(StrEnum):
     REQUEST_COUNT = "request_count"  # not an int in [0, 2^63)
     EMITTED_AT = "emitted_at"  # missing or not a timestamp
     TENANT_MISMATCH = "tenant_mismatch"  # self-hosted node reporting another account
+    UNREGISTERED_NODE = "unregistered_node"  # node missing from the registry (when strict)
 
 
 class FileRule(StrEnum):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,11 +34,36 @@ from usage_etl.settings import redact_url
 
 
 class WarehouseError(RuntimeError):
-    """A ClickHouse failure, with the DSN already redacted."""
+    """A ClickHouse failure, with the DSN already redacted.
+
+    `transient` is true for faults worth retrying (network, timeouts, overload); a bad query or
+    bad data is not.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+# ClickHouse error codes that describe load or connectivity rather than the query itself.
+TRANSIENT_CODES = {159, 164, 202, 203, 209, 210, 252, 425, 999}
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError):
+        return True
+    match = _CODE.search(str(exc))
+    return bool(match and int(match.group(1)) in TRANSIENT_CODES)
 
 
 class EmbeddedEngineBusy(WarehouseError):
     """The embedded chDB engine is held by another process."""
+
+    def __init__(self, message: str):
+        super().__init__(message, transient=True)
 
 
 def is_embedded(dsn: str) -> bool:
@@ -199,7 +225,9 @@ class Warehouse:
                 raise
             except Exception as exc:  # clickhouse-connect / chDB errors
                 message = str(exc).replace(self.dsn, self.safe_dsn)
-                raise WarehouseError(f"ClickHouse ({self.safe_dsn}): {message}") from None
+                raise WarehouseError(
+                    f"ClickHouse ({self.safe_dsn}): {message}", transient=_is_transient(exc)
+                ) from None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -219,7 +247,8 @@ class Warehouse:
                 lock.release()
             message = str(exc).replace(dsn, redact_url(dsn))
             raise WarehouseError(
-                f"cannot connect to ClickHouse at {redact_url(dsn)}: {message}"
+                f"cannot connect to ClickHouse at {redact_url(dsn)}: {message}",
+                transient=not is_embedded(dsn),
             ) from None
         return cls(dsn=dsn, database=database, client=client, _lock=lock)
 

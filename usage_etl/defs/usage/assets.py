@@ -1,16 +1,179 @@
-"""Placeholder: the daily_usage assets (issue 4) replace this module."""
+"""daily_usage assets: landing files -> rollup_rows (validated, quarantined) -> usage_hourly,
+usage_daily (deduplicated, published atomically per day)."""
+
+import uuid
+from datetime import date
 
 import dagster as dg
 
 from usage_etl.defs.jobs import USAGE_GROUP
 from usage_etl.defs.partitions import daily_partitions
-from usage_etl.resources import ClickHouseResource
+from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
+from usage_etl.ingest import ledger
+from usage_etl.ingest.load import ingest_day
+from usage_etl.ingest.publish import publish_day, record_publication, top_accounts
+from usage_etl.ingest.registry import NodeRegistryResource
+from usage_etl.resources import ClickHouseResource, LandingResource
+
+SOURCES_GROUP = "sources"
+
+landing_rollup_files = dg.AssetSpec(
+    "landing_rollup_files",
+    group_name=SOURCES_GROUP,
+    kinds={"s3"},
+    description="Hourly rollup files dropped by cache nodes under USAGE_ETL_LANDING_URL "
+    "(contract §1): date=/hour=/node= prefixes, Parquet or NDJSON.gz, delivered at least once.",
+    owners=["team:metering"],
+)
+
+cache_events = dg.AssetSpec(
+    "cache_events",
+    group_name=SOURCES_GROUP,
+    kinds={"clickhouse"},
+    description="Project-scoped cache analytics written by the application (contract §2); "
+    "read-only for the pipeline, a lower bound for reconciliation.",
+    owners=["team:app"],
+)
+
+
+def _day(context: dg.AssetExecutionContext) -> date:
+    return context.partition_time_window.start.date()
+
+
+def _load_id(context: dg.AssetExecutionContext) -> str:
+    """Unique per step attempt: a retried attempt never shares rows with a failed one."""
+    return f"{context.run.run_id}.{uuid.uuid4().hex[:8]}"
 
 
 @dg.asset(
-    group_name=USAGE_GROUP, partitions_def=daily_partitions, pool="warehouse", kinds={"clickhouse"}
+    name="rollup_rows",
+    group_name=USAGE_GROUP,
+    partitions_def=daily_partitions,
+    deps=[landing_rollup_files],
+    pool="warehouse",
+    kinds={"s3", "polars", "clickhouse"},
+    owners=["team:metering"],
+    retry_policy=TRANSIENT_RETRY,
+    tags={"usage_etl/layer": "staging"},
 )
-def usage_daily(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource):
-    """Deduplicated daily usage (contract §4)."""
-    clickhouse.get_warehouse()
-    return dg.MaterializeResult(metadata={"day": context.partition_key})
+def rollup_rows(
+    context: dg.AssetExecutionContext,
+    clickhouse: ClickHouseResource,
+    landing: LandingResource,
+    node_registry: NodeRegistryResource,
+) -> dg.MaterializeResult:
+    """Every rollup row of the day, validated against contract §1 and staged with its source
+    object; broken rows and unreadable files go to `quarantined_rows` with the rule they broke.
+    Objects already decided (same ETag) are skipped, so a re-run picks up only late and
+    overwritten files."""
+    day = _day(context)
+    with retry_only_transient("opening the warehouse"):
+        warehouse = clickhouse.get_warehouse()
+    registry = node_registry.load()
+    with retry_only_transient(f"ingesting {day}"):
+        report = ingest_day(
+            warehouse, landing.get_client(), landing.bucket, landing.prefix, day,
+            load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
+        )  # fmt: skip
+    for key, reason in report.quarantined_files:
+        context.log.warning(f"quarantined file s3://{landing.bucket}/{key}: {reason}")
+    for key, reason in report.ignored_objects:
+        context.log.info(f"ignored object s3://{landing.bucket}/{key}: {reason}")
+    unregistered = registry.unregistered_nodes_seen()
+    day_state = _day_state(warehouse, day)
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            "objects_listed": report.objects_listed,
+            "objects_new_loaded": report.objects_loaded,
+            "objects_new_quarantined": report.objects_quarantined,
+            "objects_new_ignored": report.objects_ignored,
+            "objects_already_ingested": report.objects_skipped,
+            "rows_read": report.rows_read,
+            "rows_loaded": report.rows_loaded,
+            "rows_quarantined": report.rows_quarantined,
+            "quarantined_by_rule": dict(report.quarantined_by_rule),
+            "unregistered_nodes": sorted(unregistered),
+            **{f"day_objects_{k}": v for k, v in day_state.items()},
+            "dagster/row_count": report.rows_loaded,
+        }
+    )
+
+
+def _day_state(warehouse, day: date) -> dict[str, int]:
+    entries = ledger.current_entries(warehouse, day).values()
+    return {
+        s: sum(1 for e in entries if e.status == s) for s in ("loaded", "quarantined", "ignored")
+    }
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "usage_hourly",
+            deps=["rollup_rows"],
+            description="Deduplicated usage per UTC hour and dimension (for the read API).",
+            kinds={"clickhouse"},
+            owners=["team:metering"],
+            tags={"usage_etl/layer": "published"},
+        ),
+        dg.AssetSpec(
+            "usage_daily",
+            deps=["rollup_rows"],
+            description="Contract §4: deduplicated usage per day and dimension. Exact with plain "
+            "SELECT … GROUP BY; each day replaced atomically.",
+            kinds={"clickhouse"},
+            owners=["team:metering", "team:finance"],
+            tags={"usage_etl/layer": "published"},
+        ),
+    ],
+    group_name=USAGE_GROUP,
+    partitions_def=daily_partitions,
+    pool="warehouse",
+    retry_policy=TRANSIENT_RETRY,
+)
+def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource):
+    """Pick the latest version of every event_id of the day and swap the day's partitions of
+    usage_hourly and usage_daily in atomically."""
+    day = _day(context)
+    warehouse = clickhouse.get_warehouse()
+    load_id = _load_id(context)
+    # A total that does not fit UInt64 fails accurateCast: a data error, not retried.
+    with retry_only_transient(f"publishing {day} (nothing was published)"):
+        report = publish_day(warehouse, day, load_id)
+    state = _day_state(warehouse, day)
+    record_publication(warehouse, report, load_id, state)
+    preview = _markdown_top_accounts(top_accounts(warehouse, day))
+    shared = {"day": day.isoformat(), "rollups": report.rollups}
+    yield dg.MaterializeResult(
+        asset_key="usage_hourly", metadata={**shared, "dagster/row_count": report.rollups}
+    )
+    yield dg.MaterializeResult(
+        asset_key="usage_daily",
+        metadata={
+            **shared,
+            "rows_considered": report.versions,
+            "duplicates_removed": report.duplicates,
+            "conflicts": report.conflicts,
+            "bytes": report.bytes,
+            "request_count": report.request_count,
+            "objects_loaded": state["loaded"],
+            "objects_quarantined": state["quarantined"],
+            "objects_ignored": state["ignored"],
+            "dagster/row_count": report.groups,
+            "top_accounts": dg.MetadataValue.md(preview),
+        },
+    )
+
+
+def _markdown_top_accounts(rows: list[dict]) -> str:
+    lines = [
+        "| account | egress bytes | ingress bytes | requests |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {r['account_id']} | {r['egress_bytes']:,} | {r['ingress_bytes']:,} | "
+            f"{r['requests']:,} |"
+            for r in rows
+        ),
+    ]
+    return "\n".join(lines) if rows else "_no usage for this day_"

@@ -1,0 +1,200 @@
+"""Read-only audits of a published day, for the day's asset checks (all pushed down to SQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import dagster as dg
+
+from usage_etl.ingest.ledger import current_loads_sql
+from usage_etl.ingest.publish import CONTENT_HASH
+from usage_etl.warehouse.client import Warehouse
+
+
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+@dataclass(frozen=True)
+class Recomputation:
+    published: tuple[int, int, int]  # bytes, requests, rollups
+    recomputed: tuple[int, int, int]
+    distinct_event_ids: int
+
+    @property
+    def matches(self) -> bool:
+        return self.published == self.recomputed and self.recomputed[2] == self.distinct_event_ids
+
+    def metadata(self) -> dict:
+        return {
+            "published_bytes": self.published[0],
+            "recomputed_bytes": self.recomputed[0],
+            "published_requests": self.published[1],
+            "recomputed_requests": self.recomputed[1],
+            "published_rollups": self.published[2],
+            "recomputed_rollups": self.recomputed[2],
+            "distinct_event_ids": self.distinct_event_ids,
+        }
+
+
+def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
+    params = {"day": day}
+    recomputed = warehouse.query_rows(
+        f"""
+        SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))), count(),
+               uniqExact(event_id)
+        FROM (
+            SELECT event_id, bytes, request_count
+            FROM (
+                SELECT *, {CONTENT_HASH} AS h FROM {warehouse.table("rollup_rows")}
+                WHERE day = {{day:Date}}
+                  AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+            )
+            ORDER BY event_id, emitted_at DESC, h DESC
+            LIMIT 1 BY event_id
+        )
+        """,
+        params,
+    )[0]
+    daily = warehouse.query_rows(
+        f"SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))) "
+        f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
+        params,
+    )[0]
+    rollups = warehouse.query_one(
+        f"SELECT sum(rollups) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
+        params,
+    )
+    return Recomputation(
+        published=(int(daily[0] or 0), int(daily[1] or 0), int(rollups or 0)),
+        recomputed=(int(recomputed[0] or 0), int(recomputed[1] or 0), int(recomputed[2])),
+        distinct_event_ids=int(recomputed[3]),
+    )
+
+
+@dataclass
+class QuarantineSummary:
+    day: date
+    by_rule: dict[str, int] = field(default_factory=dict)
+    files: list[dict] = field(default_factory=list)  # whole files quarantined
+    samples: list[dict] = field(default_factory=list)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(v for k, v in self.by_rule.items() if k not in self._file_rules)
+
+    @property
+    def total_files(self) -> int:
+        return len(self.files)
+
+    @property
+    def _file_rules(self) -> set[str]:
+        return {f["rule"] for f in self.files}
+
+    def description(self) -> str:
+        if not self.by_rule and not self.files:
+            return f"nothing quarantined on {self.day}"
+        rules = ", ".join(f"{rule}: {count}" for rule, count in sorted(self.by_rule.items()))
+        return (
+            f"{self.day}: quarantined {rules}. The good rows of these files are billed. Fix the "
+            "emitting node (see files and samples); a corrected file under the same key or a "
+            "new key is picked up by re-running daily_usage for the day."
+        )
+
+    def metadata(self) -> dict:
+        sample_md = "\n".join(
+            [
+                "| object | row | rule | field | value |",
+                "|---|---:|---|---|---|",
+                *(
+                    f"| {_md_cell(s['source_key'])} | {s['source_row']} | {s['rule']} | "
+                    f"{_md_cell(s['field'])} | {_md_cell(s['value'])[:80]} |"
+                    for s in self.samples
+                ),
+            ]
+        )
+        return {
+            "quarantined_by_rule": self.by_rule,
+            "files_quarantined": [f"{f['source_key']} ({f['rule']})" for f in self.files][:50],
+            "samples": dg.MetadataValue.md(sample_md),
+        }
+
+
+def _current_quarantine_sql(warehouse: Warehouse) -> str:
+    return f"""
+        FROM {warehouse.table("quarantined_rows")}
+        WHERE day = {{day:Date}} AND (source_key, source_etag, run_id) IN (
+            SELECT object_key, argMax(etag, recorded_at), argMax(run_id, recorded_at)
+            FROM {warehouse.table("ingest_objects")}
+            WHERE day = {{day:Date}}
+            GROUP BY object_key
+        )
+    """
+
+
+def quarantine_summary(warehouse: Warehouse, day: date, samples: int = 20) -> QuarantineSummary:
+    params = {"day": day, "limit": samples}
+    source = _current_quarantine_sql(warehouse)
+    summary = QuarantineSummary(day)
+    summary.by_rule = dict(
+        warehouse.query_rows(f"SELECT toString(rule), count() {source} GROUP BY rule", params)
+    )
+    summary.files = warehouse.query_dicts(
+        f"SELECT source_key, toString(rule) AS rule, detail {source} AND scope = 'file' "
+        "ORDER BY source_key LIMIT 200",
+        params,
+    )
+    summary.samples = warehouse.query_dicts(
+        f"SELECT source_key, source_row, toString(rule) AS rule, field, value {source} "
+        "AND scope = 'row' ORDER BY source_key, source_row LIMIT {limit:UInt32}",
+        params,
+    )
+    return summary
+
+
+@dataclass
+class Conflicts:
+    day: date
+    count: int
+    examples: list[dict]
+
+    def description(self) -> str:
+        if not self.count:
+            return f"no conflicting versions on {self.day}"
+        return (
+            f"{self.count} event_id(s) on {self.day} have versions with the same emitted_at but "
+            "different values; the version with the higher content hash is billed. Ask the "
+            "node's owner to re-emit with a later emitted_at."
+        )
+
+    def metadata(self) -> dict:
+        return {
+            "conflicts": self.count,
+            "examples": dg.MetadataValue.json(self.examples),
+        }
+
+
+def conflicts(warehouse: Warehouse, day: date, limit: int = 20) -> Conflicts:
+    params = {"day": day, "limit": limit}
+    rows = warehouse.query_dicts(
+        f"""
+        SELECT event_id, any(node_id) AS node, toString(max(emitted_at)) AS latest_emitted_at,
+               count() AS versions_at_latest
+        FROM (
+            SELECT event_id, node_id, emitted_at, h,
+                   max(emitted_at) OVER (PARTITION BY event_id) AS latest
+            FROM (
+                SELECT *, {CONTENT_HASH} AS h FROM {warehouse.table("rollup_rows")}
+                WHERE day = {{day:Date}}
+                  AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+            )
+        )
+        WHERE emitted_at = latest
+        GROUP BY event_id
+        HAVING uniqExact(h) > 1
+        ORDER BY event_id
+        """,
+        params,
+    )
+    return Conflicts(day, len(rows), rows[:limit])

@@ -1,0 +1,165 @@
+"""Deduplicate a day's staged rollups and publish `usage_hourly` and `usage_daily` atomically.
+
+Dedupe (contract §1): per event_id, the version with the greatest emitted_at wins; between
+versions with equal emitted_at the one with the greatest content hash wins, so the choice is
+the same whatever order files arrived or were processed in. Identical re-deliveries have the
+same hash and count once; equal emitted_at with different contents is a *conflict*, counted
+and reported.
+
+Publish: the day is computed into per-load build tables, then swapped in with
+`ALTER TABLE … REPLACE PARTITION`, which is atomic per table: readers see the old day or the
+new one, never half or double. Sums are taken in UInt128 and cast back with accurateCast, so a
+total that does not fit UInt64 fails the run loudly instead of wrapping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from usage_etl.ingest.ledger import current_loads_sql
+from usage_etl.rollups.schema import USAGE_DIMENSIONS
+from usage_etl.warehouse.client import Warehouse
+
+DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
+CONTENT_HASH = (
+    "cityHash64(node_id, region, account_id, project_id, direction, operation, artifact_kind, "
+    "network_path, window_start, window_seconds, bytes, request_count)"
+)
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    day: date
+    rollups: int
+    versions: int
+    conflicts: int
+    bytes: int
+    request_count: int
+    groups: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.versions - self.rollups
+
+
+def latest_versions_sql(warehouse: Warehouse) -> str:
+    """One row per event_id of `{day:Date}`: the winning version, its version count, conflict."""
+    return f"""
+        SELECT
+            event_id,
+            argMax(({DIMENSIONS}, window_start, bytes, request_count), (emitted_at, h)) AS v,
+            count() AS versions,
+            argMax(h, (emitted_at, h)) != argMin(h, (-toUnixTimestamp64Micro(emitted_at), h))
+                AS conflict
+        FROM (
+            SELECT *, {CONTENT_HASH} AS h
+            FROM {warehouse.table("rollup_rows")}
+            WHERE day = {{day:Date}}
+              AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+        )
+        GROUP BY event_id
+    """
+
+
+def _sum(column: str) -> str:
+    return f"accurateCast(sum(toUInt128({column})), 'UInt64')"
+
+
+def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
+    suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
+    build_hourly = f"_build_usage_hourly_{suffix}"
+    build_daily = f"_build_usage_daily_{suffix}"
+    params = {"day": day}
+    try:
+        for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
+            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
+            warehouse.command(f"CREATE TABLE {warehouse.table(build)} AS {warehouse.table(target)}")
+        dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+        n = len(USAGE_DIMENSIONS)
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(build_hourly)}
+            SELECT {{day:Date}} AS day, toDateTime(toStartOfHour(v.{n + 1}), 'UTC') AS hour,
+                   {dims},
+                   {_sum(f"v.{n + 2}")} AS bytes, {_sum(f"v.{n + 3}")} AS request_count,
+                   count() AS rollups, sum(versions) AS versions, countIf(conflict) AS conflicts
+            FROM ({latest_versions_sql(warehouse)})
+            GROUP BY hour, {DIMENSIONS}
+            """,
+            params,
+        )
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(build_daily)}
+            SELECT day, {DIMENSIONS}, {_sum("bytes")} AS bytes,
+                   {_sum("request_count")} AS request_count
+            FROM {warehouse.table(build_hourly)}
+            GROUP BY day, {DIMENSIONS}
+            """
+        )
+        report = _report(warehouse, build_hourly, build_daily, day)
+        for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
+            # An empty day (everything quarantined or deleted) has no partition to swap in:
+            # dropping the target's partition is the atomic equivalent.
+            swap = (
+                f"REPLACE PARTITION {{day:Date}} FROM {warehouse.table(build)}"
+                if report.groups
+                else "DROP PARTITION {day:Date}"
+            )
+            warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", params)
+    finally:
+        for build in (build_hourly, build_daily):
+            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
+    return report
+
+
+def _report(warehouse: Warehouse, build_hourly: str, build_daily: str, day: date) -> PublishReport:
+    rollups, versions, conflicts, total_bytes, requests = warehouse.query_rows(
+        f"""
+        SELECT sum(rollups), sum(versions), sum(conflicts), {_sum("bytes")},
+               {_sum("request_count")}
+        FROM {warehouse.table(build_hourly)}
+        """
+    )[0]
+    groups = warehouse.query_one(f"SELECT count() FROM {warehouse.table(build_daily)}")
+    return PublishReport(day, rollups, versions, conflicts, total_bytes, requests, groups)
+
+
+def record_publication(
+    warehouse: Warehouse,
+    report: PublishReport,
+    load_id: str,
+    objects: dict[str, int],
+) -> None:
+    warehouse.insert_rows(
+        "usage_day_publications",
+        [[
+            report.day, load_id, datetime.now(UTC), objects["loaded"], objects["quarantined"],
+            objects["ignored"], report.versions, report.rollups, report.duplicates,
+            report.conflicts, report.bytes, report.request_count,
+        ]],
+        [
+            "day", "run_id", "published_at", "objects_loaded", "objects_quarantined",
+            "objects_ignored", "rows_loaded", "rollups", "duplicates", "conflicts", "bytes",
+            "request_count",
+        ],
+    )  # fmt: skip
+
+
+def top_accounts(warehouse: Warehouse, day: date, limit: int = 10) -> list[dict]:
+    return warehouse.query_dicts(
+        f"""
+        SELECT account_id,
+               sumIf(bytes, direction = 'egress') AS egress_bytes,
+               sumIf(bytes, direction = 'ingress') AS ingress_bytes,
+               sum(request_count) AS requests
+        FROM {warehouse.table("usage_daily")}
+        WHERE day = {{day:Date}}
+        GROUP BY account_id
+        ORDER BY egress_bytes DESC, account_id
+        LIMIT {{limit:UInt32}}
+        """,
+        {"day": day, "limit": limit},
+    )

@@ -1,0 +1,255 @@
+"""Turn one rollup object's bytes into a loosely typed polars frame, or quarantine the file.
+
+Readers only *parse*; every contract rule is checked afterwards by `validate.py`, so Parquet and
+NDJSON rows are judged by the same code. A reader raises `FileQuarantined` only for what makes a
+whole file unusable: it cannot be decoded, a required column is missing, or a Parquet column has
+a type that cannot hold its field.
+
+NDJSON has two paths. The fast path lets polars parse the whole file against the expected
+schema; if any line is off (bad JSON, a string where an int belongs, an int ≥ 2^63…) polars
+refuses the file and the careful path parses line by line, so each bad line becomes one
+quarantined row with its rule while the good lines still load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import zlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from usage_etl.rollups.schema import FIELDS, MAX_COUNTER, REQUIRED_FIELDS, FileRule, RowRule
+
+INT_FIELDS = ("schema_version", "window_seconds", "bytes", "request_count")
+TIME_FIELDS = ("window_start", "emitted_at")
+STRING_FIELDS = tuple(f for f in FIELDS if f not in INT_FIELDS + TIME_FIELDS)
+
+# The frame every reader returns: ints as Int64 (null = missing or unrepresentable), strings as
+# String, timestamps as Datetime(us, UTC); `_row` is the 1-based row/line number in the file and
+# `_rule`/`_field`/`_value` carry a parse-level problem found before validation.
+PARSED_SCHEMA: dict[str, pl.DataType] = {
+    **{f: pl.String() for f in STRING_FIELDS},
+    **{f: pl.Int64() for f in INT_FIELDS},
+    **{f: pl.Datetime("us", "UTC") for f in TIME_FIELDS},
+}
+PARSE_META = {
+    "_row": pl.UInt32(),
+    "_rule": pl.String(),
+    "_field": pl.String(),
+    "_value": pl.String(),
+}
+RFC3339 = "%+"
+
+
+class FileQuarantined(Exception):
+    def __init__(self, rule: FileRule, detail: str):
+        super().__init__(f"{rule}: {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    frame: pl.DataFrame  # PARSED_SCHEMA + PARSE_META columns
+    missing_network_path: bool
+
+
+def read_rollup_file(body: bytes, fmt: str) -> ParsedFile:
+    if fmt == "parquet":
+        return read_parquet(body)
+    return read_ndjson_gz(body)
+
+
+# -- Parquet -------------------------------------------------------------------------------------
+
+
+def read_parquet(body: bytes) -> ParsedFile:
+    try:
+        frame = pl.read_parquet(io.BytesIO(body))
+    except Exception as exc:
+        raise FileQuarantined(FileRule.UNREADABLE, f"not a readable Parquet file: {exc}") from None
+    missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
+    if missing:
+        raise FileQuarantined(FileRule.MISSING_COLUMNS, f"missing columns: {', '.join(missing)}")
+    columns = []
+    for name in FIELDS:
+        if name not in frame.columns:
+            columns.append(pl.lit(None, PARSED_SCHEMA[name]).alias(name))
+            continue
+        columns.append(_parquet_column(name, frame.schema[name]))
+    parsed = frame.select(columns).with_columns(
+        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("_row"),
+        *[pl.lit(None, pl.String).alias(c) for c in ("_rule", "_field", "_value")],
+    )
+    return ParsedFile(parsed, missing_network_path="network_path" not in frame.columns)
+
+
+def _parquet_column(name: str, dtype: pl.DataType) -> pl.Expr:
+    column = pl.col(name)
+    if name in STRING_FIELDS:
+        if dtype in (pl.String, pl.Categorical, pl.Enum, pl.Null) or isinstance(
+            dtype, pl.Categorical | pl.Enum
+        ):
+            return column.cast(pl.String)
+    elif name in INT_FIELDS:
+        if dtype.is_integer() or dtype == pl.Null:
+            # UInt64 values ≥ 2^63 become null here and are quarantined as out of range.
+            return column.cast(pl.Int64, strict=False)
+    elif isinstance(dtype, pl.Datetime):
+        naive_as_utc = column.dt.replace_time_zone("UTC") if dtype.time_zone is None else column
+        return naive_as_utc.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    elif dtype == pl.Null:
+        return column.cast(PARSED_SCHEMA[name])
+    raise FileQuarantined(FileRule.COLUMN_TYPE, f"column {name} has type {dtype}")
+
+
+# -- NDJSON.gz -----------------------------------------------------------------------------------
+
+
+def read_ndjson_gz(body: bytes) -> ParsedFile:
+    try:
+        raw = gzip.decompress(body)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FileQuarantined(FileRule.UNREADABLE, f"not a complete gzip stream: {exc}") from None
+    try:
+        return _ndjson_fast(raw)
+    except pl.exceptions.PolarsError:
+        return _ndjson_careful(raw)
+
+
+_FAST_SCHEMA = {
+    **{f: pl.String for f in STRING_FIELDS + TIME_FIELDS},
+    **{f: pl.Int64 for f in INT_FIELDS},
+}
+
+
+def _ndjson_fast(raw: bytes) -> ParsedFile:
+    if not raw.strip():
+        return ParsedFile(_empty(), missing_network_path=False)
+    if b"\n\n" in raw or raw.startswith(b"\n"):
+        raise pl.exceptions.ComputeError("blank lines: take the careful path to keep line numbers")
+    frame = pl.read_ndjson(io.BytesIO(raw), schema=_FAST_SCHEMA)
+    parsed = frame.with_columns(
+        *[_parse_time(f) for f in TIME_FIELDS],
+        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("_row"),
+        # A timestamp that does not parse is a row problem: remember its raw text.
+        *_time_problems(frame),
+    )
+    return ParsedFile(parsed.select([*PARSED_SCHEMA, *PARSE_META]), missing_network_path=False)
+
+
+def _parse_time(name: str) -> pl.Expr:
+    return pl.col(name).str.to_datetime(RFC3339, time_zone="UTC", time_unit="us", strict=False)
+
+
+def _time_problems(frame: pl.DataFrame) -> list[pl.Expr]:
+    bad = {
+        f: pl.col(f).is_not_null()
+        & pl.col(f)
+        .str.to_datetime(RFC3339, time_zone="UTC", time_unit="us", strict=False)
+        .is_null()
+        for f in TIME_FIELDS
+    }
+    rule = pl.when(bad["window_start"]).then(pl.lit(RowRule.WINDOW_START.value))
+    rule = rule.when(bad["emitted_at"]).then(pl.lit(RowRule.EMITTED_AT.value))
+    field = pl.when(bad["window_start"]).then(pl.lit("window_start"))
+    field = field.when(bad["emitted_at"]).then(pl.lit("emitted_at"))
+    value = pl.when(bad["window_start"]).then(pl.col("window_start"))
+    value = value.when(bad["emitted_at"]).then(pl.col("emitted_at"))
+    return [
+        rule.otherwise(None).cast(pl.String).alias("_rule"),
+        field.otherwise(None).cast(pl.String).alias("_field"),
+        value.otherwise(None).cast(pl.String).alias("_value"),
+    ]
+
+
+def _ndjson_careful(raw: bytes) -> ParsedFile:
+    records = [
+        _parse_line(number, line)
+        for number, line in enumerate(raw.split(b"\n"), start=1)
+        if line.strip()
+    ]
+    if not records:
+        return ParsedFile(_empty(), missing_network_path=False)
+    frame = pl.DataFrame(records, schema={**_FAST_SCHEMA, **PARSE_META})
+    time_rule, time_field, time_value = _time_problems(frame)
+    line_ok = pl.col("_rule").is_null()
+    parsed = frame.with_columns(
+        # A line-level problem (bad JSON, wrong JSON type) comes first; else a timestamp problem.
+        pl.when(line_ok).then(time_rule).otherwise(pl.col("_rule")).alias("_rule"),
+        pl.when(line_ok).then(time_field).otherwise(pl.col("_field")).alias("_field"),
+        pl.when(line_ok).then(time_value).otherwise(pl.col("_value")).alias("_value"),
+    ).with_columns(*[_parse_time(f) for f in TIME_FIELDS])
+    return ParsedFile(parsed.select([*PARSED_SCHEMA, *PARSE_META]), missing_network_path=False)
+
+
+_RULE_FOR_FIELD = {
+    "schema_version": RowRule.SCHEMA_VERSION,
+    "event_id": RowRule.EVENT_ID,
+    "node_id": RowRule.NODE_ID_MISMATCH,
+    "region": RowRule.REGION,
+    "account_id": RowRule.ACCOUNT_ID,
+    "project_id": RowRule.PROJECT_ID,
+    "direction": RowRule.DIRECTION,
+    "operation": RowRule.OPERATION,
+    "artifact_kind": RowRule.ARTIFACT_KIND,
+    "network_path": RowRule.NETWORK_PATH,
+    "window_start": RowRule.WINDOW_START,
+    "window_seconds": RowRule.WINDOW_SECONDS,
+    "bytes": RowRule.BYTES,
+    "request_count": RowRule.REQUEST_COUNT,
+    "emitted_at": RowRule.EMITTED_AT,
+}
+
+
+def _parse_line(number: int, line: bytes) -> dict:
+    """One NDJSON line -> a record; a field of an impossible JSON type is reported.
+
+    Like the fast path, a JSON scalar in a string field (a number, a boolean) is read as its
+    JSON text, so a row is judged the same whichever path its file took.
+    """
+    record: dict = {"_row": number, "_rule": None, "_field": None, "_value": None}
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}
+    if not isinstance(obj, dict):
+        return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}
+    for name in FIELDS:
+        value = _coerce(name, obj.get(name))
+        if value is _INVALID:
+            record[name] = None
+            if record["_rule"] is None:
+                rule = _RULE_FOR_FIELD[name].value
+                record.update(_rule=rule, _field=name, _value=_clip(repr(obj.get(name))))
+        else:
+            record[name] = value
+    return record
+
+
+_INVALID = object()
+
+
+def _coerce(name: str, value: object) -> object:
+    if value is None:
+        return None
+    if name in INT_FIELDS:
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        return value if is_int and -MAX_COUNTER <= value < MAX_COUNTER else _INVALID
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return json.dumps(value)
+    return _INVALID
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema={**PARSED_SCHEMA, **PARSE_META})

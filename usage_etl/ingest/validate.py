@@ -1,0 +1,150 @@
+"""Every row rule of contract §1, vectorized with polars.
+
+A row is reported under the first rule it breaks: problems found while parsing (bad JSON, a
+value of an impossible type, an unparseable timestamp) first, then the `RowRule` order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+
+from usage_etl.ingest.registry import NodeAuthorization
+from usage_etl.rollups.schema import (
+    DEFAULT_NETWORK_PATH,
+    DIRECTIONS,
+    MAX_EVENT_ID_LENGTH,
+    NETWORK_PATHS,
+    SCHEMA_VERSION,
+    RollupKey,
+    RowRule,
+)
+
+# Timestamps must fit ClickHouse's DateTime64(6): emitted_at outside this range is quarantined.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+
+RULE_DETAIL = {
+    RowRule.INVALID_JSON: "line is not a JSON object",
+    RowRule.SCHEMA_VERSION: f"schema_version must be {SCHEMA_VERSION}",
+    RowRule.EVENT_ID: f"event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters",
+    RowRule.NODE_ID_MISMATCH: "node_id must equal the key's node=NODE_ID",
+    RowRule.REGION: "region must be a non-empty string",
+    RowRule.ACCOUNT_ID: "account_id must be a non-empty string",
+    RowRule.PROJECT_ID: "project_id must be a string or null",
+    RowRule.DIRECTION: "direction must be 'ingress' or 'egress'",
+    RowRule.OPERATION: "operation must be a non-empty string",
+    RowRule.ARTIFACT_KIND: "artifact_kind must be a non-empty string",
+    RowRule.NETWORK_PATH: "network_path must be public_internet, private_network or unknown",
+    RowRule.WINDOW_START: "window_start must be a UTC timestamp (RFC 3339 in NDJSON)",
+    RowRule.WINDOW_OUTSIDE_HOUR: "window_start must lie inside the key's date/hour",
+    RowRule.WINDOW_SECONDS: "window_seconds must be an integer > 0 that divides 3600",
+    RowRule.BYTES: "bytes must be an integer with 0 <= bytes < 2^63",
+    RowRule.REQUEST_COUNT: "request_count must be an integer with 0 <= request_count < 2^63",
+    RowRule.EMITTED_AT: "emitted_at must be a UTC timestamp between 1970 and 2262",
+    RowRule.TENANT_MISMATCH: "a self-hosted node may only report its own account",
+    RowRule.UNREGISTERED_NODE: "the node is not in the node registry",
+}
+
+
+def _empty_or_null(name: str) -> pl.Expr:
+    return pl.col(name).is_null() | (pl.col(name).str.len_chars() == 0)
+
+
+def _rules(key: RollupKey) -> list[tuple[RowRule, str, pl.Expr]]:
+    """(rule, field, broken?) in reporting order."""
+    window = pl.col("window_start")
+    seconds = pl.col("window_seconds")
+    emitted = pl.col("emitted_at")
+    event_length = pl.col("event_id").str.len_chars()
+    bad_event_id = (
+        pl.col("event_id").is_null() | (event_length == 0) | (event_length > MAX_EVENT_ID_LENGTH)
+    )
+    bad_network_path = pl.col("network_path").is_not_null() & ~pl.col("network_path").is_in(
+        list(NETWORK_PATHS)
+    )
+    bad_seconds = seconds.is_null() | (seconds <= 0) | (3600 % seconds.clip(lower_bound=1) != 0)
+
+    def bad_counter(name: str) -> pl.Expr:
+        return pl.col(name).is_null() | (pl.col(name) < 0)
+
+    return [
+        (RowRule.SCHEMA_VERSION, "schema_version",
+         pl.col("schema_version").fill_null(-1) != SCHEMA_VERSION),
+        (RowRule.EVENT_ID, "event_id", bad_event_id),
+        (RowRule.NODE_ID_MISMATCH, "node_id", pl.col("node_id").fill_null("\0") != key.node_id),
+        (RowRule.REGION, "region", _empty_or_null("region")),
+        (RowRule.ACCOUNT_ID, "account_id", _empty_or_null("account_id")),
+        (RowRule.DIRECTION, "direction",
+         ~pl.col("direction").is_in(list(DIRECTIONS)).fill_null(False)),
+        (RowRule.OPERATION, "operation", _empty_or_null("operation")),
+        (RowRule.ARTIFACT_KIND, "artifact_kind", _empty_or_null("artifact_kind")),
+        (RowRule.NETWORK_PATH, "network_path", bad_network_path),
+        (RowRule.WINDOW_START, "window_start", window.is_null()),
+        (RowRule.WINDOW_OUTSIDE_HOUR, "window_start",
+         (window < key.hour_start) | (window >= key.hour_end)),
+        (RowRule.WINDOW_SECONDS, "window_seconds", bad_seconds),
+        (RowRule.BYTES, "bytes", bad_counter("bytes")),
+        (RowRule.REQUEST_COUNT, "request_count", bad_counter("request_count")),
+        (RowRule.EMITTED_AT, "emitted_at",
+         emitted.is_null() | (emitted < EARLIEST) | (emitted >= LATEST)),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Validated:
+    good: pl.DataFrame  # contract fields, typed for rollup_rows, plus source_row
+    bad: pl.DataFrame  # source_row, rule, field, value, detail
+
+
+def validate(
+    frame: pl.DataFrame, key: RollupKey, node: NodeAuthorization | None = None
+) -> Validated:
+    """Split a parsed file into rows that load and rows that are quarantined (with a rule)."""
+    rules = _rules(key)
+    if node is not None and node.reject_unregistered:
+        rules.append((RowRule.UNREGISTERED_NODE, "node_id", pl.lit(True)))
+    if node is not None and node.only_account is not None:
+        tenant = pl.col("account_id") != node.only_account
+        rules.append((RowRule.TENANT_MISMATCH, "account_id", tenant))
+    rule = pl.when(pl.col("_rule").is_not_null()).then(pl.col("_rule"))
+    field = pl.when(pl.col("_rule").is_not_null()).then(pl.col("_field"))
+    value = pl.when(pl.col("_rule").is_not_null()).then(pl.col("_value"))
+    for name, column, broken in rules:
+        rule = rule.when(broken).then(pl.lit(name.value))
+        field = field.when(broken).then(pl.lit(column))
+        value = value.when(broken).then(pl.col(column).cast(pl.String))
+    judged = frame.with_columns(
+        rule.otherwise(None).alias("rule"),
+        field.otherwise(None).alias("field"),
+        value.otherwise(None).alias("value"),
+    )
+    good = judged.filter(pl.col("rule").is_null()).select(
+        "event_id", "node_id", "region", "account_id",
+        pl.col("project_id").fill_null(""),
+        "direction", "operation", "artifact_kind",
+        pl.col("network_path").fill_null(DEFAULT_NETWORK_PATH),
+        "window_start",
+        pl.col("window_seconds").cast(pl.UInt32),
+        pl.col("bytes").cast(pl.UInt64),
+        pl.col("request_count").cast(pl.UInt64),
+        "emitted_at",
+        pl.col("_row").alias("source_row"),
+    )  # fmt: skip
+    details = pl.DataFrame(
+        {"rule": [r.value for r in RULE_DETAIL], "detail": list(RULE_DETAIL.values())}
+    )
+    bad = (
+        judged.filter(pl.col("rule").is_not_null())
+        .select(
+            pl.col("_row").alias("source_row"),
+            "rule",
+            pl.col("field").fill_null(""),
+            pl.col("value").fill_null("null").str.slice(0, 512),
+        )
+        .join(details, on="rule", how="left")
+        .with_columns(pl.col("detail").fill_null(""))
+    )
+    return Validated(good, bad)
