@@ -29,6 +29,9 @@ TABLE_LINE_COLUMNS = (
 )  # fmt: skip
 
 
+WIDE = 220
+
+
 class Format(StrEnum):
     table = "table"
     csv = "csv"
@@ -77,7 +80,9 @@ def invoices(
         writer.writerow(LINE_COLUMNS)
         writer.writerows([cell(line[c]) for c in LINE_COLUMNS] for line in lines)
     else:
-        print_tables(Console(), billing, found, lines)
+        # Piped output (a file, a pager, a report) gets full-width rows instead of "…" cells.
+        console = Console() if sys.stdout.isatty() else Console(width=WIDE)
+        print_tables(console, billing, found, lines)
 
 
 def print_tables(console: Console, period: Period, found: list[dict], lines: list[dict]) -> None:
