@@ -1,7 +1,216 @@
-"""`usage-etl usage` (to be filled in by its issue)."""
+"""`usage-etl usage ACCOUNT`: what one account moved, where and on which node.
+
+Totals with the trend against the previous window, a zero-filled series per region, per-node
+and per-artifact-kind tables; as rich tables, CSV, JSON, and optionally a PNG chart. Read-only:
+it runs no migrations, so a read-only ClickHouse user can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from usage_etl.settings import load_settings, parse_as_of
+from usage_etl.usage import (
+    METRICS,
+    Change,
+    Granularity,
+    Totals,
+    UsageQuery,
+    UsageReport,
+    parse_window,
+    usage_report,
+)
+from usage_etl.warehouse.client import WarehouseError, open_warehouse
+
+CSV_COLUMNS = ("section", "bucket", "region", "node_id", "artifact_kind", *METRICS)
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the main app."""
+    app.command("usage")(usage)
+
+
+def project_filter(value: str) -> str | None:
+    """`any` = every project, `none` or empty = traffic without a project, else that project."""
+    if value == "any":
+        return None
+    return "" if value in ("", "none") else value
+
+
+def usage(
+    account: Annotated[str, typer.Argument(help="Account (tenant) id.")],
+    project: Annotated[
+        str, typer.Option("--project", help="Project id; 'any' (all) or 'none' (no project).")
+    ] = "any",
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only this artifact kind (e.g. xcode).")
+    ] = None,
+    range_: Annotated[
+        str,
+        typer.Option(
+            "--range", help="24h, 7d, 30d (complete hours/days before as-of) or FROM..TO."
+        ),
+    ] = "7d",
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    chart: Annotated[
+        Path | None, typer.Option("--chart", help="Also write a PNG chart of the series here.")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO-8601 UTC 'now' (default USAGE_ETL_AS_OF).")
+    ] = None,
+) -> None:
+    """Usage of one account: totals and trend, series per region, nodes, artifact kinds."""
+    settings = load_settings()
+    try:
+        now = parse_as_of(as_of) or parse_as_of(settings.as_of)
+        query = UsageQuery(account, parse_window(range_, now), project_filter(project), kind)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    with open_warehouse(settings.clickhouse_dsn, settings.database) as warehouse:
+        try:
+            report = usage_report(warehouse, query)
+        except WarehouseError as error:
+            Console(stderr=True).print(f"cannot read usage: {error}", markup=False)
+            raise typer.Exit(1) from None
+    if fmt is Format.json:
+        print(json.dumps(as_json(report), indent=2))
+    elif fmt is Format.csv:
+        write_csv(report)
+    else:
+        print_tables(Console(), report)
+    if chart is not None:
+        from usage_etl.cli.usage_chart import write_chart
+
+        written = write_chart(report, chart)
+        Console(stderr=True).print(f"chart written to {written}", markup=False)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _metrics(totals: Totals) -> dict[str, int]:
+    return {m: totals.get(m) for m in METRICS}
+
+
+def as_json(report: UsageReport) -> dict:
+    query = report.query
+
+    def window(w) -> dict:
+        return {"start": _iso(w.start), "end": _iso(w.end), "granularity": str(w.granularity)}
+
+    return {
+        "account_id": query.account_id,
+        "project_id": query.project_id,
+        "artifact_kind": query.artifact_kind,
+        "window": window(report.window),
+        "previous_window": window(report.previous_window),
+        "totals": _metrics(report.totals),
+        "previous_totals": _metrics(report.previous_totals),
+        "trend": [_change(c) for c in report.trend()],
+        "series": [
+            {"bucket": _iso(p.bucket), "region": p.region, **_metrics(p.totals)}
+            for p in report.series
+        ],
+        "nodes": [
+            {"node_id": n.node_id, "region": n.region, **_metrics(n.totals)} for n in report.nodes
+        ],
+        "kinds": [{"artifact_kind": k.artifact_kind, **_metrics(k.totals)} for k in report.kinds],
+    }
+
+
+def _change(change: Change) -> dict:
+    percent = None if change.percent is None else str(change.percent)
+    return {
+        "metric": change.metric,
+        "current": change.current,
+        "previous": change.previous,
+        "change": change.delta,
+        "percent": percent,
+    }
+
+
+def write_csv(report: UsageReport) -> None:
+    """One long table; `section` says which part a row belongs to."""
+    writer = csv.DictWriter(sys.stdout, CSV_COLUMNS, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerow(
+        {"section": "total", "bucket": _iso(report.window.start), **_metrics(report.totals)}
+    )
+    writer.writerow(
+        {
+            "section": "previous_total",
+            "bucket": _iso(report.previous_window.start),
+            **_metrics(report.previous_totals),
+        }
+    )
+    for p in report.series:
+        row = {"bucket": _iso(p.bucket), "region": p.region, **_metrics(p.totals)}
+        writer.writerow({"section": "series", **row})
+    for n in report.nodes:
+        row = {"node_id": n.node_id, "region": n.region, **_metrics(n.totals)}
+        writer.writerow({"section": "node", **row})
+    for k in report.kinds:
+        writer.writerow({"section": "kind", "artifact_kind": k.artifact_kind, **_metrics(k.totals)})
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _table(title: str, keys: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for key in keys:
+        table.add_column(key)
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    return table
+
+
+def print_tables(console: Console, report: UsageReport) -> None:
+    query = report.query
+    scope = [f"account {query.account_id}", f"{report.window.label} UTC"]
+    if query.project_id is not None:
+        scope.insert(1, f"project {query.project_id or '(none)'}")
+    if query.artifact_kind is not None:
+        scope.insert(1, f"kind {query.artifact_kind}")
+    trend = Table(title="Totals  " + ", ".join(scope), title_justify="left")
+    for column in ("metric", "current", f"previous ({report.previous_window.label})", "change"):
+        trend.add_column(column, justify="left" if column == "metric" else "right")
+    trend.add_column("change %", justify="right")
+    for c in report.trend():
+        percent = "-" if c.percent is None else f"{c.percent:+,}%"
+        trend.add_row(c.metric, _n(c.current), _n(c.previous), f"{c.delta:+,}", percent)
+    console.print(trend)
+
+    series = _table(f"Per region, by {report.window.granularity}", ("bucket", "region"))
+    daily = report.window.granularity is Granularity.day
+    for p in report.series:
+        bucket = f"{p.bucket:%Y-%m-%d}" if daily else _iso(p.bucket)
+        series.add_row(bucket, p.region, *(_n(v) for v in _metrics(p.totals).values()))
+    nodes = _table("Per node (combined bytes, descending)", ("node_id", "region"))
+    for n in report.nodes:
+        nodes.add_row(n.node_id, n.region, *(_n(v) for v in _metrics(n.totals).values()))
+    kinds = _table("Per artifact kind", ("artifact_kind",))
+    for k in report.kinds:
+        kinds.add_row(k.artifact_kind, *(_n(v) for v in _metrics(k.totals).values()))
+    for table in (series, nodes, kinds):
+        console.print(table if table.row_count else f"{table.title}: no usage")
