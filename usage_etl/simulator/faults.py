@@ -39,6 +39,15 @@ RULE_BREAKERS: dict[str, tuple[str, pl.Expr]] = {
     RowRule.REQUEST_COUNT: ("request_count", -pl.col("request_count") - 1),
 }
 UPLOAD_LAG = timedelta(minutes=5)
+RULE_ORDER = {str(rule): i for i, rule in enumerate(RowRule)}
+# The row rule a line breaks when it lacks a required field (NDJSON).
+MISSING_FIELD_RULE = {
+    "region": RowRule.REGION,
+    "bytes": RowRule.BYTES,
+    "emitted_at": RowRule.EMITTED_AT,
+    "event_id": RowRule.EVENT_ID,
+    "window_start": RowRule.WINDOW_START,
+}
 
 
 @dataclass(eq=False)  # drafts are compared by identity
@@ -223,7 +232,7 @@ def _file_faults(drafts: list[Draft], ctx: UnitContext) -> list[Draft]:
         )
         if truncated or missing:
             good = Draft(draft.rows, {*draft.faults, Fault.GOOD_COPY}, copy_of=draft)
-            _break_file(draft, truncated, rng)
+            _break_file(draft, truncated, rng, ctx.node.format)
             if rng.random() < spec.good_copy_rate:
                 out.append(good)
         elif rng.random() < spec.redelivery_rate:
@@ -231,16 +240,30 @@ def _file_faults(drafts: list[Draft], ctx: UnitContext) -> list[Draft]:
     return out + redeliveries
 
 
-def _break_file(draft: Draft, truncated: bool, rng: np.random.Generator) -> None:
+def _break_file(draft: Draft, truncated: bool, rng: np.random.Generator, fmt: str) -> None:
     if truncated:
         draft.faults.add(Fault.TRUNCATED)
         draft.file_rule = FileRule.UNREADABLE
         draft.truncate_at = float(rng.uniform(0.3, 0.9))
-    else:
-        draft.faults.add(Fault.MISSING_COLUMN)
-        draft.file_rule = FileRule.MISSING_COLUMNS
-        columns = writer.DROPPABLE_COLUMNS
-        draft.drop_column = columns[int(rng.integers(0, len(columns)))]
+        return
+    draft.faults.add(Fault.MISSING_COLUMN)
+    columns = writer.DROPPABLE_COLUMNS
+    draft.drop_column = columns[int(rng.integers(0, len(columns)))]
+    if fmt == "parquet":
+        draft.file_rule = FileRule.MISSING_COLUMNS  # the file's schema lacks it
+        return
+    # NDJSON has no file schema: every line lacks the field, so every row breaks its rule
+    # (or an earlier one it already broke, in RowRule order).
+    missing = MISSING_FIELD_RULE[draft.drop_column]
+    draft.rows = draft.rows.with_columns(
+        rule=pl.when(
+            pl.col("rule").is_null()
+            | (pl.col("rule").replace_strict(RULE_ORDER, default=99) > RULE_ORDER[missing])
+        )
+        .then(pl.lit(missing))
+        .otherwise(pl.col("rule"))
+    )
+    draft.faults.add(Fault.BAD_ROWS)
 
 
 def _is_late(ctx: UnitContext) -> bool:
@@ -260,7 +283,8 @@ def _name_and_write(drafts: list[Draft], ctx: UnitContext) -> list[SimFile]:
         key = writer.relative_key(ctx.day, ctx.hour, node.node_id, name)
         keys[id(draft)] = key
         columns = tuple(writer.written_columns(not node.writes_network_path, draft.drop_column))
-        source = draft.copy_of if draft.copy_of and not draft.copy_of.file_rule else None
+        # Copies share the original's bytes, unless the original was written without a column.
+        source = draft.copy_of if draft.copy_of and draft.copy_of.drop_column is None else None
         if source is not None and id(source) in bodies:
             data, columns = bodies[id(source)]
         else:

@@ -10,7 +10,6 @@ import pyarrow as pa
 
 from usage_etl.rollups.schema import FIELDS
 from usage_etl.simulator import truth
-from usage_etl.simulator.spec import Fault
 
 
 @dataclass
@@ -43,7 +42,7 @@ class SimFile:
         """Rows the pipeline must load from this file (none if the file is unreadable)."""
         if not self.readable:
             return truth.empty_rows()
-        if Fault.BAD_ROWS not in self.faults:
+        if self.rows["rule"].null_count() == self.rows.height:
             return self.rows.select(FIELDS)
         return self.rows.filter(pl.col("rule").is_null()).select(FIELDS)
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from usage_etl.rollups.schema import FIELDS, USAGE_DIMENSIONS
-from usage_etl.simulator.spec import Fault
 
 if TYPE_CHECKING:
     from usage_etl.simulator.model import SimFile
@@ -121,7 +120,7 @@ def expected_quarantine(files: Sequence[SimFile]) -> dict[str, int]:
     for f in files:
         if f.file_rule:
             counts[str(f.file_rule)] += 1
-        elif f.readable and Fault.BAD_ROWS in f.faults:
+        elif f.readable:
             counts.update(f.bad_rows["rule"].to_list())
     return dict(counts)
 
