@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 
 from usage_etl.ingest.ledger import current_loads_sql
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
+from usage_etl.warehouse.build_tables import create_build_table
 from usage_etl.warehouse.client import Warehouse
 
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
@@ -75,7 +76,7 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
     try:
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
-            warehouse.command(f"CREATE TABLE {warehouse.table(build)} AS {warehouse.table(target)}")
+            create_build_table(warehouse, build, target)  # plain MergeTree if replicated
         dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
         n = len(USAGE_DIMENSIONS)
         warehouse.command(

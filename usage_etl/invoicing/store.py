@@ -20,6 +20,7 @@ from usage_etl.invoicing.lines import (
 )
 from usage_etl.invoicing.periods import Period
 from usage_etl.pricing import PriceBook, price_book_from_json
+from usage_etl.warehouse.build_tables import create_build_table
 from usage_etl.warehouse.client import Warehouse
 
 LINES = "invoice_line_items"
@@ -245,7 +246,7 @@ def publish_lines(
     build_name = f"{LINES}_build_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
     build = warehouse.table(build_name)
     warehouse.command(f"DROP TABLE IF EXISTS {build}")
-    warehouse.command(f"CREATE TABLE {build} AS {target}")
+    create_build_table(warehouse, build_name, LINES)  # plain MergeTree if replicated
     try:
         warehouse.insert_rows(build_name, [line.row() for line in lines], LINE_COLUMNS)
         warehouse.command(

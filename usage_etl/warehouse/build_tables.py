@@ -1,0 +1,62 @@
+"""Build tables for atomic `REPLACE PARTITION` publishes, safe on replicated clusters.
+
+Publishing computes a day (or a billing period) into a build table of the run's own, then swaps
+it into the target with `ALTER TABLE target REPLACE PARTITION p FROM build`. ClickHouse requires
+both tables to have the same columns, partition key, sorting key, primary key and storage
+policy; the engines may differ (a plain MergeTree source into a ReplicatedMergeTree target is
+fine, and the target replicates the new parts to its other replicas).
+
+`CREATE TABLE build AS target` copies the target's engine *with its arguments*. For a
+ReplicatedMergeTree that is its ZooKeeper path: the build table would register as another
+replica of the target (`REPLICA_ALREADY_EXISTS`), or be refused outright when the path holds the
+`{uuid}` macro outside an ON CLUSTER query. So when the target is replicated, the build table is
+created with a plain, node-local MergeTree of identical structure and keys instead. It is never
+created ON CLUSTER: only the node that runs the publish needs it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from usage_etl.warehouse.client import Warehouse, WarehouseError
+
+# Key expressions as system.tables reports them for our DDL: identifiers, calls, commas.
+_KEY_EXPRESSION = re.compile(r"^[A-Za-z0-9_, ()]*$")
+
+
+def build_table_ddl(
+    warehouse: Warehouse,
+    build: str,
+    target: str,
+    engine: str,
+    partition_key: str,
+    sorting_key: str,
+    primary_key: str,
+) -> str:
+    """The CREATE statement of a build table for `target`, given the target's catalog entry."""
+    statement = f"CREATE TABLE {warehouse.table(build)} AS {warehouse.table(target)}"
+    if not engine.startswith("Replicated"):
+        return statement
+    if engine != "ReplicatedMergeTree":  # engines with parameters would need them copied too
+        raise WarehouseError(f"no build table for {target}: unsupported engine {engine}")
+    keys = {"partition": partition_key, "sorting": sorting_key, "primary": primary_key}
+    for name, expression in keys.items():
+        if not _KEY_EXPRESSION.match(expression):
+            raise WarehouseError(f"unexpected {name} key of {target}: {expression!r}")
+    partition = f" PARTITION BY {partition_key}" if partition_key else ""
+    return (
+        f"{statement} ENGINE = MergeTree{partition} ORDER BY ({sorting_key or 'tuple()'}) "
+        f"PRIMARY KEY ({primary_key or 'tuple()'})"
+    )
+
+
+def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
+    """Create `build` (in the warehouse's database) so it can REPLACE PARTITION into `target`."""
+    rows = warehouse.query_rows(
+        "SELECT engine, partition_key, sorting_key, primary_key FROM system.tables "
+        "WHERE database = {database:String} AND name = {name:String}",
+        {"database": warehouse.database, "name": target},
+    )
+    if not rows:
+        raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
+    warehouse.command(build_table_ddl(warehouse, build, target, *rows[0]))
