@@ -396,3 +396,27 @@ def test_export_writes_csv_parquet_and_a_checksum_manifest(warehouse, settings):
         "acme": ("7.00", "final"),
         "beta": ("1.55", "final"),
     }
+
+
+def test_checks_catch_broken_subtotals_and_negative_usage_lines(warehouse, settings):
+    october(warehouse)
+    run(warehouse, settings, OCT, "2026-10-20T00:00:00")
+    assert checks.subtotals(warehouse, OCT).passed and checks.usage_amounts(warehouse, OCT).passed
+    lines = warehouse.table("invoice_line_items")
+    warehouse.command(
+        f"CREATE OR REPLACE VIEW {warehouse.table('invoices')} AS SELECT invoice_id, account_id, "
+        "period_start, any(period_end) AS period_end, any(currency) AS currency, "
+        "CAST(sum(amount) + 0.01 AS Decimal(18, 2)) AS subtotal, 'draft' AS status, "
+        f"CAST(NULL AS Nullable(DateTime64(3, 'UTC'))) AS finalized_at FROM {lines} "
+        "GROUP BY invoice_id, account_id, period_start"
+    )
+    broken = checks.subtotals(warehouse, OCT)
+    assert not broken.passed and len(broken.details) == 2
+    warehouse.command(
+        f"ALTER TABLE {lines} UPDATE amount = -amount WHERE account_id = 'acme' AND tier = 2",
+        mutations_sync=1,
+    )
+    negative = checks.usage_amounts(warehouse, OCT)
+    assert not negative.passed and negative.details == [
+        "acme egress_bytes tier 2: quantity 50.000000000 amount -2.00"
+    ]
