@@ -2,8 +2,6 @@
 
 import typer
 
-from usage_etl.demo import DemoOptions, run_demo
-
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
@@ -17,4 +15,6 @@ def demo(
     seed: int = typer.Option(7, help="Simulator seed (same seed, same objects)."),
 ) -> None:
     """Simulate a month, run daily_usage for every day and monthly_invoices, print a summary."""
+    from usage_etl.demo import DemoOptions, run_demo  # Dagster loads only when a demo runs
+
     run_demo(DemoOptions(month, nodes, accounts, rows_per_day, seed))
