@@ -145,6 +145,7 @@ class _Run:
     def __init__(self, sim: Simulator, settings: Settings, console: Console, dry_run: bool):
         self.sim, self.settings, self.console, self.dry_run = sim, settings, console, dry_run
         self.s3 = None if dry_run else s3_client()
+        self.events_written = 0
 
     def execute(self, days, late, only_late, with_events, truth_dir, workers, progress) -> None:
         warehouse = None
@@ -193,6 +194,7 @@ class _Run:
             for future in pending:
                 future.result()
         events.flush()
+        self.events_written = events.written
         return result
 
     def _upload(self, files: list[SimFile]) -> None:
@@ -206,7 +208,8 @@ class _Run:
         faults = ", ".join(f"{k}={v}" for k, v in sorted(result.faults.items())) or "none"
         self.console.print(
             f"{result.day}: {result.rows:,} rollup cells, {result.delivered:,}/{result.files:,} "
-            f"objects delivered to {target}, {result.cache_events:,} cache events; "
+            f"objects delivered to {target}, {self.events_written:,} of "
+            f"{result.cache_events:,} cache events written; "
             f"faults: {faults}",
             highlight=False,
         )
@@ -217,6 +220,7 @@ class _EventSink:
 
     def __init__(self, warehouse: Warehouse | None, table: str, day: date, console: Console):
         self.warehouse, self.table, self.batch, self.rows = warehouse, table, [], 0
+        self.written = 0
         self.enabled = warehouse is not None and not self._day_has_events(day, console)
 
     def _day_has_events(self, day: date, console: Console) -> bool:
@@ -240,6 +244,7 @@ class _EventSink:
     def flush(self) -> None:
         if self.enabled and self.batch:
             self.warehouse.insert_arrow(self.table, pa.concat_tables(self.batch))
+            self.written += self.rows
         self.batch, self.rows = [], 0
 
 
