@@ -150,12 +150,17 @@ def _has_row_faults(ctx: UnitContext) -> bool:
     return rates > 0 or ctx.node.node_id in spec.under_reporting_nodes
 
 
+def _can_break(rule: str, node: Node) -> bool:
+    """network_path needs the column; invalid_json needs a JSON file."""
+    if rule == RowRule.NETWORK_PATH:
+        return node.writes_network_path
+    if rule == RowRule.INVALID_JSON:
+        return node.format == "ndjson.gz"
+    return True
+
+
 def _assign_rules(bad: np.ndarray, ctx: UnitContext) -> list[str | None]:
-    allowed = [
-        r
-        for r in ctx.faults.bad_row_rules
-        if r != RowRule.NETWORK_PATH or ctx.node.writes_network_path
-    ]
+    allowed = [r for r in ctx.faults.bad_row_rules if _can_break(r, ctx.node)]
     rules: list[str | None] = [None] * len(bad)
     if not allowed:
         return rules
@@ -166,8 +171,8 @@ def _assign_rules(bad: np.ndarray, ctx: UnitContext) -> list[str | None]:
 
 
 def _break_rows(rows: pl.DataFrame) -> pl.DataFrame:
-    present = set(rows["rule"].drop_nulls().unique().to_list())
-    for rule in present:
+    present = set(rows["rule"].drop_nulls().unique().to_list()) & set(RULE_BREAKERS)
+    for rule in present:  # invalid_json rows keep their values: the writer garbles the line
         column, broken = RULE_BREAKERS[rule]
         rows = rows.with_columns(
             pl.when(pl.col("rule") == rule).then(broken).otherwise(pl.col(column)).alias(column)

@@ -36,6 +36,7 @@ SUPPORTED_BAD_ROW_RULES: tuple[str, ...] = (
     RowRule.OPERATION,
     RowRule.ARTIFACT_KIND,
     RowRule.REQUEST_COUNT,
+    RowRule.INVALID_JSON,  # NDJSON files only
 )
 STRAY_KINDS = ("success_marker", "tmp_suffix", "tmp_folder", "csv")
 

@@ -7,13 +7,15 @@ JSON object per line, timestamps as RFC 3339 strings with `Z`.
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
-from usage_etl.rollups.schema import FIELDS, object_key
+from usage_etl.rollups.schema import FIELDS, RowRule, object_key
 
 if TYPE_CHECKING:
     from usage_etl.simulator.model import SimFile
@@ -44,9 +46,21 @@ def ndjson_gz_body(rows: pl.DataFrame, columns: list[str]) -> bytes:
     frame = rows.select(columns).with_columns(
         pl.col(c).dt.strftime(RFC3339) for c in TIMESTAMP_FIELDS if c in columns
     )
-    buffer = io.BytesIO()
-    frame.write_ndjson(buffer, compression="gzip", compression_level=1)
-    return buffer.getvalue()
+    garbage = _invalid_json_lines(rows)
+    if len(garbage) == 0:
+        buffer = io.BytesIO()
+        frame.write_ndjson(buffer, compression="gzip", compression_level=1)
+        return buffer.getvalue()
+    lines = frame.write_ndjson().encode().split(b"\n")
+    for i in garbage:  # a line cut mid-object, as a crashing writer leaves it
+        lines[i] = lines[i][: len(lines[i]) // 2]
+    return gzip.compress(b"\n".join(lines), compresslevel=1)
+
+
+def _invalid_json_lines(rows: pl.DataFrame) -> np.ndarray:
+    if "rule" not in rows.columns:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero((rows["rule"] == RowRule.INVALID_JSON.value).fill_null(False).to_numpy())
 
 
 def body(rows: pl.DataFrame, fmt: str, columns: list[str], naive_timestamps: bool) -> bytes:
