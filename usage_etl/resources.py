@@ -11,12 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
-from botocore.config import Config
 from pydantic import PrivateAttr
 
 from usage_etl.ingest.registry import NodeRegistryResource
+from usage_etl.s3 import s3_client
 from usage_etl.settings import Settings, parse_as_of
 from usage_etl.warehouse.client import Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
@@ -87,17 +86,6 @@ class LandingResource(dg.ConfigurableResource):
 
     def get_client(self):
         return s3_client(self.max_attempts)
-
-
-def s3_client(max_attempts: int = 5):
-    """A boto3 S3 client with bounded, backed-off retries for transient errors."""
-    config = Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=120,
-        s3={"addressing_style": "path"},
-    )
-    return boto3.client("s3", config=config)
 
 
 class PriceBookResource(dg.ConfigurableResource):

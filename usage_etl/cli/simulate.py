@@ -17,7 +17,7 @@ import pyarrow as pa
 import typer
 from rich.console import Console
 
-from usage_etl.resources import s3_client
+from usage_etl.s3 import s3_client
 from usage_etl.settings import Settings, load_settings
 from usage_etl.simulator import FaultSpec, FleetSpec, SimFile, Simulator, StreamResult
 from usage_etl.simulator.core import date_range
