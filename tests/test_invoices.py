@@ -215,18 +215,29 @@ def test_finalization_waits_for_every_day_and_every_file(warehouse, settings):
     october(warehouse)
     key, etag = land_file(settings, date(2026, 10, 12), "a.parquet")
     ingest_file(warehouse, date(2026, 10, 12), key, etag)
-    publish_days(warehouse, [d for d in OCT.days if d != date(2026, 10, 31)])
+    publish_days(
+        warehouse, [d for d in OCT.days if d not in (date(2026, 10, 30), date(2026, 10, 31))]
+    )
+    # The 30th has no rollup object anywhere: nothing to bill, it does not block. The 31st has
+    # a file but was never materialized: it blocks.
+    never_run_key, _ = land_file(settings, date(2026, 10, 31), "never-run.parquet")
     late_key, late_etag = land_file(settings, date(2026, 10, 20), "late.ndjson.gz")
     land_file(settings, date(2026, 10, 20), "_SUCCESS", b"")  # not a rollup: ignored
 
     outcome = run(warehouse, settings, OCT, "2026-11-04T00:00:00")
     assert outcome.status == "draft" and len(outcome.blockers) == 1
     assert "2026-10-20, 2026-10-31" in outcome.blockers[0]
-    assert outcome.completeness.late_objects == {date(2026, 10, 20): [late_key]}
+    assert outcome.completeness.late_objects == {
+        date(2026, 10, 20): [late_key],
+        date(2026, 10, 31): [never_run_key],
+    }
+    assert outcome.completeness.unpublished_days == [date(2026, 10, 31)]
     assert {r["status"] for r in read_lines(warehouse, OCT)} == {"draft"}
 
     # daily_usage re-runs the 20th: it reads the late file, but dies before publishing.
     ingest_file(warehouse, date(2026, 10, 20), late_key, late_etag)
+    never_run = land_file(settings, date(2026, 10, 31), "never-run.parquet")
+    ingest_file(warehouse, date(2026, 10, 31), *never_run)
     publish_days(warehouse, [date(2026, 10, 31)])
     outcome = run(warehouse, settings, OCT, "2026-11-04T00:00:00")
     assert outcome.completeness.stale_days == [date(2026, 10, 20)]

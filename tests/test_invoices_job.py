@@ -7,7 +7,7 @@ import json
 from datetime import date
 
 import dagster as dg
-from test_invoices import OCT, add_usage, publish_days
+from test_invoices import OCT, add_usage, land_file, publish_days
 
 from usage_etl.definitions import defs
 from usage_etl.invoicing.store import read_invoices, read_lines
@@ -46,9 +46,11 @@ def test_job_finalizes_a_complete_month_checks_and_exports_it(warehouse, setting
     assert manifest["files"]["invoice_line_items.csv"]["rows"] == 6
 
 
-def test_job_fails_an_incomplete_due_month_and_keeps_the_draft(warehouse, monkeypatch):
+def test_job_fails_an_incomplete_due_month_and_keeps_the_draft(warehouse, settings, monkeypatch):
     add_usage(warehouse, date(2026, 10, 3), "beta", egress=25)
     publish_days(warehouse, [d for d in OCT.days if d.day not in (9, 10)])
+    for day in (9, 10):  # rollup files exist for the two days no run has materialized
+        land_file(settings, date(2026, 10, day), "unread.parquet")
     monkeypatch.setenv("USAGE_ETL_AS_OF", "2026-11-04T00:00:00Z")
 
     result = execute("2026-10-01")

@@ -1,6 +1,7 @@
 """Is a period's usage complete enough to finalize its invoices?
 
-A day is complete when `daily_usage` has published it at least once, its last publication
+A day is complete when it has no usage to ingest (no rollup object in S3, none in the ledger),
+or when `daily_usage` has published it at least once, its last publication
 is newer than anything the object ledger recorded for it (a run that read files but died
 before publishing leaves the day stale), and every rollup object now under the day's prefix in
 S3 is the one the ledger last decided about (same key, same ETag). An object missing from the
@@ -87,19 +88,37 @@ def late_objects(
     warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
 ) -> dict[date, list[str]]:
     """Rollup objects in S3 whose current version the ledger has not decided about."""
+    return _scan(warehouse, s3, bucket, landing_prefix, period)[0]
+
+
+def _scan(
+    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
+) -> tuple[dict[date, list[str]], set[date]]:
+    """(late objects per day, days that have rollup objects at all)."""
     ledger = ledger_etags(warehouse, period)
     head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
     late: dict[date, list[str]] = {}
+    days_with_objects: set[date] = set()
     for obj in list_objects(s3, bucket, month_prefix(landing_prefix, period)):
         key = obj["Key"]
         parsed = classify_key(landing_prefix, key, obj.get("Size", 0))
         if not isinstance(parsed, RollupKey) or not period.start <= parsed.day < period.end:
             continue
+        days_with_objects.add(parsed.day)
         # The ledger may hold the full key or the key relative to the landing prefix.
         known = ledger.get(key) or ledger.get(key.removeprefix(head))
         if known != _normalize_etag(obj.get("ETag", "")):
             late.setdefault(parsed.day, []).append(key)
-    return late
+    return late, days_with_objects
+
+
+def ledger_days(warehouse: Warehouse, period: Period) -> set[date]:
+    rows = warehouse.query_rows(
+        f"SELECT DISTINCT day FROM {warehouse.table('ingest_objects')} "
+        "WHERE day >= {start:Date} AND day < {end:Date}",
+        {"start": period.start, "end": period.end},
+    )
+    return {r[0] for r in rows}
 
 
 def stale_days(warehouse: Warehouse, period: Period) -> list[date]:
@@ -129,8 +148,12 @@ def check_completeness(
     warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
 ) -> Completeness:
     published = published_days(warehouse, period)
+    late, days_with_objects = _scan(warehouse, s3, bucket, landing_prefix, period)
+    # A day with no rollup object anywhere has nothing to bill: not materializing it loses
+    # nothing. A day with objects (in S3 or the ledger) must have been published.
+    has_usage_input = days_with_objects | ledger_days(warehouse, period)
     return Completeness(
-        unpublished_days=[d for d in period.days if d not in published],
-        late_objects=late_objects(warehouse, s3, bucket, landing_prefix, period),
+        unpublished_days=[d for d in period.days if d not in published and d in has_usage_input],
+        late_objects=late,
         stale_days=stale_days(warehouse, period),
     )
