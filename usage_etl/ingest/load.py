@@ -14,6 +14,7 @@ objects again under a new load id.
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from datetime import UTC, date, datetime
 import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
 
+from usage_etl import faults
 from usage_etl.ingest import ledger
 from usage_etl.ingest.readers import FileQuarantined, read_rollup_file
 from usage_etl.ingest.registry import NodeAuthorization
@@ -29,7 +31,8 @@ from usage_etl.ingest.validate import validate
 from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
 from usage_etl.warehouse.client import Warehouse
 
-BATCH_ROWS = 1_000_000
+# Rows per insert batch; the reliability tests lower it to crash between batches.
+BATCH_ROWS = int(os.environ.get("USAGE_ETL_INGEST_BATCH_ROWS", "1000000"))
 
 
 class StorageError(RuntimeError):
@@ -176,6 +179,7 @@ class _Batch:
                 pl.lit(now).dt.replace_time_zone("UTC").alias("quarantined_at"),
             )  # fmt: skip
             self.warehouse.insert_arrow("quarantined_rows", _arrow(quarantined))
+        faults.fault_point("ingest.before_ledger")
         if self.ledger_rows:
             ledger.record(self.warehouse, self.ledger_rows)
         self.good, self.bad, self.ledger_rows, self.rows = [], [], [], 0
@@ -217,6 +221,7 @@ def ingest_day(
     report = IngestReport()
     listed = list_day(s3, bucket, prefix, day)
     report.objects_listed = len(listed)
+    faults.fault_point("ingest.listed")
     current = ledger.current_entries(warehouse, day)
     batch = _Batch(warehouse, day, load_id)
     todo: list[ListedObject] = []
@@ -239,6 +244,7 @@ def ingest_day(
             _account(report, batch, outcome)
             if batch.rows >= BATCH_ROWS:
                 batch.flush()
+                faults.fault_point("ingest.batch_flushed")
             if on_progress:
                 on_progress(done, len(todo))
     batch.flush()

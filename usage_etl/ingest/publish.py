@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from usage_etl import faults
 from usage_etl.ingest.ledger import current_loads_sql
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.warehouse.build_tables import create_build_table
@@ -101,6 +102,7 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
             """
         )
         report = _report(warehouse, build_hourly, build_daily, day)
+        faults.fault_point("publish.before_swap")
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             # An empty day (everything quarantined or deleted) has no partition to swap in:
             # dropping the target's partition is the atomic equivalent.
@@ -110,6 +112,7 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
                 else "DROP PARTITION {day:Date}"
             )
             warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", params)
+        faults.fault_point("publish.before_record")
     finally:
         for build in (build_hourly, build_daily):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")

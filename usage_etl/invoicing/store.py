@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from usage_etl import faults
 from usage_etl.invoicing.lines import (
     LINE_COLUMNS,
     Charge,
@@ -249,9 +250,11 @@ def publish_lines(
     create_build_table(warehouse, build_name, LINES)  # plain MergeTree if replicated
     try:
         warehouse.insert_rows(build_name, [line.row() for line in lines], LINE_COLUMNS)
+        faults.fault_point("invoices.before_swap")
         warehouse.command(
             f"ALTER TABLE {target} REPLACE PARTITION {{p:Date}} FROM {build}", {"p": period.start}
         )
+        faults.fault_point("invoices.before_record")
     finally:
         warehouse.command(f"DROP TABLE IF EXISTS {build}")
 

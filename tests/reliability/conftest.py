@@ -1,0 +1,36 @@
+"""Fixtures of the reliability suite (real SeaweedFS, real chDB, real subprocess runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from reliability_harness import Pipeline
+from rollup_files import Landing
+
+from usage_etl.warehouse.client import is_embedded
+
+
+@pytest.fixture
+def pipeline(usage_env, tmp_path, monkeypatch) -> Iterator[Pipeline]:
+    """This test's pipeline on an embedded engine of its own (or the server DSN under test).
+
+    Crash tests SIGKILL runs mid-write; an engine of their own keeps the session engine that
+    other tests share out of harm's way, and lets subprocess runs take it (this process holds
+    it only inside `pipeline.open()` and in-process runs).
+    """
+    dsn = usage_env["USAGE_ETL_CLICKHOUSE_DSN"]
+    if is_embedded(dsn):
+        dsn = f"chdb://{tmp_path / 'engine'}"
+        monkeypatch.setenv("USAGE_ETL_CLICKHOUSE_DSN", dsn)
+    monkeypatch.delenv("USAGE_ETL_FAULT_POINT", raising=False)
+    pipe = Pipeline(dsn, usage_env["USAGE_ETL_DATABASE"])
+    yield pipe
+    if not is_embedded(dsn):
+        with pipe.open() as warehouse:
+            warehouse.command(f"DROP DATABASE IF EXISTS `{pipe.database}`")
+
+
+@pytest.fixture
+def landing(s3_server, settings) -> Landing:
+    return Landing(s3_server, settings)
