@@ -67,10 +67,14 @@ def read_rollup_file(body: bytes, fmt: str) -> ParsedFile:
 # -- Parquet -------------------------------------------------------------------------------------
 
 
+# A corrupt file can make polars panic (PanicException is not an Exception): still one file.
+_DECODE_ERRORS = (Exception, pl.exceptions.PanicException)
+
+
 def read_parquet(body: bytes) -> ParsedFile:
     try:
         frame = pl.read_parquet(io.BytesIO(body))
-    except Exception as exc:
+    except _DECODE_ERRORS as exc:
         raise FileQuarantined(FileRule.UNREADABLE, f"not a readable Parquet file: {exc}") from None
     missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
     if missing:
@@ -81,10 +85,13 @@ def read_parquet(body: bytes) -> ParsedFile:
             columns.append(pl.lit(None, PARSED_SCHEMA[name]).alias(name))
             continue
         columns.append(_parquet_column(name, frame.schema[name]))
-    parsed = frame.select(columns).with_columns(
-        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("_row"),
-        *[pl.lit(None, pl.String).alias(c) for c in ("_rule", "_field", "_value")],
-    )
+    try:
+        parsed = frame.select(columns).with_columns(
+            pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("_row"),
+            *[pl.lit(None, pl.String).alias(c) for c in ("_rule", "_field", "_value")],
+        )
+    except _DECODE_ERRORS as exc:
+        raise FileQuarantined(FileRule.UNREADABLE, f"undecodable values: {exc}") from None
     return ParsedFile(parsed, missing_network_path="network_path" not in frame.columns)
 
 
@@ -100,11 +107,27 @@ def _parquet_column(name: str, dtype: pl.DataType) -> pl.Expr:
             # UInt64 values ≥ 2^63 become null here and are quarantined as out of range.
             return column.cast(pl.Int64, strict=False)
     elif isinstance(dtype, pl.Datetime):
-        naive_as_utc = column.dt.replace_time_zone("UTC") if dtype.time_zone is None else column
-        return naive_as_utc.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+        return _utc_micros(column, dtype.time_unit)
     elif dtype == pl.Null:
         return column.cast(PARSED_SCHEMA[name])
     raise FileQuarantined(FileRule.COLUMN_TYPE, f"column {name} has type {dtype}")
+
+
+# Polars panics converting or printing datetimes beyond chrono's range (about ±262,000 years).
+# No rollup happens outside years 1-9999: such a timestamp is read as null and quarantined.
+_MICROS_RANGE = (-62_135_596_800_000_000, 253_402_300_800_000_000)  # 0001-01-01, 10000-01-01
+
+
+def _utc_micros(column: pl.Expr, unit: str) -> pl.Expr:
+    # Naive timestamps are UTC (contract §1) and aware ones are stored as UTC epochs, so the
+    # physical value already is the UTC instant; only its unit changes.
+    raw = column.to_physical()
+    if unit == "ns":  # ±292 years around 1970: always in range
+        return (raw // 1000).cast(pl.Datetime("us", "UTC"))
+    scale = 1000 if unit == "ms" else 1
+    low, high = (bound // scale for bound in _MICROS_RANGE)
+    in_range = pl.when(raw.is_between(low, high, closed="left")).then(raw)
+    return (in_range * scale).cast(pl.Datetime("us", "UTC"))
 
 
 # -- NDJSON.gz -----------------------------------------------------------------------------------
