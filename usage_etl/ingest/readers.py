@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -134,6 +135,8 @@ def _utc_micros(column: pl.Expr, unit: str) -> pl.Expr:
 
 
 def read_ndjson_gz(body: bytes) -> ParsedFile:
+    if not body:  # gzip.decompress(b"") is b"": a failed upload must not pass as an empty hour
+        raise FileQuarantined(FileRule.UNREADABLE, "empty object: not a gzip stream")
     try:
         raw = gzip.decompress(body)
     except (OSError, EOFError, zlib.error) as exc:
@@ -150,11 +153,18 @@ _FAST_SCHEMA = {
 }
 
 
+# Polars decodes a lone surrogate escape ("\ud800") as NUL, silently changing the value: files
+# with surrogate escapes take the careful path, which refuses such strings.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _ndjson_fast(raw: bytes) -> ParsedFile:
     if not raw.strip():
         return ParsedFile(_empty(), missing_network_path=False)
     if b"\n\n" in raw or raw.startswith(b"\n"):
         raise pl.exceptions.ComputeError("blank lines: take the careful path to keep line numbers")
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+        raise pl.exceptions.ComputeError("surrogate escapes: take the careful path")
     frame = pl.read_ndjson(io.BytesIO(raw), schema=_FAST_SCHEMA)
     parsed = frame.with_columns(
         *[_parse_time(f) for f in TIME_FIELDS],
@@ -238,7 +248,7 @@ def _parse_line(number: int, line: bytes) -> dict:
     record: dict = {"_row": number, "_rule": None, "_field": None, "_value": None}
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}
     if not isinstance(obj, dict):
         return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}
@@ -264,10 +274,18 @@ def _coerce(name: str, value: object) -> object:
         is_int = isinstance(value, int) and not isinstance(value, bool)
         return value if is_int and -MAX_COUNTER <= value < MAX_COUNTER else _INVALID
     if isinstance(value, str):
-        return value
+        return value if _has_utf8(value) else _INVALID
     if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
         return json.dumps(value)
     return _INVALID
+
+
+def _has_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a "\ud800" escape
+        return False
+    return True
 
 
 def _clip(text: str, limit: int = 200) -> str:
