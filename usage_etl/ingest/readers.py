@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -153,9 +152,13 @@ _FAST_SCHEMA = {
 }
 
 
-# Polars decodes a lone surrogate escape ("\ud800") as NUL, silently changing the value: files
-# with surrogate escapes take the careful path, which refuses such strings.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Polars reads any JSON value into a String column as its JSON text, and decodes lone surrogate
+# escapes leniently (as NUL). Files where that could happen take the careful path, which judges
+# those rows: a text field whose value is not a string or null, an escaped ASCII letter or `_`
+# (a key such as "acc\u006funt_id" that no ordinary writer produces), a surrogate escape.
+_TEXT_KEYS = b"|".join(name.encode() for name in STRING_FIELDS + TIME_FIELDS)
+_NON_STRING_VALUE = re.compile(rb'"(?:' + _TEXT_KEYS + rb')"\s*:\s*[^"n\s]')
+_SUSPICIOUS_ESCAPE = re.compile(rb"\\u(?:00(?:[67][0-9a-fA-F]|5[fF])|[dD][89a-fA-F])")
 
 
 def _ndjson_fast(raw: bytes) -> ParsedFile:
@@ -163,9 +166,12 @@ def _ndjson_fast(raw: bytes) -> ParsedFile:
         return ParsedFile(_empty(), missing_network_path=False)
     if b"\n\n" in raw or raw.startswith(b"\n"):
         raise pl.exceptions.ComputeError("blank lines: take the careful path to keep line numbers")
-    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):
-        raise pl.exceptions.ComputeError("surrogate escapes: take the careful path")
+    if _NON_STRING_VALUE.search(raw) or (b"\\u" in raw and _SUSPICIOUS_ESCAPE.search(raw)):
+        raise pl.exceptions.ComputeError("a text field may hold another JSON type")
     frame = pl.read_ndjson(io.BytesIO(raw), schema=_FAST_SCHEMA)
+    lines = raw.count(b"\n") + (not raw.endswith(b"\n"))
+    if frame.height != lines:  # polars skips whitespace-only lines: keep line numbers right
+        raise pl.exceptions.ComputeError("blank lines: take the careful path")
     parsed = frame.with_columns(
         *[_parse_time(f) for f in TIME_FIELDS],
         pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("_row"),
@@ -239,15 +245,24 @@ _RULE_FOR_FIELD = {
 }
 
 
-def _parse_line(number: int, line: bytes) -> dict:
-    """One NDJSON line -> a record; a field of an impossible JSON type is reported.
+def _first_wins(pairs: list[tuple[str, object]]) -> dict:
+    """Of duplicate keys the first counts, as in polars' fast path."""
+    obj: dict = {}
+    for key, value in pairs:
+        obj.setdefault(key, value)
+    return obj
 
-    Like the fast path, a JSON scalar in a string field (a number, a boolean) is read as its
-    JSON text, so a row is judged the same whichever path its file took.
+
+def _parse_line(number: int, line: bytes) -> dict:
+    """One NDJSON line -> a record; a field of the wrong JSON type is reported.
+
+    A string field holds a string (or null): a number, boolean, object or array there is a
+    wrong type, and so is a string with a lone surrogate (it has no UTF-8 form). Integer fields
+    hold JSON integers. A row is judged the same whichever path its file took.
     """
     record: dict = {"_row": number, "_rule": None, "_field": None, "_value": None}
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=_first_wins)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}
     if not isinstance(obj, dict):
@@ -273,11 +288,7 @@ def _coerce(name: str, value: object) -> object:
     if name in INT_FIELDS:
         is_int = isinstance(value, int) and not isinstance(value, bool)
         return value if is_int and -MAX_COUNTER <= value < MAX_COUNTER else _INVALID
-    if isinstance(value, str):
-        return value if _has_utf8(value) else _INVALID
-    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
-        return json.dumps(value)
-    return _INVALID
+    return value if isinstance(value, str) and _has_utf8(value) else _INVALID
 
 
 def _has_utf8(text: str) -> bool:
