@@ -1,0 +1,82 @@
+"""The GraphQL calls the Dagster UI makes to launch and follow a partition backfill."""
+
+from __future__ import annotations
+
+from e2e_stack import DagsterStack, StackError
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+STATUS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      id status isAssetBackfill numPartitions
+      runs { runId status startTime endTime tags { key value } }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+}
+"""
+
+TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+DAILY_ASSETS = ("rollup_rows", "usage_hourly", "usage_daily")
+
+
+def launch_asset_backfill(
+    stack: DagsterStack, partitions: list[str], assets: tuple[str, ...] = DAILY_ASSETS
+) -> str:
+    """Materialize `assets` for `partitions` as one backfill, like the asset page's dialog."""
+    params = {
+        "assetSelection": [{"path": [a]} for a in assets],
+        "partitionNames": partitions,
+        "fromFailure": False,
+        "tags": [{"key": "usage_etl/trigger", "value": "operator_backfill"}],
+    }
+    result = stack.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise StackError(f"backfill not launched: {result}")
+    return result["backfillId"]
+
+
+def backfill(stack: DagsterStack, backfill_id: str) -> dict:
+    result = stack.graphql(STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if result["__typename"] != "PartitionBackfill":
+        raise StackError(f"no backfill {backfill_id}: {result}")
+    return result
+
+
+def wait_for_backfill(stack: DagsterStack, backfill_id: str, timeout: float) -> dict:
+    def finished():
+        state = backfill(stack, backfill_id)
+        return state if state["status"] in TERMINAL else None
+
+    return stack.wait_for(finished, timeout, f"backfill {backfill_id}", interval=2)
+
+
+def latest_backfill_id(stack: DagsterStack) -> str | None:
+    data = stack.graphql("{ partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills "
+                         "{ results { id } } } }")  # fmt: skip
+    results = data["partitionBackfillsOrError"].get("results", [])
+    return results[0]["id"] if results else None
+
+
+def tags_of(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
