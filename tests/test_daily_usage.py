@@ -193,3 +193,36 @@ def test_an_empty_day_publishes_an_empty_partition(landing, warehouse):
     assert usage_rows(warehouse)[0][-2] == 100
     assert run_daily("2026-10-07").success
     assert usage_rows(warehouse, "2026-10-07") == []
+
+
+def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
+    landing, warehouse, monkeypatch
+):
+    """Big days are deduplicated in event_id hash buckets (flat memory); the totals, the
+    duplicate count and the exactness check must not change."""
+    from usage_etl.ingest import audit, publish
+
+    rows = [rollup(f"e{i}", bytes=i + 1, minute=i % 60) for i in range(40)]
+    landing.put("a.parquet", parquet_bytes(rows))
+    landing.put("b.parquet", parquet_bytes(rows[:15]))  # re-delivered
+    landing.put("c.ndjson.gz", ndjson_gz_bytes([rollup("e3", bytes=999, emitted_minute=40)]))
+    single = run_daily(DAY)
+    expected = warehouse.query_rows(f"SELECT * FROM {warehouse.table('usage_hourly')} ORDER BY ALL")
+
+    monkeypatch.setattr(publish, "DEDUPE_BUCKET_ROWS", 7)  # 56 staged rows -> 8 buckets
+    monkeypatch.setattr(audit, "DEDUPE_BUCKET_ROWS", 7)
+    bucketed = run_daily(DAY)
+
+    assert bucketed.success and _check_results(bucketed)["usage_daily_is_exact"]
+    assert (
+        warehouse.query_rows(f"SELECT * FROM {warehouse.table('usage_hourly')} ORDER BY ALL")
+        == expected
+    )
+    total = sum(range(1, 41)) - 4 + 999
+    assert usage_rows(warehouse)[0][-2] == total
+    meta = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in bucketed.asset_materializations_for_node("published_usage")
+    }["usage_daily"]
+    assert meta["duplicates_removed"].value == 16
+    assert single.success

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date
 
 import dagster as dg
 
 from usage_etl.ingest.ledger import current_loads_sql
-from usage_etl.ingest.publish import CONTENT_HASH
+from usage_etl.ingest.publish import CONTENT_HASH, DEDUPE_BUCKET_ROWS
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -40,23 +41,32 @@ class Recomputation:
 
 def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     params = {"day": day}
-    recomputed = warehouse.query_rows(
-        f"""
-        SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))), count(),
-               uniqExact(event_id)
-        FROM (
-            SELECT event_id, bytes, request_count
+    staged = warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}", params
+    )
+    buckets = max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
+    totals = [0, 0, 0, 0]
+    for bucket in range(buckets):  # event_ids split by hash, as the publish does: flat memory
+        row = warehouse.query_rows(
+            f"""
+            SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))),
+                   count(), uniqExact(event_id)
             FROM (
-                SELECT *, {CONTENT_HASH} AS h FROM {warehouse.table("rollup_rows")}
-                WHERE day = {{day:Date}}
-                  AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+                SELECT event_id, bytes, request_count
+                FROM (
+                    SELECT *, {CONTENT_HASH} AS h FROM {warehouse.table("rollup_rows")}
+                    WHERE day = {{day:Date}}
+                      AND cityHash64(event_id) % {{buckets:UInt32}} = {{bucket:UInt32}}
+                      AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+                )
+                ORDER BY event_id, emitted_at DESC, h DESC
+                LIMIT 1 BY event_id
             )
-            ORDER BY event_id, emitted_at DESC, h DESC
-            LIMIT 1 BY event_id
-        )
-        """,
-        params,
-    )[0]
+            """,
+            {**params, "buckets": buckets, "bucket": bucket},
+        )[0]
+        totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
+    recomputed = totals
     daily = warehouse.query_rows(
         f"SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
@@ -68,8 +78,8 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     )
     return Recomputation(
         published=(int(daily[0] or 0), int(daily[1] or 0), int(rollups or 0)),
-        recomputed=(int(recomputed[0] or 0), int(recomputed[1] or 0), int(recomputed[2])),
-        distinct_event_ids=int(recomputed[3]),
+        recomputed=(recomputed[0], recomputed[1], recomputed[2]),
+        distinct_event_ids=recomputed[3],
     )
 
 

@@ -14,6 +14,8 @@ total that does not fit UInt64 fails the run loudly instead of wrapping.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,6 +27,8 @@ from usage_etl.warehouse.build_tables import create_build_table
 from usage_etl.warehouse.client import Warehouse
 
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
+# Rows deduplicated per pass: bounds the GROUP BY event_id memory (~1.5 GiB per 5M rows).
+DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "2000000"))
 CONTENT_HASH = (
     "cityHash64(node_id, region, account_id, project_id, direction, operation, artifact_kind, "
     "network_path, window_start, window_seconds, bytes, request_count)"
@@ -46,8 +50,11 @@ class PublishReport:
         return self.versions - self.rollups
 
 
-def latest_versions_sql(warehouse: Warehouse) -> str:
-    """One row per event_id of `{day:Date}`: the winning version, its version count, conflict."""
+def latest_versions_sql(warehouse: Warehouse, bucketed: bool = False) -> str:
+    """One row per event_id of `{day:Date}`: the winning version, its version count, conflict.
+
+    Bucketed: only the event_ids with cityHash64(event_id) % {buckets} = {bucket}."""
+    bucket = "AND cityHash64(event_id) % {buckets:UInt32} = {bucket:UInt32}" if bucketed else ""
     return f"""
         SELECT
             event_id,
@@ -60,6 +67,7 @@ def latest_versions_sql(warehouse: Warehouse) -> str:
             FROM {warehouse.table("rollup_rows")}
             WHERE day = {{day:Date}}
               AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+              {bucket}
         )
         GROUP BY event_id
     """
@@ -78,20 +86,7 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
             create_build_table(warehouse, build, target)  # plain MergeTree if replicated
-        dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
-        n = len(USAGE_DIMENSIONS)
-        warehouse.command(
-            f"""
-            INSERT INTO {warehouse.table(build_hourly)}
-            SELECT {{day:Date}} AS day, toDateTime(toStartOfHour(v.{n + 1}), 'UTC') AS hour,
-                   {dims},
-                   {_sum(f"v.{n + 2}")} AS bytes, {_sum(f"v.{n + 3}")} AS request_count,
-                   count() AS rollups, sum(versions) AS versions, countIf(conflict) AS conflicts
-            FROM ({latest_versions_sql(warehouse)})
-            GROUP BY hour, {DIMENSIONS}
-            """,
-            params,
-        )
+        _dedupe_into(warehouse, build_hourly, day, suffix)
         warehouse.command(
             f"""
             INSERT INTO {warehouse.table(build_daily)}
@@ -117,6 +112,55 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
         for build in (build_hourly, build_daily):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
     return report
+
+
+def _dedupe_into(warehouse: Warehouse, build_hourly: str, day: date, suffix: str) -> None:
+    """Latest version per event_id, aggregated per hour and dimension, into `build_hourly`.
+
+    Memory of the GROUP BY event_id grows with the day's rows, so a large day is deduplicated
+    in buckets of event_ids (an event_id lives in exactly one bucket, so summing the buckets'
+    partial aggregates is exact) and memory stays flat as the day grows.
+    """
+    staged = warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}",
+        {"day": day},
+    )
+    buckets = max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
+    dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    n = len(USAGE_DIMENSIONS)
+    target = build_hourly if buckets == 1 else f"_build_usage_hourly_parts_{suffix}"
+    if buckets > 1:
+        warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(target)}")
+        create_build_table(warehouse, target, "usage_hourly")
+    try:
+        for bucket in range(buckets):
+            warehouse.command(
+                f"""
+                INSERT INTO {warehouse.table(target)}
+                SELECT {{day:Date}} AS day, toDateTime(toStartOfHour(v.{n + 1}), 'UTC') AS hour,
+                       {dims},
+                       {_sum(f"v.{n + 2}")} AS bytes, {_sum(f"v.{n + 3}")} AS request_count,
+                       count() AS rollups, sum(versions) AS versions,
+                       countIf(conflict) AS conflicts
+                FROM ({latest_versions_sql(warehouse, bucketed=buckets > 1)})
+                GROUP BY hour, {DIMENSIONS}
+                """,
+                {"day": day, "buckets": buckets, "bucket": bucket},
+            )
+        if buckets > 1:
+            warehouse.command(
+                f"""
+                INSERT INTO {warehouse.table(build_hourly)}
+                SELECT day, hour, {DIMENSIONS}, {_sum("bytes")} AS bytes,
+                       {_sum("request_count")} AS request_count, sum(rollups) AS rollups,
+                       sum(versions) AS versions, sum(conflicts) AS conflicts
+                FROM {warehouse.table(target)}
+                GROUP BY day, hour, {DIMENSIONS}
+                """
+            )
+    finally:
+        if buckets > 1:
+            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(target)}")
 
 
 def _report(warehouse: Warehouse, build_hourly: str, build_daily: str, day: date) -> PublishReport:
