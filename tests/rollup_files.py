@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from usage_etl.rollups.schema import object_key
+from usage_etl.simulator.truth import ROW_SCHEMA
 
 
 def rollup(
@@ -54,23 +55,8 @@ def rollup(
     return row
 
 
-PARQUET_SCHEMA = {
-    "schema_version": pl.Int64,
-    "event_id": pl.String,
-    "node_id": pl.String,
-    "region": pl.String,
-    "account_id": pl.String,
-    "project_id": pl.String,
-    "direction": pl.String,
-    "operation": pl.String,
-    "artifact_kind": pl.String,
-    "network_path": pl.String,
-    "window_start": pl.Datetime("us", "UTC"),
-    "window_seconds": pl.Int64,
-    "bytes": pl.Int64,
-    "request_count": pl.Int64,
-    "emitted_at": pl.Datetime("us", "UTC"),
-}
+# The contract fields typed as a node writes them (bytes as int64 so negatives can be written).
+PARQUET_SCHEMA = ROW_SCHEMA
 
 
 def parquet_bytes(rows: list[dict], drop: tuple[str, ...] = ()) -> bytes:

@@ -291,47 +291,23 @@ def start_postgres(data_dir: Path, timeout: float = 60.0) -> Postgres:
     return server
 
 
-def _create_database(server: Postgres) -> None:
-    psql = postgres_bin("psql")
-    env = {**os.environ, "PGPASSWORD": server.password}
-    exists = subprocess.run(
-        [
-            psql,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            server.user,
-            "-d",
-            "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{server.database}'",
-        ],
-        env=env,
+def _psql(server: Postgres, *args: str) -> str:
+    """Run psql as the server's superuser against the `postgres` maintenance database."""
+    return subprocess.run(
+        [postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(server.port), "-U", server.user,
+         "-d", "postgres", *args],
+        env={**os.environ, "PGPASSWORD": server.password},
         capture_output=True,
         text=True,
         check=True,
-    )
-    if exists.stdout.strip() != "1":
-        subprocess.run(
-            [
-                psql,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(server.port),
-                "-U",
-                server.user,
-                "-d",
-                "postgres",
-                "-c",
-                f"CREATE DATABASE {server.database}",
-            ],
-            env=env,
-            capture_output=True,
-            check=True,
-        )
+    ).stdout  # fmt: skip
+
+
+def _create_database(server: Postgres) -> None:
+    # server.database is this module's own constant, never outside input.
+    exists = _psql(server, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{server.database}'")
+    if exists.strip() != "1":
+        _psql(server, "-c", f"CREATE DATABASE {server.database}")
 
 
 @contextmanager
