@@ -92,6 +92,7 @@ class _FileOutcome:
     good: pl.DataFrame | None = None
     bad: pl.DataFrame | None = None
     file_rule: FileQuarantined | None = None
+    node_tag: str = ""  # NodeAuthorization.tag the rows were judged with
 
 
 def _read_and_validate(
@@ -110,8 +111,10 @@ def _read_and_validate(
     except FileQuarantined as exc:
         outcome.file_rule = exc
         return outcome
-    validated = validate(parsed.frame, key, tenant_for_node(key.node_id))
+    authorization = tenant_for_node(key.node_id)
+    validated = validate(parsed.frame, key, authorization)
     outcome.good, outcome.bad = validated.good, validated.bad
+    outcome.node_tag = authorization.tag
     return outcome
 
 
@@ -227,7 +230,7 @@ def ingest_day(
     todo: list[ListedObject] = []
     for obj in listed:
         seen = current.get(obj.key)
-        if seen is not None and seen.etag == obj.etag:
+        if seen is not None and seen.etag == obj.etag and _same_rules(seen, obj, tenant_for_node):
             report.objects_skipped += 1
         elif isinstance(obj.kind, IgnoreReason):
             batch.add(_FileOutcome(obj, obj.etag), "ignored", obj.kind.value)
@@ -251,6 +254,15 @@ def ingest_day(
     return report
 
 
+def _same_rules(
+    seen: ledger.LedgerEntry, obj: ListedObject, tenant_for_node: Callable[[str], NodeAuthorization]
+) -> bool:
+    """Was this loaded object judged under the node authorization in force now?"""
+    if seen.status != "loaded" or not isinstance(obj.kind, RollupKey):
+        return True
+    return seen.reason == tenant_for_node(obj.kind.node_id).tag
+
+
 def _account(report: IngestReport, batch: _Batch, outcome: _FileOutcome) -> None:
     if outcome.file_rule is not None:
         rule = outcome.file_rule
@@ -259,7 +271,7 @@ def _account(report: IngestReport, batch: _Batch, outcome: _FileOutcome) -> None
         report.quarantined_by_rule[rule.rule.value] += 1
         report.quarantined_files.append((outcome.obj.key, rule.rule.value))
         return
-    batch.add(outcome, "loaded", "")
+    batch.add(outcome, "loaded", outcome.node_tag)
     good, bad = outcome.good.height, outcome.bad.height
     report.objects_loaded += 1
     report.rows_read += good + bad

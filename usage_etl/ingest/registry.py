@@ -51,6 +51,17 @@ class NodeAuthorization:
     only_account: str | None = None  # self-hosted: the one account it may report
     reject_unregistered: bool = False
 
+    @property
+    def tag(self) -> str:
+        """How this authorization judges rows, recorded with every loaded object: when it
+        changes (a node registered, a self-hosted node's account corrected) the object is
+        decided again on the next run, even with the same ETag. "" for "any account"."""
+        if self.reject_unregistered:
+            return "node=unregistered"
+        if self.only_account is not None:
+            return f"node=self_hosted:{self.only_account}"
+        return ""
+
 
 @dataclass
 class NodeRegistry:
