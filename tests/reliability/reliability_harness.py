@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster._core.definitions.reconstruct import build_reconstructable_job
 from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
 
 from usage_etl.faults import FAULT_ENV
@@ -101,20 +102,26 @@ class Pipeline:
             yield warehouse
 
 
-def run_job(
-    job: str, partition: str, run_config: dict | None = None, instance=None
-) -> dg.ExecuteInProcessResult:
+def job_for(name: str) -> dg.JobDefinition:
     from usage_etl.definitions import defs
 
-    return (
-        defs()
-        .resolve_job_def(job)
-        .execute_in_process(
-            partition_key=partition,
-            run_config=run_config,
-            instance=instance or dg.DagsterInstance.ephemeral(),
-            raise_on_error=False,
-        )
+    return defs().resolve_job_def(name)
+
+
+def run_job(job: str, partition: str, *, retries: bool = True, instance=None):
+    """Run a job in this process, as the code location defines it.
+
+    `execute_in_process` always retries (with the assets' 5-20 s backoff); a test that fails a
+    run on purpose passes retries=False, which runs the same job through `execute_job` with
+    the executor's retries disabled.
+    """
+    instance = instance or dg.DagsterInstance.ephemeral()
+    tags = {"dagster/partition": partition}
+    if not retries:
+        recon = build_reconstructable_job("reliability_harness", "job_for", (job,))
+        return dg.execute_job(recon, instance, run_config=NO_RETRIES, tags=tags)
+    return job_for(job).execute_in_process(
+        partition_key=partition, instance=instance, raise_on_error=False
     )
 
 
