@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from reliability_harness import Pipeline
 from rollup_files import Landing
 
+from usage_etl.services import SeaweedS3, start_seaweed
 from usage_etl.warehouse.client import is_embedded
 
 
@@ -34,3 +36,15 @@ def pipeline(usage_env, tmp_path, monkeypatch) -> Iterator[Pipeline]:
 @pytest.fixture
 def landing(s3_server, settings) -> Landing:
     return Landing(s3_server, settings)
+
+
+@pytest.fixture
+def own_s3(usage_env, tmp_path, monkeypatch) -> Iterator[list[SeaweedS3]]:
+    """A SeaweedFS of this test's own (it gets killed); the list holds the live instance."""
+    server = start_seaweed(tmp_path / "weed", secret_key=f"secret-{uuid.uuid4().hex}")
+    server.ensure_bucket("landing")
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    holder = [server]
+    yield holder
+    holder[0].stop()

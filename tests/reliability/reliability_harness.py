@@ -37,6 +37,8 @@ DAILY_COLUMNS = (
     "day", "account_id", "project_id", "region", "node_id", "direction", "operation",
     "artifact_kind", "network_path", "bytes", "request_count",
 )  # fmt: skip
+# A run that must fail fast on a dead S3: one attempt per request instead of boto's five.
+ONE_S3_ATTEMPT = {"resources": {"landing": {"config": {"max_attempts": 1}}}}
 # Dagster retries transient faults with 5-20 s backoff; tests that provoke one on purpose turn
 # retries off so the run fails at the first attempt (the message is the same).
 NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
@@ -108,7 +110,9 @@ def job_for(name: str) -> dg.JobDefinition:
     return defs().resolve_job_def(name)
 
 
-def run_job(job: str, partition: str, *, retries: bool = True, instance=None):
+def run_job(
+    job: str, partition: str, *, retries: bool = True, config: dict | None = None, instance=None
+):
     """Run a job in this process, as the code location defines it.
 
     `execute_in_process` always retries (with the assets' 5-20 s backoff); a test that fails a
@@ -119,9 +123,10 @@ def run_job(job: str, partition: str, *, retries: bool = True, instance=None):
     tags = {"dagster/partition": partition}
     if not retries:
         recon = build_reconstructable_job("reliability_harness", "job_for", (job,))
-        return dg.execute_job(recon, instance, run_config=NO_RETRIES, tags=tags)
+        run_config = {**NO_RETRIES, **(config or {})}
+        return dg.execute_job(recon, instance, run_config=run_config, tags=tags)
     return job_for(job).execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False
+        partition_key=partition, run_config=config, instance=instance, raise_on_error=False
     )
 
 
