@@ -24,7 +24,7 @@ from usage_etl import faults
 from usage_etl.ingest.ledger import current_loads_sql
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.warehouse.build_tables import create_build_table
-from usage_etl.warehouse.client import Warehouse
+from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 # Rows deduplicated per pass: bounds the GROUP BY event_id memory (~1.5 GiB per 5M rows).
@@ -77,7 +77,35 @@ def _sum(column: str) -> str:
     return f"accurateCast(sum(toUInt128({column})), 'UInt64')"
 
 
+# Runs of the same day may overlap on a ClickHouse server (no engine lock): one that built its
+# tables before another recorded new objects could swap in after it, and overwrite the newer
+# day with an older one. So after swapping, a run checks that the day's ledger did not change
+# since it started building; if it did, it builds and swaps again. The last swap of the day is
+# then always built from the complete ledger.
+MAX_PUBLISH_ATTEMPTS = 5
+
+
 def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
+    for _ in range(MAX_PUBLISH_ATTEMPTS):
+        version = _ledger_version(warehouse, day)
+        report = _publish_once(warehouse, day, load_id)
+        if _ledger_version(warehouse, day) == version:
+            return report
+    raise WarehouseError(
+        f"{day}: other runs kept recording objects while this one published; re-run the day",
+        transient=True,
+    )
+
+
+def _ledger_version(warehouse: Warehouse, day: date) -> int:
+    """Rows of the day's append-only ledger: grows with every decision any run records."""
+    return warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('ingest_objects')} WHERE day = {{day:Date}}",
+        {"day": day},
+    )
+
+
+def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
     build_hourly = f"_build_usage_hourly_{suffix}"
     build_daily = f"_build_usage_daily_{suffix}"
