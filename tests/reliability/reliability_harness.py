@@ -280,10 +280,13 @@ CELLS = [(hour, node) for hour in (1, 2, 3) for node in ("node-a", "node-b")]
 ACCOUNTS = ("acme", "beta", "gamma")
 
 
-def _cell_rows(rng: random.Random, tag: str, hour: int, node: str, count: int) -> list[dict]:
+def _cell_rows(
+    rng: random.Random, tag: str, hour: int, node: str, count: int, day: date
+) -> list[dict]:
     return [
         rollup(
-            f"{tag}-{hour}-{node}-{i}",
+            f"{tag}-{day}-{hour}-{node}-{i}",
+            day=day,
             hour=hour,
             node_id=node,
             minute=i % 60,
@@ -299,18 +302,18 @@ def _cell_rows(rng: random.Random, tag: str, hour: int, node: str, count: int) -
     ]
 
 
-def first_delivery(seed: int = 1, rows_per_file: int = 12) -> list[RollupFile]:
+def first_delivery(seed: int = 1, rows_per_file: int = 12, day: date = DAY) -> list[RollupFile]:
     """The day as first published: three files, one per cell, both formats."""
     rng = random.Random(seed)
     formats = ("parquet", "ndjson.gz", "parquet")
     return [
-        RollupFile(f"A-{h}-{n}.{fmt}", h, n, _cell_rows(rng, "A", h, n, rows_per_file))
+        RollupFile(f"A-{h}-{n}.{fmt}", h, n, _cell_rows(rng, "A", h, n, rows_per_file, day))
         for (h, n), fmt in zip(CELLS[:3], formats, strict=True)
     ]
 
 
 def late_delivery(
-    first: list[RollupFile], seed: int = 2, rows_per_file: int = 8
+    first: list[RollupFile], seed: int = 2, rows_per_file: int = 8, day: date = DAY
 ) -> list[RollupFile]:
     """Late files of the same day: new rollups, corrections (later emitted_at) and identical
     re-deliveries of first-delivery rollups, and a few rows that break a rule."""
@@ -318,13 +321,13 @@ def late_delivery(
     earlier = {(f.hour, f.node): f.rows for f in first}
     files = []
     for index, (hour, node) in enumerate(CELLS):
-        rows = _cell_rows(rng, "B", hour, node, rows_per_file)
+        rows = _cell_rows(rng, "B", hour, node, rows_per_file, day)
         old = earlier.get((hour, node), [])
         for original in old[:2]:  # corrected versions
             rows.append({**original, "bytes": original["bytes"] + rng.randrange(1, GIB),
                          "emitted_at": original["emitted_at"].replace(minute=45)})  # fmt: skip
         rows += [dict(r) for r in old[2:4]]  # identical re-deliveries
-        invalid = [rollup(f"bad-{hour}-{node}", hour=hour, node_id=node, bytes=-1)]
+        invalid = [rollup(f"bad-{hour}-{node}", day=day, hour=hour, node_id=node, bytes=-1)]
         fmt = "parquet" if index % 2 else "ndjson.gz"
         files.append(RollupFile(f"B-{hour}-{node}.{fmt}", hour, node, rows, invalid))
     return files
