@@ -5,3 +5,6 @@
 CREATE ROLE IF NOT EXISTS pipeline_writer ${on_cluster};
 GRANT ${on_cluster} CREATE DATABASE ON ${database}.* TO pipeline_writer;
 GRANT ${on_cluster} SELECT, INSERT, ALTER TABLE, CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW, TRUNCATE, OPTIMIZE, SHOW TABLES ON ${database}.* TO pipeline_writer;
+-- The application's cache events are the pipeline's input, never its output (contract §2):
+-- read and create-if-missing only, so a bug or a leaked pipeline password cannot alter them.
+REVOKE ${on_cluster} INSERT, ALTER TABLE, DROP TABLE, TRUNCATE, OPTIMIZE ON ${database}.${cache_events_table} FROM pipeline_writer;
