@@ -81,7 +81,8 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> Measured:
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:]
         raise SystemExit(f"{' '.join(cmd[:6])}… failed ({proc.returncode}):\n{tail}")
-    peak = max(peak, usage.ru_maxrss * 1024)  # ru_maxrss: the child's own peak, in KiB
+    # Not wait4's ru_maxrss: Linux carries the parent's high-water RSS into a forked child, so
+    # it reported this (large) benchmark process instead of the run. The 50 ms tree polling is.
     cpu = usage.ru_utime + usage.ru_stime
     return Measured(seconds, peak, cpu, b"".join(out).decode())
 
