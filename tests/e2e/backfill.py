@@ -71,11 +71,32 @@ def wait_for_backfill(stack: DagsterStack, backfill_id: str, timeout: float) -> 
     return stack.wait_for(finished, timeout, f"backfill {backfill_id}", interval=2)
 
 
-def latest_backfill_id(stack: DagsterStack) -> str | None:
-    data = stack.graphql("{ partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills "
-                         "{ results { id } } } }")  # fmt: skip
-    results = data["partitionBackfillsOrError"].get("results", [])
-    return results[0]["id"] if results else None
+RUN_TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def wait_for_backfill_runs(stack: DagsterStack, backfill_id: str, count: int, timeout: float):
+    """Until the backfill's `count` runs have all finished (the daemon marks the backfill
+    itself complete on its next iteration, up to 30 s later)."""
+
+    def finished():
+        runs = backfill(stack, backfill_id)["runs"]
+        done = len(runs) == count and all(r["status"] in RUN_TERMINAL for r in runs)
+        return runs if done else None
+
+    return stack.wait_for(finished, timeout, f"the runs of backfill {backfill_id}", interval=2)
+
+
+def backfill_ids(stack: DagsterStack, limit: int = 20) -> list[str]:
+    """The most recent backfills, newest first."""
+    data = stack.graphql(BACKFILLS, {"limit": limit})["partitionBackfillsOrError"]
+    return [b["id"] for b in data.get("results", [])]
+
+
+BACKFILLS = """
+query Backfills($limit: Int) {
+  partitionBackfillsOrError(limit: $limit) { ... on PartitionBackfills { results { id } } }
+}
+"""
 
 
 def tags_of(run: dict) -> dict[str, str]:

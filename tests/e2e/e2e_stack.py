@@ -51,6 +51,7 @@ class DagsterStack:
         self.wait_for(self._location_loaded, timeout, "the webserver and its code location")
         set_pool_limit(self.env, WAREHOUSE_POOL, 1)
         self._spawn("daemon", ["dagster-daemon", "run", "-m", LOCATION])
+        self.wait_for(self._daemons_healthy, timeout, "the daemon's heartbeats")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.home / f"{name}.log").open("ab")
@@ -106,6 +107,12 @@ class DagsterStack:
                 raise StackError(f"code location failed: {entry['locationOrLoadError']}")
         return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries)
 
+    def _daemons_healthy(self) -> bool:
+        """The webserver sees heartbeats from the daemons a backfill needs."""
+        statuses = self.graphql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        healthy = {d["daemonType"] for d in statuses if d["healthy"]}
+        return {"BACKFILL", "QUEUED_RUN_COORDINATOR", "SENSOR", "SCHEDULER"} <= healthy
+
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
             _stop_tree(process)
@@ -121,6 +128,10 @@ def set_pool_limit(env: dict[str, str], pool: str, limit: int) -> None:
         cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
 
+
+DAEMONS = """
+{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }
+"""
 
 LOCATIONS = """
 { workspaceOrError { ... on Workspace { locationEntries {
