@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import boto3
 import pytest
 from reliability_harness import Pipeline
 from rollup_files import Landing
@@ -45,6 +46,8 @@ def own_s3(usage_env, tmp_path, monkeypatch) -> Iterator[list[SeaweedS3]]:
     server.ensure_bucket("landing")
     for key, value in server.env().items():
         monkeypatch.setenv(key, value)
+    # boto3's default session caches the first credentials it resolved in this process.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     holder = [server]
     yield holder
     holder[0].stop()
