@@ -42,10 +42,10 @@ def _daily(at: str):
 
 
 def _invoices(instance, price_book, at: str) -> list[dg.RunRequest]:
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=_at(at), resources={"price_book": price_book}
-    )
-    return list(monthly_invoices_schedule(context))
+    ) as context:  # exiting releases the resources it built
+        return list(monthly_invoices_schedule(context))
 
 
 def _requested(requests) -> list[tuple[str, str]]:

@@ -38,10 +38,10 @@ def tick(instance, monkeypatch):
     def evaluate() -> list[dg.RunRequest]:
         with monkeypatch.context() as patch:
             patch.setenv("USAGE_ETL_CLICKHOUSE_DSN", "http://127.0.0.1:9/unreachable")
-            context = dg.build_sensor_context(
+            with dg.build_sensor_context(
                 instance=instance, cursor=state["cursor"], resources={"landing": LandingResource()}
-            )
-            result = late_rollup_files(context)
+            ) as context:
+                result = late_rollup_files(context)
         state["cursor"] = result.cursor
         return list(result.run_requests or [])
 
@@ -125,7 +125,7 @@ def test_a_successful_late_file_rerun_refreshes_the_invoice_months(instance, lan
     as_of = datetime(later.start.year, later.start.month, 11, tzinfo=UTC)
 
     def evaluate(result):
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="invoices_after_late_usage",
             dagster_event=result.get_run_success_event(),
             dagster_instance=instance,
@@ -134,8 +134,8 @@ def test_a_successful_late_file_rerun_refreshes_the_invoice_months(instance, lan
                 "clock": ClockResource(as_of=as_of.isoformat()),
                 "price_book": PriceBookResource(),
             },
-        )
-        return invoices_after_late_usage(context)
+        ) as context:
+            return invoices_after_late_usage(context)
 
     assert isinstance(evaluate(scheduled), dg.SkipReason)
     requests = evaluate(late)
