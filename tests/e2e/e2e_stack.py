@@ -16,13 +16,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from usage_etl.services import free_port
-from usage_etl.settings import REPO_ROOT
+from usage_etl.settings import REPO_ROOT, Settings
+from usage_etl.warehouse.client import Warehouse
 
 LOCATION = "usage_etl.definitions"
 WAREHOUSE_POOL = "warehouse"
@@ -177,3 +180,22 @@ def start_stack(workdir: Path, env_overrides: dict[str, str]) -> DagsterStack:
         stack.stop()
         raise
     return stack
+
+
+def stack_settings(stack: DagsterStack) -> Settings:
+    return Settings(
+        clickhouse_dsn=stack.env["USAGE_ETL_CLICKHOUSE_DSN"],
+        database=stack.env["USAGE_ETL_DATABASE"],
+        landing_url=stack.env["USAGE_ETL_LANDING_URL"],
+    )
+
+
+@contextmanager
+def stack_warehouse(stack: DagsterStack) -> Iterator[Warehouse]:
+    """The deployment's warehouse, opened only while no run needs it."""
+    settings = stack_settings(stack)
+    warehouse = Warehouse.open(settings.clickhouse_dsn, settings.database, 120)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()

@@ -8,7 +8,7 @@ from datetime import date
 from itertools import pairwise
 
 from backfill import launch_asset_backfill, tags_of, wait_for_backfill
-from conftest import stack_settings, stack_warehouse
+from e2e_stack import stack_settings, stack_warehouse
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, usage_rows
 
 # Long past: never in the late-file sensor's look-back, never the browser test's days.

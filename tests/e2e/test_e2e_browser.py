@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from backfill import backfill_ids, tags_of, wait_for_backfill_runs
-from conftest import stack_settings, stack_warehouse
+from e2e_stack import stack_settings, stack_warehouse
 from rollup_files import Landing, parquet_bytes, rollup, usage_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
