@@ -22,7 +22,8 @@ from usage_etl.automation.late_files import (
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
 from usage_etl.defs.partitions import FIRST_DAY
 from usage_etl.pricing import load_price_book
-from usage_etl.resources import ClockResource, LandingResource, PriceBookResource, s3_client
+from usage_etl.resources import ClockResource, LandingResource, PriceBookResource
+from usage_etl.s3 import s3_client
 
 LATE_FILE_INTERVAL_SECONDS = 120
 TICK_BUDGET_SECONDS = 20.0  # well under the daemon's sensor timeout; the rest waits a tick
