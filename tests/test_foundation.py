@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -165,6 +167,7 @@ def test_partitioned_job_runs_on_a_postgres_instance(postgres_server, usage_env,
         (REPO / "dagster_home" / "dagster.postgres.yaml").read_text()
     )
     env = {**os.environ, **postgres_server.env()}
+    marker = uuid.uuid4().hex  # the session's PostgreSQL is shared with other tests
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("dagster")),
@@ -175,7 +178,7 @@ def test_partitioned_job_runs_on_a_postgres_instance(postgres_server, usage_env,
             "-j",
             "daily_usage",
             "--tags",
-            '{"dagster/partition": "2026-10-05"}',
+            json.dumps({"dagster/partition": "2026-10-05", "test/run": marker}),
         ],
         env=env,
         cwd=REPO,
@@ -189,9 +192,7 @@ def test_partitioned_job_runs_on_a_postgres_instance(postgres_server, usage_env,
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             runs = instance.get_runs(
-                filters=dg.RunsFilter(
-                    job_name="daily_usage", tags={"dagster/partition": "2026-10-05"}
-                )
+                filters=dg.RunsFilter(job_name="daily_usage", tags={"test/run": marker})
             )
             assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
     finally:
