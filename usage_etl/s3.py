@@ -12,4 +12,6 @@ def s3_client(max_attempts: int = 5):
         read_timeout=120,
         s3={"addressing_style": "path"},
     )
-    return boto3.client("s3", config=config)
+    # A fresh session per client: boto3's default session caches the first credentials it
+    # resolves, so a long-lived process (code server, daemon) would miss rotated AWS_* keys.
+    return boto3.session.Session().client("s3", config=config)
