@@ -71,19 +71,11 @@ class Tolerances(BaseSettings):
         }
 
 
-@dataclass(frozen=True)
-class GroupDiff:
-    """One (account, project, kind, action) group of the day."""
+class _RollupsVsCache:
+    """Rollup bytes against cache event bytes (the subclasses declare both fields)."""
 
-    account_id: str
-    project_id: str
-    artifact_kind: str
-    action: str  # 'download' (egress/download rollups) or 'upload' (ingress/upload rollups)
     rollup_bytes: int
     cache_bytes: int
-    status: Status
-    # Which nodes' rollups make up rollup_bytes, largest first: where to look for a gap.
-    nodes: tuple[tuple[str, int], ...] = ()
 
     @property
     def difference(self) -> int:
@@ -96,7 +88,22 @@ class GroupDiff:
 
 
 @dataclass(frozen=True)
-class KindSummary:
+class GroupDiff(_RollupsVsCache):
+    """One (account, project, kind, action) group of the day."""
+
+    account_id: str
+    project_id: str
+    artifact_kind: str
+    action: str  # 'download' (egress/download rollups) or 'upload' (ingress/upload rollups)
+    rollup_bytes: int
+    cache_bytes: int
+    status: Status
+    # Which nodes' rollups make up rollup_bytes, largest first: where to look for a gap.
+    nodes: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class KindSummary(_RollupsVsCache):
     """Totals of one (artifact_kind, action) over all groups of the day."""
 
     artifact_kind: str
@@ -106,14 +113,6 @@ class KindSummary:
     groups: int
     error_groups: int
     warn_groups: int
-
-    @property
-    def difference(self) -> int:
-        return self.rollup_bytes - self.cache_bytes
-
-    @property
-    def ratio(self) -> Decimal | None:
-        return ratio(self.rollup_bytes, self.cache_bytes)
 
 
 @dataclass(frozen=True)
