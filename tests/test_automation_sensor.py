@@ -88,7 +88,8 @@ def test_a_late_file_requests_exactly_one_rerun_of_its_day(instance, landing, ti
     assert request.tags["usage_etl/month"] == Period.containing(DAY).label
     assert tick() == []  # the same arrival never requests twice
 
-    _put(landing, "later.parquet", "e3")  # another arrival before the re-run happened
+    # Another arrival before the re-run happened (the re-run starts in a later second than it).
+    _next_second_after(_put(landing, "later.parquet", "e3"))
     again = tick()
     assert [r.partition_key for r in again] == [DAY.isoformat()]
     assert again[0].run_key != request.run_key
