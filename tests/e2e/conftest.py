@@ -18,7 +18,7 @@ from usage_etl.services import _create_database
 LANDING_BUCKET = "landing"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stop the daemon once tests/e2e is done
 def dagster_stack(tmp_path_factory, s3_server, postgres_server) -> Iterator[DagsterStack]:
     run_id = uuid.uuid4().hex[:8]
     workdir = tmp_path_factory.mktemp("e2e")
