@@ -200,7 +200,7 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
 ):
     """Big days are deduplicated in event_id hash buckets (flat memory); the totals, the
     duplicate count and the exactness check must not change."""
-    from usage_etl.ingest import audit, publish
+    from usage_etl.ingest import publish
 
     rows = [rollup(f"e{i}", bytes=i + 1, minute=i % 60) for i in range(40)]
     landing.put("a.parquet", parquet_bytes(rows))
@@ -210,7 +210,6 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     expected = warehouse.query_rows(f"SELECT * FROM {warehouse.table('usage_hourly')} ORDER BY ALL")
 
     monkeypatch.setattr(publish, "DEDUPE_BUCKET_ROWS", 7)  # 56 staged rows -> 8 buckets
-    monkeypatch.setattr(audit, "DEDUPE_BUCKET_ROWS", 7)
     bucketed = run_daily(DAY)
 
     assert bucketed.success and _check_results(bucketed)["usage_daily_is_exact"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date
 
 import dagster as dg
 
 from usage_etl.ingest.ledger import current_loads_sql
-from usage_etl.ingest.publish import CONTENT_HASH, DEDUPE_BUCKET_ROWS
+from usage_etl.ingest.publish import CONTENT_HASH, dedupe_buckets
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -41,10 +40,7 @@ class Recomputation:
 
 def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     params = {"day": day}
-    staged = warehouse.query_one(
-        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}", params
-    )
-    buckets = max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
+    buckets = dedupe_buckets(warehouse, day)
     totals = [0, 0, 0, 0]
     for bucket in range(buckets):  # event_ids split by hash, as the publish does: flat memory
         row = warehouse.query_rows(
@@ -66,7 +62,6 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
             {**params, "buckets": buckets, "bucket": bucket},
         )[0]
         totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
-    recomputed = totals
     daily = warehouse.query_rows(
         f"SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
@@ -78,8 +73,8 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     )
     return Recomputation(
         published=(int(daily[0] or 0), int(daily[1] or 0), int(rollups or 0)),
-        recomputed=(recomputed[0], recomputed[1], recomputed[2]),
-        distinct_event_ids=recomputed[3],
+        recomputed=(totals[0], totals[1], totals[2]),
+        distinct_event_ids=totals[3],
     )
 
 

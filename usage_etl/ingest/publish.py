@@ -142,6 +142,15 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishRepor
     return report
 
 
+def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
+    """How many event_id hash buckets the day is deduplicated in (staged rows, from metadata)."""
+    staged = warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}",
+        {"day": day},
+    )
+    return max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
+
+
 def _dedupe_into(warehouse: Warehouse, build_hourly: str, day: date, suffix: str) -> None:
     """Latest version per event_id, aggregated per hour and dimension, into `build_hourly`.
 
@@ -149,11 +158,7 @@ def _dedupe_into(warehouse: Warehouse, build_hourly: str, day: date, suffix: str
     in buckets of event_ids (an event_id lives in exactly one bucket, so summing the buckets'
     partial aggregates is exact) and memory stays flat as the day grows.
     """
-    staged = warehouse.query_one(
-        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}",
-        {"day": day},
-    )
-    buckets = max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
+    buckets = dedupe_buckets(warehouse, day)
     dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
     n = len(USAGE_DIMENSIONS)
     target = build_hourly if buckets == 1 else f"_build_usage_hourly_parts_{suffix}"
