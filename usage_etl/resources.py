@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from usage_etl.ingest.native import S3Access, s3_access_from_client
 from usage_etl.ingest.registry import NodeRegistryResource
 from usage_etl.s3 import s3_client
 from usage_etl.settings import Settings, parse_as_of
@@ -86,6 +87,12 @@ class LandingResource(dg.ConfigurableResource):
 
     def get_client(self):
         return s3_client(self.max_attempts)
+
+    def clickhouse_access(self, client) -> S3Access | None:
+        """Endpoint and credentials for ClickHouse's own s3() reads, when enabled."""
+        if not self.settings().native_s3_reads:
+            return None
+        return s3_access_from_client(client)
 
 
 class PriceBookResource(dg.ConfigurableResource):

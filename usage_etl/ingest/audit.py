@@ -7,8 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from usage_etl.ingest.ledger import current_loads_sql
-from usage_etl.ingest.publish import CONTENT_HASH, dedupe_buckets
+from usage_etl.ingest.publish import CONTENT_HASH, current_rows_sql, dedupe_buckets
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -19,12 +18,11 @@ def _md_cell(value: object) -> str:
 @dataclass(frozen=True)
 class Recomputation:
     published: tuple[int, int, int]  # bytes, requests, rollups
-    recomputed: tuple[int, int, int]
-    distinct_event_ids: int
+    recomputed: tuple[int, int, int]  # the rollups recomputed = the day's distinct event_ids
 
     @property
     def matches(self) -> bool:
-        return self.published == self.recomputed and self.recomputed[2] == self.distinct_event_ids
+        return self.published == self.recomputed
 
     def metadata(self) -> dict:
         return {
@@ -34,34 +32,44 @@ class Recomputation:
             "recomputed_requests": self.recomputed[1],
             "published_rollups": self.published[2],
             "recomputed_rollups": self.recomputed[2],
-            "distinct_event_ids": self.distinct_event_ids,
         }
 
 
 def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
+    """The day's totals recomputed from the staged rows, independently of the publish's SQL.
+
+    An event_id whose hash occurs once among the counting rows has one version: its row counts
+    as it is. The rest are resolved per event_id by sorting (ORDER BY event_id, emitted_at DESC,
+    content_hash DESC LIMIT 1 BY event_id) rather than the publish's argMax. Buckets of
+    event_hash keep the memory flat, as in the publish.
+    """
     params = {"day": day}
     buckets = dedupe_buckets(warehouse, day)
-    totals = [0, 0, 0, 0]
-    for bucket in range(buckets):  # event_ids split by hash, as the publish does: flat memory
-        row = warehouse.query_rows(
+    rows = current_rows_sql(warehouse)
+    totals = [0, 0, 0]
+    for bucket in range(buckets):
+        bucket_params = {**params, "buckets": buckets, "bucket": bucket}
+        in_bucket = f"""
+            SELECT * FROM ({rows}) WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
+        """
+        repeated = f"SELECT event_hash FROM ({in_bucket}) GROUP BY event_hash HAVING count() > 1"
+        for recomputed in (
+            f"SELECT bytes, request_count FROM ({in_bucket}) WHERE event_hash NOT IN ({repeated})",
             f"""
-            SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))),
-                   count(), uniqExact(event_id)
-            FROM (
-                SELECT event_id, bytes, request_count
-                FROM (
-                    SELECT *, {CONTENT_HASH} AS h FROM {warehouse.table("rollup_rows")}
-                    WHERE day = {{day:Date}}
-                      AND cityHash64(event_id) % {{buckets:UInt32}} = {{bucket:UInt32}}
-                      AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
-                )
-                ORDER BY event_id, emitted_at DESC, h DESC
-                LIMIT 1 BY event_id
-            )
+            SELECT bytes, request_count FROM ({in_bucket}) WHERE event_hash IN ({repeated})
+            ORDER BY event_id, emitted_at DESC, {CONTENT_HASH} DESC
+            LIMIT 1 BY event_id
             """,
-            {**params, "buckets": buckets, "bucket": bucket},
-        )[0]
-        totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
+        ):
+            row = warehouse.query_rows(
+                f"""
+                SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))),
+                       count()
+                FROM ({recomputed})
+                """,
+                bucket_params,
+            )[0]
+            totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
     daily = warehouse.query_rows(
         f"SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
@@ -74,7 +82,6 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     return Recomputation(
         published=(int(daily[0] or 0), int(daily[1] or 0), int(rollups or 0)),
         recomputed=(totals[0], totals[1], totals[2]),
-        distinct_event_ids=totals[3],
     )
 
 
@@ -195,17 +202,17 @@ def conflicts(warehouse: Warehouse, day: date, limit: int = 20) -> Conflicts:
         SELECT event_id, any(node_id) AS node, toString(max(emitted_at)) AS latest_emitted_at,
                count() AS versions_at_latest
         FROM (
-            SELECT event_id, node_id, emitted_at, h,
+            SELECT event_id, node_id, emitted_at, {CONTENT_HASH} AS content_hash,
                    max(emitted_at) OVER (PARTITION BY event_id) AS latest
-            FROM (
-                SELECT *, {CONTENT_HASH} AS h FROM {warehouse.table("rollup_rows")}
-                WHERE day = {{day:Date}}
-                  AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
+            FROM ({current_rows_sql(warehouse)})
+            WHERE event_hash IN (
+                SELECT event_hash FROM ({current_rows_sql(warehouse)})
+                GROUP BY event_hash HAVING count() > 1
             )
         )
         WHERE emitted_at = latest
         GROUP BY event_id
-        HAVING uniqExact(h) > 1
+        HAVING uniqExact(content_hash) > 1
         ORDER BY event_id
         """,
         params,

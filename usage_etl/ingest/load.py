@@ -14,6 +14,7 @@ objects again under a new load id.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,12 +25,14 @@ import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
 
 from usage_etl import faults
-from usage_etl.ingest import ledger
+from usage_etl.ingest import ledger, native
 from usage_etl.ingest.readers import FileQuarantined, read_rollup_file
 from usage_etl.ingest.registry import NodeAuthorization
 from usage_etl.ingest.validate import validate
 from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
 from usage_etl.warehouse.client import Warehouse
+
+log = logging.getLogger(__name__)
 
 # Rows per insert batch; the reliability tests lower it to crash between batches.
 # A 1M-row Arrow insert costs chDB ~1 GiB of transient memory; 250k rows insert as fast
@@ -63,6 +66,8 @@ class IngestReport:
     quarantined_by_rule: collections.Counter = field(default_factory=collections.Counter)
     quarantined_files: list[tuple[str, str]] = field(default_factory=list)
     ignored_objects: list[tuple[str, str]] = field(default_factory=list)
+    objects_read_natively: int = 0  # decided by ClickHouse reading S3 itself (native.py)
+    objects_handed_back: dict[str, str] = field(default_factory=dict)  # key -> why
 
 
 def list_day(s3, bucket: str, prefix: str, day: date) -> list[ListedObject]:
@@ -222,7 +227,10 @@ def ingest_day(
     tenant_for_node: Callable[[str], NodeAuthorization] = lambda node: NodeAuthorization(),
     prefetch: int = 4,
     on_progress: Callable[[int, int], None] | None = None,
+    s3_access: native.S3Access | None = None,
 ) -> IngestReport:
+    """Decide every new or changed object of the day. With `s3_access`, ClickHouse reads the
+    plain Parquet objects itself (native.py) and Python reads only what it hands back."""
     report = IngestReport()
     listed = list_day(s3, bucket, prefix, day)
     report.objects_listed = len(listed)
@@ -241,6 +249,10 @@ def ingest_day(
         else:
             todo.append(obj)
 
+    if s3_access is not None:
+        todo = _load_natively(warehouse, s3_access, bucket, day, load_id, todo, tenant_for_node,
+                              report)  # fmt: skip
+
     def work(obj: ListedObject) -> _FileOutcome:
         return _read_and_validate(s3, bucket, obj, tenant_for_node)
 
@@ -254,6 +266,72 @@ def ingest_day(
                 on_progress(done, len(todo))
     batch.flush()
     return report
+
+
+def _load_natively(
+    warehouse: Warehouse,
+    access: native.S3Access,
+    bucket: str,
+    day: date,
+    load_id: str,
+    todo: list[ListedObject],
+    tenant_for_node: Callable[[str], NodeAuthorization],
+    report: IngestReport,
+) -> list[ListedObject]:
+    """Load what ClickHouse can decide alone; return the objects Python must still read.
+
+    Rows of this path carry load ids of their own (`<load_id>.s3.<attempt>`): a file handed
+    back is re-read by Python under the run's load id, and the rows this path inserted for it
+    then never count."""
+    listed = {obj.key: obj for obj in todo}
+    candidates = []
+    for obj in todo:
+        if not isinstance(obj.kind, RollupKey) or obj.kind.format != "parquet":
+            continue
+        authorization = tenant_for_node(obj.kind.node_id)
+        if authorization.reject_unregistered or not native.plain_key(obj.key):
+            continue
+        candidates.append(native.Candidate(obj.key, obj.etag, obj.kind, authorization.only_account))
+    if not candidates:
+        return todo
+
+    recorded: set[str] = set()
+
+    def record_chunk(decided: dict[str, native.Loaded]) -> None:
+        rows = []
+        for key, loaded in decided.items():
+            obj = listed[key]
+            kind: RollupKey = obj.kind  # type: ignore[assignment]
+            rows.append(
+                ledger.ledger_row(
+                    day=day, key=key, etag=loaded.etag, size=obj.size,
+                    last_modified=obj.last_modified, node_id=kind.node_id, hour=kind.hour,
+                    fmt=kind.format, status="loaded", reason=tenant_for_node(kind.node_id).tag,
+                    rows_read=loaded.rows, rows_loaded=loaded.rows, rows_quarantined=0,
+                    load_id=loaded.load_id,
+                    recorded_at=datetime.now(UTC),
+                )
+            )  # fmt: skip
+            report.objects_loaded += 1
+            report.rows_read += loaded.rows
+            report.rows_loaded += loaded.rows
+        if not rows:
+            return
+        faults.fault_point("ingest.before_ledger")
+        ledger.record(warehouse, rows)
+        recorded.update(decided)
+        faults.fault_point("ingest.batch_flushed")
+
+    try:
+        result = native.load_parquet(
+            warehouse, access, bucket, day, candidates, f"{load_id}.s3", on_chunk=record_chunk
+        )
+    except native.Unreachable as exc:
+        log.warning("ClickHouse cannot read the landing bucket, Python reads it: %s", exc)
+        return [obj for obj in todo if obj.key not in recorded]
+    report.objects_read_natively = len(result.loaded)
+    report.objects_handed_back = dict(result.reasons)
+    return [obj for obj in todo if obj.key not in result.loaded]
 
 
 def _same_rules(

@@ -27,12 +27,9 @@ from usage_etl.warehouse.build_tables import create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
-# Rows deduplicated per pass: bounds the GROUP BY event_id memory (~1.5 GiB per 5M rows).
-DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "2000000"))
-CONTENT_HASH = (
-    "cityHash64(node_id, region, account_id, project_id, direction, operation, artifact_kind, "
-    "network_path, window_start, window_seconds, bytes, request_count)"
-)
+# Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
+# bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
+DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "20000000"))
 
 
 @dataclass(frozen=True)
@@ -50,24 +47,46 @@ class PublishReport:
         return self.versions - self.rollups
 
 
-def latest_versions_sql(warehouse: Warehouse, bucketed: bool = False) -> str:
-    """One row per event_id of `{day:Date}`: the winning version, its version count, conflict.
+# Tie-breaker between versions of an event_id with equal emitted_at (contract §1): computed
+# only for event_ids with several versions (a few percent of a day).
+CONTENT_HASH = (
+    "cityHash64(node_id, region, account_id, project_id, direction, operation, artifact_kind, "
+    "network_path, window_start, window_seconds, bytes, request_count)"
+)
 
-    Bucketed: only the event_ids with cityHash64(event_id) % {buckets} = {bucket}."""
-    bucket = "AND cityHash64(event_id) % {buckets:UInt32} = {bucket:UInt32}" if bucketed else ""
+
+def current_rows_sql(warehouse: Warehouse) -> str:
+    """The staged rows of `{day:Date}` that count: those of each object's current load.
+
+    Rows are matched on load_key, the 128-bit hash of their (source_key, source_etag, run_id)
+    computed on insert (sql/005): the odds that a stale load's key equals a current one's are
+    ~1e-34 per pair, far below any hardware error rate, at 1/40 of the cost of the tuple."""
+    return f"""
+        SELECT * FROM {warehouse.table("rollup_rows")}
+        WHERE day = {{day:Date}}
+          AND load_key IN (
+              SELECT sipHash128(object_key, etag, run_id)
+              FROM ({current_loads_sql(warehouse)}) AS loads (object_key, etag, run_id)
+          )
+    """
+
+
+def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
+    """One row per event_id whose hash is in the table `duplicates`: the winning version (the
+    greatest (emitted_at, content_hash)), how many versions it was chosen from, and whether the
+    versions sharing the greatest emitted_at differ in content (a conflict)."""
     return f"""
         SELECT
             event_id,
-            argMax(({DIMENSIONS}, window_start, bytes, request_count), (emitted_at, h)) AS v,
+            argMax(({DIMENSIONS}, window_start, bytes, request_count),
+                   (emitted_at, content_hash)) AS v,
             count() AS versions,
-            argMax(h, (emitted_at, h)) != argMin(h, (-toUnixTimestamp64Micro(emitted_at), h))
+            argMax(content_hash, (emitted_at, content_hash))
+                != argMin(content_hash, (-toUnixTimestamp64Micro(emitted_at), content_hash))
                 AS conflict
         FROM (
-            SELECT *, {CONTENT_HASH} AS h
-            FROM {warehouse.table("rollup_rows")}
-            WHERE day = {{day:Date}}
-              AND (source_key, source_etag, run_id) IN ({current_loads_sql(warehouse)})
-              {bucket}
+            SELECT *, {CONTENT_HASH} AS content_hash FROM ({current_rows_sql(warehouse)})
+            WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
         )
         GROUP BY event_id
     """
@@ -143,7 +162,7 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishRepor
 
 
 def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
-    """How many event_id hash buckets the day is deduplicated in (staged rows, from metadata)."""
+    """How many event_hash buckets duplicates are searched in (staged rows, from metadata)."""
     staged = warehouse.query_one(
         f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}",
         {"day": day},
@@ -151,49 +170,64 @@ def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
     return max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
 
 
+def find_duplicates(warehouse: Warehouse, day: date, duplicates: str) -> None:
+    """Fill the table `duplicates` with the event_hash of every event_id of the day that has
+    more than one counting version (plus, rarely, hash collisions: harmless, see below)."""
+    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(duplicates)}")
+    warehouse.command(
+        f"CREATE TABLE {warehouse.table(duplicates)} (event_hash UInt64) "
+        "ENGINE = MergeTree ORDER BY event_hash"
+    )
+    buckets = dedupe_buckets(warehouse, day)
+    for bucket in range(buckets):
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(duplicates)}
+            SELECT event_hash FROM ({current_rows_sql(warehouse)})
+            WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
+            GROUP BY event_hash
+            HAVING count() > 1
+            """,
+            {"day": day, "buckets": buckets, "bucket": bucket},
+        )
+
+
 def _dedupe_into(warehouse: Warehouse, build_hourly: str, day: date, suffix: str) -> None:
     """Latest version per event_id, aggregated per hour and dimension, into `build_hourly`.
 
-    Memory of the GROUP BY event_id grows with the day's rows, so a large day is deduplicated
-    in buckets of event_ids (an event_id lives in exactly one bucket, so summing the buckets'
-    partial aggregates is exact) and memory stays flat as the day grows.
+    Most event_ids have one version. Those rows are aggregated as they are, with no per-event_id
+    state at all; only event_ids whose hash occurs more than once go through the exact argMax
+    by event_id. Equal event_ids have equal hashes, so every real duplicate takes the exact
+    path; a hash collision merely sends two unique event_ids there too. The sum is exact either
+    way.
     """
-    buckets = dedupe_buckets(warehouse, day)
-    dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    duplicates = f"_build_duplicate_ids_{suffix}"
     n = len(USAGE_DIMENSIONS)
-    target = build_hourly if buckets == 1 else f"_build_usage_hourly_parts_{suffix}"
-    if buckets > 1:
-        warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(target)}")
-        create_build_table(warehouse, target, "usage_hourly")
+    winner_dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
     try:
-        for bucket in range(buckets):
-            warehouse.command(
-                f"""
-                INSERT INTO {warehouse.table(target)}
-                SELECT {{day:Date}} AS day, toDateTime(toStartOfHour(v.{n + 1}), 'UTC') AS hour,
-                       {dims},
-                       {_sum(f"v.{n + 2}")} AS bytes, {_sum(f"v.{n + 3}")} AS request_count,
-                       count() AS rollups, sum(versions) AS versions,
-                       countIf(conflict) AS conflicts
-                FROM ({latest_versions_sql(warehouse, bucketed=buckets > 1)})
-                GROUP BY hour, {DIMENSIONS}
-                """,
-                {"day": day, "buckets": buckets, "bucket": bucket},
+        find_duplicates(warehouse, day, duplicates)
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(build_hourly)}
+                (day, hour, {DIMENSIONS}, bytes, request_count, rollups, versions, conflicts)
+            SELECT {{day:Date}}, toDateTime(toStartOfHour(window_start), 'UTC') AS hour,
+                   {DIMENSIONS}, {_sum("bytes")}, {_sum("request_count")},
+                   sum(rollup), sum(versions), sum(conflict)
+            FROM (
+                SELECT window_start, {DIMENSIONS}, bytes, request_count,
+                       1 AS rollup, 1 AS versions, 0 AS conflict
+                FROM ({current_rows_sql(warehouse)})
+                WHERE event_hash NOT IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+                UNION ALL
+                SELECT v.{n + 1}, {winner_dims}, v.{n + 2}, v.{n + 3}, 1, versions, conflict
+                FROM ({latest_versions_sql(warehouse, duplicates)})
             )
-        if buckets > 1:
-            warehouse.command(
-                f"""
-                INSERT INTO {warehouse.table(build_hourly)}
-                SELECT day, hour, {DIMENSIONS}, {_sum("bytes")} AS bytes,
-                       {_sum("request_count")} AS request_count, sum(rollups) AS rollups,
-                       sum(versions) AS versions, sum(conflicts) AS conflicts
-                FROM {warehouse.table(target)}
-                GROUP BY day, hour, {DIMENSIONS}
-                """
-            )
+            GROUP BY hour, {DIMENSIONS}
+            """,
+            {"day": day},
+        )
     finally:
-        if buckets > 1:
-            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(target)}")
+        warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(duplicates)}")
 
 
 def _report(warehouse: Warehouse, build_hourly: str, build_daily: str, day: date) -> PublishReport:

@@ -70,11 +70,15 @@ def rollup_rows(
     with retry_only_transient("opening the warehouse"):
         warehouse = clickhouse.get_warehouse()
     registry = node_registry.load()
+    client = landing.get_client()
     with retry_only_transient(f"ingesting {day}"):
         report = ingest_day(
-            warehouse, landing.get_client(), landing.bucket, landing.prefix, day,
+            warehouse, client, landing.bucket, landing.prefix, day,
             load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
+            s3_access=landing.clickhouse_access(client),
         )  # fmt: skip
+    for key, why in report.objects_handed_back.items():
+        context.log.info(f"read by Python, not ClickHouse: s3://{landing.bucket}/{key} ({why})")
     for key, reason in report.quarantined_files:
         context.log.warning(f"quarantined file s3://{landing.bucket}/{key}: {reason}")
     for key, reason in report.ignored_objects:
@@ -89,6 +93,7 @@ def rollup_rows(
             "objects_new_quarantined": report.objects_quarantined,
             "objects_new_ignored": report.objects_ignored,
             "objects_already_ingested": report.objects_skipped,
+            "objects_read_by_clickhouse": report.objects_read_natively,
             "rows_read": report.rows_read,
             "rows_loaded": report.rows_loaded,
             "rows_quarantined": report.rows_quarantined,

@@ -1,0 +1,194 @@
+"""ClickHouse reading Parquet from S3 itself (ingest/native.py) decides exactly as Python would.
+
+Every test loads the same objects twice into the same database, once through the Python path
+only and once with the native path, and compares what each staged, quarantined and recorded.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import date
+
+import polars as pl
+import pytest
+from rollup_files import PARQUET_SCHEMA, Landing, ndjson_gz_bytes, parquet_bytes, rollup
+
+from usage_etl.ingest import native
+from usage_etl.ingest.load import ingest_day
+from usage_etl.ingest.publish import current_rows_sql, publish_day
+
+DAY = date(2026, 10, 5)
+STAGED = (
+    "source_key, source_etag, source_row, event_id, node_id, region, account_id, project_id, "
+    "direction, operation, artifact_kind, network_path, window_start, window_seconds, bytes, "
+    "request_count, emitted_at"
+)
+
+
+@pytest.fixture
+def landing(s3_server, settings) -> Landing:
+    return Landing(s3_server, settings)
+
+
+def _parquet(rows: list[dict], **casts: pl.DataType) -> bytes:
+    frame = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
+    frame = frame.with_columns(*(pl.col(name).cast(dtype) for name, dtype in casts.items()))
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _rows(prefix: str, n: int = 5, **overrides) -> list[dict]:
+    return [rollup(f"{prefix}-{i}", minute=i, bytes=100 + i, **overrides) for i in range(n)]
+
+
+CLEAN = {
+    "plain.parquet": lambda: parquet_bytes(_rows("plain")),
+    "no-network-path.parquet": lambda: parquet_bytes(_rows("nonet"), drop=("network_path",)),
+    "null-project.parquet": lambda: parquet_bytes(_rows("noproj", project_id=None)),
+    "int32-nanos-utc.parquet": lambda: _parquet(
+        _rows("narrow"),
+        bytes=pl.Int32,
+        window_seconds=pl.Int32,
+        window_start=pl.Datetime("ns", "UTC"),
+        emitted_at=pl.Datetime("ns", "UTC"),
+    ),
+    "naive-micros.parquet": lambda: _parquet(
+        _rows("naive"), window_start=pl.Datetime("us"), emitted_at=pl.Datetime("us")
+    ),
+    # The same event_ids as plain.parquet, corrected later: dedupe must see both paths' rows.
+    "plain-corrected.parquet": lambda: parquet_bytes(_rows("plain", emitted_minute=30)),
+}
+HANDED_BACK = {
+    "millis.parquet": (
+        lambda: _parquet(
+            _rows("ms"), window_start=pl.Datetime("ms", "UTC"), emitted_at=pl.Datetime("ms", "UTC")
+        ),
+        "column types",
+    ),
+    "bad-row.parquet": (
+        lambda: parquet_bytes([*_rows("badrow"), rollup("neg", bytes=-5)]),
+        "rows rejected",
+    ),
+    "wrong-node.parquet": (
+        lambda: parquet_bytes([*_rows("wrongnode"), rollup("other", node_id="node-b")]),
+        "rows rejected",
+    ),
+    "outside-hour.parquet": (
+        lambda: parquet_bytes([*_rows("outside"), rollup("late", hour=4)]),
+        "rows rejected",
+    ),
+    "corrupt.parquet": (lambda: b"PAR1 this is not parquet PAR1", "unreadable footer"),
+    "bytes-as-text.parquet": (
+        lambda: _parquet(_rows("text"), bytes=pl.String),
+        "column types",
+    ),
+}
+
+
+def _put_day(landing: Landing, files: dict) -> None:
+    for name, make in files.items():
+        landing.put(name, make() if callable(make) else make[0]())
+    landing.put("python-only.ndjson.gz", ndjson_gz_bytes(_rows("json")))
+
+
+def _state(warehouse) -> dict[str, list]:
+    return {
+        "staged": warehouse.query_rows(
+            f"SELECT {STAGED} FROM ({current_rows_sql(warehouse)}) ORDER BY ALL", {"day": DAY}
+        ),
+        "quarantined": warehouse.query_rows(
+            f"SELECT source_key, toString(scope), source_row, rule, field, value "
+            f"FROM {warehouse.table('quarantined_rows')} ORDER BY ALL"
+        ),
+        "ledger": warehouse.query_rows(
+            f"SELECT object_key, argMax(etag, recorded_at), toString(argMax(status, recorded_at)),"
+            f" argMax(rows_loaded, recorded_at), argMax(rows_quarantined, recorded_at) "
+            f"FROM {warehouse.table('ingest_objects')} GROUP BY object_key ORDER BY ALL"
+        ),
+    }
+
+
+def _reset(warehouse) -> None:
+    for table in ("ingest_objects", "rollup_rows", "quarantined_rows"):
+        warehouse.command(f"TRUNCATE TABLE {warehouse.table(table)}")
+
+
+def _ingest(warehouse, landing: Landing, access: native.S3Access | None, load_id: str):
+    return ingest_day(
+        warehouse, landing.client, landing.bucket, landing.prefix, DAY, load_id=load_id,
+        s3_access=access,
+    )  # fmt: skip
+
+
+def test_native_path_stages_quarantines_and_records_exactly_what_python_does(landing, warehouse):
+    _put_day(landing, {**CLEAN, **HANDED_BACK})
+    python_report = _ingest(warehouse, landing, None, "python")
+    by_python = _state(warehouse)
+    _reset(warehouse)
+
+    access = native.s3_access_from_client(landing.client)
+    report = _ingest(warehouse, landing, access, "native")
+    by_native = _state(warehouse)
+
+    assert by_native == by_python
+    assert report.objects_read_natively == len(CLEAN)
+    assert report.objects_handed_back == {
+        landing.key(name): why for name, (_, why) in HANDED_BACK.items()
+    }
+    assert (report.rows_loaded, report.rows_quarantined, report.objects_quarantined) == (
+        python_report.rows_loaded, python_report.rows_quarantined,
+        python_report.objects_quarantined,
+    )  # fmt: skip
+    # The rows staged natively for handed-back files never count, and dedupe spans both paths.
+    staged_total = warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('rollup_rows')}", {"day": DAY}
+    )
+    assert staged_total > len(by_native["staged"])
+    published = publish_day(warehouse, DAY, "native")
+    assert published.duplicates == 5  # plain.parquet superseded by plain-corrected.parquet
+    assert published.rollups == len(by_native["staged"]) - 5
+
+
+def test_a_corrupt_file_inside_a_chunk_costs_only_itself(landing, warehouse):
+    """The chunk query fails on the corrupt file's data pages (its footer reads fine), is split
+    and retried: the clean files are still read natively."""
+    good = parquet_bytes(_rows("good", n=50))
+    footer_at = len(good) - 8 - int.from_bytes(good[-8:-4], "little")
+    damaged = good[:4] + b"\xff" * (footer_at - 4) + good[footer_at:]  # pages wiped, footer kept
+    for i in range(6):
+        landing.put(f"clean-{i}.parquet", parquet_bytes(_rows(f"clean{i}")))
+    landing.put("damaged.parquet", damaged)
+
+    report = _ingest(warehouse, landing, native.s3_access_from_client(landing.client), "n")
+
+    assert report.objects_read_natively == 6
+    assert set(report.objects_handed_back) == {landing.key("damaged.parquet")}
+    assert report.objects_quarantined == 1
+    assert report.rows_loaded == 30
+
+
+@pytest.mark.parametrize("problem", ["closed port", "wrong secret"])
+def test_when_clickhouse_cannot_reach_s3_python_reads_everything(
+    landing, warehouse, caplog, problem
+):
+    _put_day(landing, CLEAN)
+    expected = _ingest(warehouse, landing, None, "python")
+    by_python = _state(warehouse)
+    _reset(warehouse)
+    access = native.s3_access_from_client(landing.client)
+    secret = "not-the-secret-0123456789"
+    if problem == "closed port":
+        access = native.S3Access("http://127.0.0.1:9", access.access_key, secret)
+    else:
+        access = native.S3Access(access.endpoint, access.access_key, secret)
+
+    with caplog.at_level(logging.WARNING):
+        report = _ingest(warehouse, landing, access, "native")
+
+    assert report.objects_read_natively == 0
+    assert report.rows_loaded == expected.rows_loaded
+    assert _state(warehouse) == by_python
+    assert "Python reads it" in caplog.text
+    assert secret not in caplog.text
