@@ -54,7 +54,7 @@ def ndjson_gz_body(rows: pl.DataFrame, columns: list[str]) -> bytes:
     lines = frame.write_ndjson().encode().split(b"\n")
     for i in garbage:  # a line cut mid-object, as a crashing writer leaves it
         lines[i] = lines[i][: len(lines[i]) // 2]
-    return gzip.compress(b"\n".join(lines), compresslevel=1)
+    return gzip.compress(b"\n".join(lines), compresslevel=1, mtime=0)  # same seed, same bytes
 
 
 def _invalid_json_lines(rows: pl.DataFrame) -> np.ndarray:
