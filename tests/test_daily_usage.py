@@ -198,11 +198,14 @@ def test_an_empty_day_publishes_an_empty_partition(landing, warehouse):
 def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     landing, warehouse, monkeypatch
 ):
-    """Big days are deduplicated in event_id hash buckets (flat memory); the totals, the
-    duplicate count and the exactness check must not change."""
+    """Big days are deduplicated in event_hash buckets and aggregated in account buckets (flat
+    memory); the totals, the hourly rows, the duplicate count and the exactness check must not
+    change."""
     from usage_etl.ingest import publish
 
-    rows = [rollup(f"e{i}", bytes=i + 1, minute=i % 60) for i in range(40)]
+    rows = [
+        rollup(f"e{i}", bytes=i + 1, minute=i % 60, account_id=f"acct-{i % 5}") for i in range(40)
+    ]
     landing.put("a.parquet", parquet_bytes(rows))
     landing.put("b.parquet", parquet_bytes(rows[:15]))  # re-delivered
     landing.put("c.ndjson.gz", ndjson_gz_bytes([rollup("e3", bytes=999, emitted_minute=40)]))
@@ -210,6 +213,7 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     expected = warehouse.query_rows(f"SELECT * FROM {warehouse.table('usage_hourly')} ORDER BY ALL")
 
     monkeypatch.setattr(publish, "DEDUPE_BUCKET_ROWS", 7)  # 56 staged rows -> 8 buckets
+    monkeypatch.setattr(publish, "GROUP_BUCKET_ROWS", 9)  # 56 counting rows -> 7 account buckets
     bucketed = run_daily(DAY)
 
     assert bucketed.success and _check_results(bucketed)["usage_daily_is_exact"]
@@ -218,7 +222,7 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
         == expected
     )
     total = sum(range(1, 41)) - 4 + 999
-    assert usage_rows(warehouse)[0][-2] == total
+    assert sum(row[-2] for row in usage_rows(warehouse)) == total
     meta = {
         m.asset_key.to_user_string(): m.metadata
         for m in bucketed.asset_materializations_for_node("published_usage")

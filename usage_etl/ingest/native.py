@@ -210,7 +210,8 @@ def insert_sql(table: str, source: str) -> str:
         FROM {source}
         WHERE {_rows_pass()}
         SETTINGS {S3_SETTINGS}, input_format_parquet_allow_missing_columns = 1,
-                 input_format_parquet_max_block_size = 65536, min_insert_block_size_rows = 262144
+                 input_format_parquet_max_block_size = 65536, min_insert_block_size_rows = 262144,
+                 max_insert_threads = 2
     """
 
 

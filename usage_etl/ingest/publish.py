@@ -30,6 +30,9 @@ DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
 # bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
 DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "20000000"))
+# Rows aggregated per hourly pass (buckets of accounts): the hourly GROUP BY holds nearly one
+# entry per row (~100 bytes each with integer ids). Each extra pass re-reads the day.
+GROUP_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_GROUP_BUCKET_ROWS", "8000000"))
 
 
 @dataclass(frozen=True)
@@ -133,16 +136,7 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishRepor
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
             create_build_table(warehouse, build, target)  # plain MergeTree if replicated
-        _dedupe_into(warehouse, build_hourly, day, suffix)
-        warehouse.command(
-            f"""
-            INSERT INTO {warehouse.table(build_daily)}
-            SELECT day, {DIMENSIONS}, {_sum("bytes")} AS bytes,
-                   {_sum("request_count")} AS request_count
-            FROM {warehouse.table(build_hourly)}
-            GROUP BY day, {DIMENSIONS}
-            """
-        )
+        _dedupe_into(warehouse, build_hourly, build_daily, day, suffix)
         report = _report(warehouse, build_hourly, build_daily, day)
         faults.fault_point("publish.before_swap")
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
@@ -192,42 +186,197 @@ def find_duplicates(warehouse: Warehouse, day: date, duplicates: str) -> None:
         )
 
 
-def _dedupe_into(warehouse: Warehouse, build_hourly: str, day: date, suffix: str) -> None:
-    """Latest version per event_id, aggregated per hour and dimension, into `build_hourly`.
+def _dedupe_into(
+    warehouse: Warehouse, build_hourly: str, build_daily: str, day: date, suffix: str
+) -> None:
+    """Latest version per event_id, aggregated per hour and per day, into the build tables.
 
     Most event_ids have one version. Those rows are aggregated as they are, with no per-event_id
     state at all; only event_ids whose hash occurs more than once go through the exact argMax
-    by event_id. Equal event_ids have equal hashes, so every real duplicate takes the exact
-    path; a hash collision merely sends two unique event_ids there too. The sum is exact either
-    way.
+    by event_id, once, into a small table of winners. Equal event_ids have equal hashes, so
+    every real duplicate takes the exact path; a hash collision merely sends two unique
+    event_ids there too. The sum is exact either way.
+
+    Groups are keyed by dense integer ids of the dimension values (`_dimension_ids`) into a
+    narrow table; hourly and daily rows are then spelled out from it. The hourly GROUP BY holds
+    nearly one entry per rollup, so a large day is aggregated in buckets of accounts: every
+    group lies in exactly one bucket (its winner's account) and memory stays flat.
     """
     duplicates = f"_build_duplicate_ids_{suffix}"
-    n = len(USAGE_DIMENSIONS)
-    winner_dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    winners = f"_build_winners_{suffix}"
+    grouped = f"_build_grouped_{suffix}"
     try:
         find_duplicates(warehouse, day, duplicates)
+        _resolve_duplicates(warehouse, day, duplicates, winners)
+        ids, names, sort_key, params = _dimension_ids(_dimension_values(warehouse, day))
+        _group_hourly(warehouse, day, duplicates, winners, grouped, ids, sort_key, params)
+        id_columns = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
         warehouse.command(
             f"""
             INSERT INTO {warehouse.table(build_hourly)}
                 (day, hour, {DIMENSIONS}, bytes, request_count, rollups, versions, conflicts)
-            SELECT {{day:Date}}, toDateTime(toStartOfHour(window_start), 'UTC') AS hour,
-                   {DIMENSIONS}, {_sum("bytes")}, {_sum("request_count")},
-                   sum(rollup), sum(versions), sum(conflict)
+            SELECT {{day:Date}}, toDateTime({{day:Date}}, 'UTC') + hour_of_day * 3600, {names},
+                   accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64'), rollups, versions,
+                   conflicts
+            FROM {warehouse.table(grouped)}
+            ORDER BY sort_key
+            """,
+            {**params, "day": day},
+        )
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(build_daily)} (day, {DIMENSIONS}, bytes, request_count)
+            SELECT {{day:Date}}, {names}, accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64')
+            FROM (
+                SELECT {id_columns}, sum(b) AS b, sum(r) AS r
+                FROM {warehouse.table(grouped)}
+                GROUP BY {id_columns}
+            )
+            """,
+            {**params, "day": day},
+        )
+    finally:
+        for table in (duplicates, winners, grouped):
+            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(table)}")
+
+
+# usage_hourly's sorting key, in dimension ids (see _sort_key).
+HOURLY_ORDER_IDS = (
+    "i_account_id, hour_of_day, i_project_id, i_region, i_node_id, i_direction, i_operation, "
+    "i_artifact_kind, i_network_path"
+)
+
+
+def _group_hourly(
+    warehouse: Warehouse,
+    day: date,
+    duplicates: str,
+    winners: str,
+    grouped: str,
+    ids: str,
+    sort_key: str,
+    params: dict,
+) -> None:
+    """Sums per (hour of day, dimension ids) of single-version rows and winners, into `grouped`
+    (UInt128 sums: checked against UInt64 when spelled out)."""
+    id_columns = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
+    buckets = max(1, math.ceil(_counting_rows(warehouse, day) / GROUP_BUCKET_ROWS))
+    in_bucket = "cityHash64(account_id) % {buckets:UInt32} = {bucket:UInt32}"
+    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(grouped)}")
+    for bucket in range(buckets):
+        select = f"""
+            SELECT toHour(window_start) AS hour_of_day, {ids},
+                   sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
+                   sum(rollup) AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
             FROM (
                 SELECT window_start, {DIMENSIONS}, bytes, request_count,
                        1 AS rollup, 1 AS versions, 0 AS conflict
                 FROM ({current_rows_sql(warehouse)})
-                WHERE event_hash NOT IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+                WHERE {in_bucket} AND event_hash NOT IN (
+                    SELECT event_hash FROM {warehouse.table(duplicates)}
+                )
                 UNION ALL
-                SELECT v.{n + 1}, {winner_dims}, v.{n + 2}, v.{n + 3}, 1, versions, conflict
-                FROM ({latest_versions_sql(warehouse, duplicates)})
+                SELECT window_start, {DIMENSIONS}, bytes, request_count, 1, versions, conflict
+                FROM {warehouse.table(winners)}
+                WHERE {in_bucket}
             )
-            GROUP BY hour, {DIMENSIONS}
-            """,
+            GROUP BY hour_of_day, {id_columns}
+        """
+        select = f"SELECT *, {sort_key} AS sort_key FROM ({select})"
+        statement = (
+            f"CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key AS "
+            if bucket == 0
+            else f"INSERT INTO {warehouse.table(grouped)} "
+        )
+        warehouse.command(
+            statement + select, {**params, "day": day, "buckets": buckets, "bucket": bucket}
+        )
+
+
+def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
+    """The winning version of every event_id listed in `duplicates`, into `winners`."""
+    n = len(USAGE_DIMENSIONS)
+    winner_dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(winners)}")
+    warehouse.command(
+        f"""
+        CREATE TABLE {warehouse.table(winners)} ENGINE = MergeTree ORDER BY tuple() AS
+        SELECT v.{n + 1} AS window_start, {winner_dims}, v.{n + 2} AS bytes,
+               v.{n + 3} AS request_count, versions, toUInt8(conflict) AS conflict
+        FROM ({latest_versions_sql(warehouse, duplicates)})
+        """,
+        {"day": day},
+    )
+
+
+def _dimension_values(warehouse: Warehouse, day: date) -> dict[str, list[str]]:
+    """Every value each dimension takes among the day's counting rows, sorted."""
+    row = warehouse.query_rows(
+        f"""
+        SELECT {", ".join(f"arraySort(groupUniqArray({d}))" for d in USAGE_DIMENSIONS)}
+        FROM ({current_rows_sql(warehouse)})
+        """,
+        {"day": day},
+    )[0]
+    return {name: list(v) for name, v in zip(USAGE_DIMENSIONS, row, strict=True)}
+
+
+def _dimension_ids(values: dict[str, list[str]]) -> tuple[str, str, str, dict]:
+    """SQL that maps each dimension to a dense integer id and back, and its parameters.
+
+    Grouping by (hour, eight small integers) lets ClickHouse pack the key into one fixed-size
+    value instead of serializing eight strings per row: 2x faster and half the memory at 10M
+    rows. The mapping is a bijection (each value listed once), so no two groups merge."""
+    ids, names, params = [], [], {}
+    for name, listed in values.items():
+        width = 8 if len(listed) < 2**8 else 16 if len(listed) < 2**16 else 32
+        params[f"values_{name}"] = listed
+        params[f"ids_{name}"] = list(range(1, len(listed) + 1))
+        ids.append(
+            f"transform({name}, {{values_{name}:Array(String)}}, "
+            f"{{ids_{name}:Array(UInt{width})}}, 0) AS i_{name}"
+        )
+        names.append(f"{{values_{name}:Array(String)}}[i_{name}] AS {name}")
+    return ", ".join(ids), ", ".join(names), _sort_key(values), params
+
+
+def _sort_key(values: dict[str, list[str]]) -> str:
+    """usage_hourly's sorting key as one integer of the ids' bits (most significant first).
+
+    Ids follow the sorted order of their values, so rows read in this key's order arrive in
+    usage_hourly's own order: its insert has nothing left to sort, and ClickHouse sorts one
+    integer column (radix) instead of nine columns."""
+    bits = {name: max(1, len(listed).bit_length()) for name, listed in values.items()}
+    bits["hour_of_day"] = 5
+    total = sum(bits.values())
+    if total > 128:  # not with any real fleet; sort by the id tuple instead
+        return f"({HOURLY_ORDER_IDS})"
+    kind = "UInt64" if total <= 64 else "UInt128"
+    parts = []
+    for column in HOURLY_ORDER_IDS.split(", "):
+        name = column.removeprefix("i_")
+        total -= bits[name]
+        parts.append(f"bitShiftLeft(to{kind}({column}), {total})")
+    return " + ".join(parts)
+
+
+def _counting_rows(warehouse: Warehouse, day: date) -> int:
+    """Rows the current ledger says count for the day (no scan of the staged rows)."""
+    return (
+        warehouse.query_one(
+            f"""
+        SELECT sum(rows) FROM (
+            SELECT argMax(rows_loaded, recorded_at) AS rows
+            FROM {warehouse.table("ingest_objects")}
+            WHERE day = {{day:Date}}
+            GROUP BY object_key
+            HAVING argMax(status, recorded_at) = 'loaded'
+        )
+        """,
             {"day": day},
         )
-    finally:
-        warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(duplicates)}")
+        or 0
+    )
 
 
 def _report(warehouse: Warehouse, build_hourly: str, build_daily: str, day: date) -> PublishReport:

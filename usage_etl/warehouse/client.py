@@ -15,6 +15,7 @@ resources call inside runs (never at definitions load or in sensors).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import threading
@@ -57,6 +58,20 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     match = _CODE.search(str(exc))
     return bool(match and int(match.group(1)) in TRANSIENT_CODES)
+
+
+log = logging.getLogger(__name__)
+
+# Statements slower than this many seconds are logged (their SQL text only: values are
+# parameters, never part of it). Unset: no log.
+SLOW_QUERY_SECONDS = os.environ.get("USAGE_ETL_LOG_SLOW_QUERIES_SECONDS")
+
+
+def _log_if_slow(seconds: float, args: tuple) -> None:
+    if SLOW_QUERY_SECONDS is None or seconds < float(SLOW_QUERY_SECONDS):
+        return
+    statement = args[0] if args and isinstance(args[0], str) else "insert"
+    log.info("slow statement %.2f s: %s", seconds, " ".join(statement.split())[:160])
 
 
 class EmbeddedEngineBusy(WarehouseError):
@@ -219,6 +234,7 @@ class Warehouse:
 
     def _call(self, fn, *args, **kwargs):
         with self._mutex:  # chDB handles are not safe to share across threads
+            started = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             except WarehouseError:
@@ -228,6 +244,8 @@ class Warehouse:
                 raise WarehouseError(
                     f"ClickHouse ({self.safe_dsn}): {message}", transient=_is_transient(exc)
                 ) from None
+            finally:
+                _log_if_slow(time.perf_counter() - started, args)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
