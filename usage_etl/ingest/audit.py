@@ -53,23 +53,26 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
             SELECT * FROM ({rows}) WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
         """
         repeated = f"SELECT event_hash FROM ({in_bucket}) GROUP BY event_hash HAVING count() > 1"
-        for recomputed in (
-            f"SELECT bytes, request_count FROM ({in_bucket}) WHERE event_hash NOT IN ({repeated})",
+        # One statement, so ClickHouse builds the set of repeated hashes once for both halves.
+        row = warehouse.query_rows(
             f"""
-            SELECT bytes, request_count FROM ({in_bucket}) WHERE event_hash IN ({repeated})
-            ORDER BY event_id, emitted_at DESC, {CONTENT_HASH} DESC
-            LIMIT 1 BY event_id
+            SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))),
+                   count()
+            FROM (
+                SELECT bytes, request_count FROM ({in_bucket})
+                WHERE event_hash NOT IN ({repeated})
+                UNION ALL
+                SELECT bytes, request_count FROM (
+                    SELECT bytes, request_count FROM ({in_bucket})
+                    WHERE event_hash IN ({repeated})
+                    ORDER BY event_id, emitted_at DESC, {CONTENT_HASH} DESC
+                    LIMIT 1 BY event_id
+                )
+            )
             """,
-        ):
-            row = warehouse.query_rows(
-                f"""
-                SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))),
-                       count()
-                FROM ({recomputed})
-                """,
-                bucket_params,
-            )[0]
-            totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
+            bucket_params,
+        )[0]
+        totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
     daily = warehouse.query_rows(
         f"SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
