@@ -142,11 +142,9 @@ class Loaded:
 @dataclass
 class NativeResult:
     loaded: dict[str, Loaded]  # decided here
-    handed_back: list[str]  # keys the Python path must read
-    reasons: dict[str, str]  # key -> why it was handed back (for logs and tests)
+    reasons: dict[str, str]  # handed back to Python: key -> why (for logs and tests)
 
     def hand_back(self, key: str, why: str) -> None:
-        self.handed_back.append(key)
         self.reasons[key] = why
 
 
@@ -311,7 +309,7 @@ def load_parquet(
     A chunk whose query fails is split in halves and retried, so one corrupt file costs a
     few extra queries and goes to Python alone. Every attempt inserts under its own load id
     (`<load_id>.<n>`): rows of a failed attempt never match a ledger entry."""
-    result = NativeResult({}, [], {})
+    result = NativeResult({}, {})
     footers = read_footers(warehouse, access, bucket, [c.key for c in candidates])
     ready: list[Candidate] = []
     for candidate in candidates:
