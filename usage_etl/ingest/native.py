@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from usage_etl.ingest.readers import INT_FIELDS, STRING_FIELDS, TIME_FIELDS
 from usage_etl.rollups.schema import (
     DEFAULT_NETWORK_PATH,
     DIRECTIONS,
@@ -55,10 +56,6 @@ _INT = {("INT64", "None"), ("INT32", "None")}
 _INT_LOGICAL = re.compile(r"^Int\(bitWidth=(32|64), isSigned=true\)$")
 _TIMESTAMP = re.compile(r"^Timestamp\(isAdjustedToUTC=(true|false), timeUnit=(micro|nano)seconds")
 _STRING = ("BYTE_ARRAY", "String")
-
-INT_FIELDS = ("schema_version", "window_seconds", "bytes", "request_count")
-TIME_FIELDS = ("window_start", "emitted_at")
-STRING_FIELDS = tuple(f for f in FIELDS if f not in INT_FIELDS + TIME_FIELDS)
 
 
 def _read_as(name: str) -> str:

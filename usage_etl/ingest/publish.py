@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from usage_etl import faults
-from usage_etl.ingest.ledger import current_loads_sql
+from usage_etl.ingest.ledger import current_entries, current_loads_sql
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.warehouse.build_tables import create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
@@ -362,21 +362,8 @@ def _sort_key(values: dict[str, list[str]]) -> str:
 
 def _counting_rows(warehouse: Warehouse, day: date) -> int:
     """Rows the current ledger says count for the day (no scan of the staged rows)."""
-    return (
-        warehouse.query_one(
-            f"""
-        SELECT sum(rows) FROM (
-            SELECT argMax(rows_loaded, recorded_at) AS rows
-            FROM {warehouse.table("ingest_objects")}
-            WHERE day = {{day:Date}}
-            GROUP BY object_key
-            HAVING argMax(status, recorded_at) = 'loaded'
-        )
-        """,
-            {"day": day},
-        )
-        or 0
-    )
+    entries = current_entries(warehouse, day).values()
+    return sum(e.rows_loaded for e in entries if e.status == "loaded")
 
 
 def _report(warehouse: Warehouse, build_hourly: str, build_daily: str, day: date) -> PublishReport:
