@@ -205,11 +205,13 @@ def _dedupe_into(
     duplicates = f"_build_duplicate_ids_{suffix}"
     winners = f"_build_winners_{suffix}"
     grouped = f"_build_grouped_{suffix}"
+    dimensions = f"_build_dimensions_{suffix}"
     try:
         find_duplicates(warehouse, day, duplicates)
         _resolve_duplicates(warehouse, day, duplicates, winners)
-        ids, names, sort_key, params = _dimension_ids(_dimension_values(warehouse, day))
-        _group_hourly(warehouse, day, duplicates, winners, grouped, ids, sort_key, params)
+        counts = _store_dimensions(warehouse, day, dimensions)
+        ids, names, sort_key = _dimension_ids(warehouse, dimensions, counts)
+        _group_hourly(warehouse, day, duplicates, winners, grouped, ids, sort_key)
         id_columns = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
         warehouse.command(
             f"""
@@ -221,7 +223,7 @@ def _dedupe_into(
             FROM {warehouse.table(grouped)}
             ORDER BY sort_key
             """,
-            {**params, "day": day},
+            {"day": day},
         )
         warehouse.command(
             f"""
@@ -233,10 +235,10 @@ def _dedupe_into(
                 GROUP BY {id_columns}
             )
             """,
-            {**params, "day": day},
+            {"day": day},
         )
     finally:
-        for table in (duplicates, winners, grouped):
+        for table in (duplicates, winners, grouped, dimensions):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(table)}")
 
 
@@ -255,7 +257,6 @@ def _group_hourly(
     grouped: str,
     ids: str,
     sort_key: str,
-    params: dict,
 ) -> None:
     """Sums per (hour of day, dimension ids) of single-version rows and winners, into `grouped`
     (UInt128 sums: checked against UInt64 when spelled out)."""
@@ -288,9 +289,7 @@ def _group_hourly(
             if bucket == 0
             else f"INSERT INTO {warehouse.table(grouped)} "
         )
-        warehouse.command(
-            statement + select, {**params, "day": day, "buckets": buckets, "bucket": bucket}
-        )
+        warehouse.command(statement + select, {"day": day, "buckets": buckets, "bucket": bucket})
 
 
 def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
@@ -309,44 +308,52 @@ def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winner
     )
 
 
-def _dimension_values(warehouse: Warehouse, day: date) -> dict[str, list[str]]:
-    """Every value each dimension takes among the day's counting rows, sorted."""
-    row = warehouse.query_rows(
-        f"""
-        SELECT {", ".join(f"arraySort(groupUniqArray({d}))" for d in USAGE_DIMENSIONS)}
-        FROM ({current_rows_sql(warehouse)})
-        """,
+def _store_dimensions(warehouse: Warehouse, day: date, dimensions: str) -> dict[str, int]:
+    """Every value each dimension takes among the day's counting rows, sorted, into a one-row
+    table (`values_<dimension>` arrays); returns how many values each has.
+
+    The arrays stay in ClickHouse and reach statements as scalar subqueries: sent as query
+    parameters they would be SQL text, and a day with many long distinct values (a hostile
+    node can write them) would make every statement parse megabytes."""
+    table = warehouse.table(dimensions)
+    arrays = ", ".join(f"arraySort(groupUniqArray({d})) AS values_{d}" for d in USAGE_DIMENSIONS)
+    warehouse.command(f"DROP TABLE IF EXISTS {table}")
+    warehouse.command(
+        f"CREATE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS "
+        f"SELECT {arrays} FROM ({current_rows_sql(warehouse)})",
         {"day": day},
+    )
+    counts = warehouse.query_rows(
+        f"SELECT {', '.join(f'length(values_{d})' for d in USAGE_DIMENSIONS)} FROM {table}"
     )[0]
-    return {name: list(v) for name, v in zip(USAGE_DIMENSIONS, row, strict=True)}
+    return dict(zip(USAGE_DIMENSIONS, counts, strict=True))
 
 
-def _dimension_ids(values: dict[str, list[str]]) -> tuple[str, str, str, dict]:
-    """SQL that maps each dimension to a dense integer id and back, and its parameters.
+def _dimension_ids(
+    warehouse: Warehouse, dimensions: str, counts: dict[str, int]
+) -> tuple[str, str, str]:
+    """SQL that maps each dimension to a dense integer id and back.
 
     Grouping by (hour, eight small integers) lets ClickHouse pack the key into one fixed-size
     value instead of serializing eight strings per row: 2x faster and half the memory at 10M
     rows. The mapping is a bijection (each value listed once), so no two groups merge."""
-    ids, names, params = [], [], {}
-    for name, listed in values.items():
-        width = 8 if len(listed) < 2**8 else 16 if len(listed) < 2**16 else 32
-        params[f"values_{name}"] = listed
-        params[f"ids_{name}"] = list(range(1, len(listed) + 1))
-        ids.append(
-            f"transform({name}, {{values_{name}:Array(String)}}, "
-            f"{{ids_{name}:Array(UInt{width})}}, 0) AS i_{name}"
-        )
-        names.append(f"{{values_{name}:Array(String)}}[i_{name}] AS {name}")
-    return ", ".join(ids), ", ".join(names), _sort_key(values), params
+    ids, names = [], []
+    for name in USAGE_DIMENSIONS:
+        width = 8 if counts[name] < 2**8 else 16 if counts[name] < 2**16 else 32
+        values = f"(SELECT values_{name} FROM {warehouse.table(dimensions)})"
+        dense = f"arrayMap(i -> toUInt{width}(i), arrayEnumerate({values}))"
+        ids.append(f"transform({name}, {values}, {dense}, toUInt{width}(0)) AS i_{name}")
+        names.append(f"{values}[i_{name}] AS {name}")
+    return ", ".join(ids), ", ".join(names), _sort_key(counts)
 
 
-def _sort_key(values: dict[str, list[str]]) -> str:
+def _sort_key(counts: dict[str, int]) -> str:
     """usage_hourly's sorting key as one integer of the ids' bits (most significant first).
 
     Ids follow the sorted order of their values, so rows read in this key's order arrive in
     usage_hourly's own order: its insert has nothing left to sort, and ClickHouse sorts one
     integer column (radix) instead of nine columns."""
-    bits = {name: max(1, len(listed).bit_length()) for name, listed in values.items()}
+    bits = {name: max(1, count.bit_length()) for name, count in counts.items()}
     bits["hour_of_day"] = 5
     total = sum(bits.values())
     if total > 128:  # not with any real fleet; sort by the id tuple instead
