@@ -1,4 +1,4 @@
-"""ClickHouse reading Parquet from S3 itself (ingest/native.py) decides exactly as Python would.
+"""ClickHouse reading rollups from S3 itself (ingest/native.py) decides exactly as Python would.
 
 Every test loads the same objects twice into the same database, once through the Python path
 only and once with the native path, and compares what each staged, quarantined and recorded.
@@ -6,7 +6,9 @@ only and once with the native path, and compares what each staged, quarantined a
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import logging
 from datetime import date
 
@@ -17,6 +19,7 @@ from rollup_files import PARQUET_SCHEMA, Landing, ndjson_gz_bytes, parquet_bytes
 from usage_etl.ingest import native
 from usage_etl.ingest.load import ingest_day
 from usage_etl.ingest.publish import current_rows_sql, publish_day
+from usage_etl.rollups.schema import RollupKey
 
 DAY = date(2026, 10, 5)
 STAGED = (
@@ -87,10 +90,111 @@ HANDED_BACK = {
 }
 
 
+def _lines(prefix: str, *edits: tuple[str, str], n: int = 3, **overrides) -> list[bytes]:
+    """NDJSON lines of `_rows`, with raw text replacements applied to the last line."""
+    lines = [json.loads(ndjson_gz_line(row)) for row in _rows(prefix, n, **overrides)]
+    text = [json.dumps(line) for line in lines]
+    for old, new in edits:
+        assert old in text[-1], old
+        text[-1] = text[-1].replace(old, new, 1)
+    return [t.encode() for t in text]
+
+
+def ndjson_gz_line(row: dict) -> str:
+    return gzip.decompress(ndjson_gz_bytes([row])).decode().strip()
+
+
+def _gz(lines: list[bytes], end: bytes = b"\n") -> bytes:
+    return gzip.compress(b"\n".join(lines) + end)
+
+
+def _polars_ndjson(rows: list[dict]) -> bytes:
+    """Compact lines, as the simulator (and polars-based writers) produce them."""
+    frame = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
+    text = frame.with_columns(pl.col("window_start", "emitted_at").dt.strftime("%+"))
+    return gzip.compress(text.write_ndjson().encode())
+
+
+NDJSON_CLEAN = {
+    "plain.ndjson.gz": lambda: ndjson_gz_bytes(_rows("json")),
+    "compact-polars.ndjson.gz": lambda: _polars_ndjson(_rows("compact")),
+    "null-project-no-network.ndjson.gz": lambda: _gz(
+        [
+            json.dumps({k: v for k, v in json.loads(line).items() if k != "network_path"}).encode()
+            for line in _lines("nulls", project_id=None)
+        ],
+        end=b"",  # no newline after the last line
+    ),
+    "fractions-and-offsets.ndjson.gz": lambda: _gz(
+        [
+            *_lines("frac", ('00Z"', '00.5Z"')),
+            *_lines("frac6", ('00Z"', '00.123456+00:00"')),
+        ]
+    ),
+    # Of duplicate keys the first counts, on both paths.
+    "duplicate-key.ndjson.gz": lambda: _gz(
+        _lines("dupkey", ('"bytes": 102', '"bytes": 7, "bytes": 9'))
+    ),
+    "json-corrected.ndjson.gz": lambda: ndjson_gz_bytes(_rows("json", emitted_minute=30)),
+}
+NDJSON_HANDED_BACK = {
+    # Valid lines Python reads, in a shape this path leaves to it.
+    "escaped.ndjson.gz": (
+        lambda: _gz(_lines("esc", ('"xcode"', '"xc\\u006fde"'))),
+        "rows rejected",
+    ),
+    "offset.ndjson.gz": (
+        lambda: _gz(_lines("off", ('03:02:00Z"', '05:02:00+02:00"'))),
+        "rows rejected",
+    ),
+    "seven-digits.ndjson.gz": (
+        lambda: _gz(_lines("seven", ('00Z"', '00.1234567Z"'))),
+        "rows rejected",
+    ),
+    "huge-bytes.ndjson.gz": (
+        lambda: _gz(_lines("huge", ('"bytes": 102', f'"bytes": {2**62}'))),
+        "rows rejected",
+    ),
+    "unknown-key.ndjson.gz": (
+        lambda: _gz(_lines("unk", ("{", '{"colour": "red", '))),
+        "rows rejected",
+    ),
+    "empty.ndjson.gz": (lambda: gzip.compress(b""), "no rows read"),
+    # Lines Python quarantines.
+    "bytes-as-text.ndjson.gz": (
+        lambda: _gz(_lines("btxt", ('"bytes": 102', '"bytes": "102"'))),
+        "rows rejected",
+    ),
+    "feb-30.ndjson.gz": (
+        lambda: _gz(_lines("feb", ("10-05T03:02", "02-30T03:02"))),
+        "rows rejected",
+    ),
+    "leap-second.ndjson.gz": (
+        lambda: _gz(_lines("leap", ('03:02:00Z"', '03:02:60Z"'))),
+        "rows rejected",
+    ),
+    "blank-line.ndjson.gz": (
+        lambda: _gz([*_lines("blank"), b"", *_lines("blank2")]),
+        "rows rejected",
+    ),
+    "cut-line.ndjson.gz": (
+        lambda: _gz([*_lines("cut"), b'{"event_id": "cut-x", "sch']),
+        "rows rejected",
+    ),
+    "negative.ndjson.gz": (
+        lambda: _gz(_lines("neg", ('"bytes": 102', '"bytes": -102'))),
+        "rows rejected",
+    ),
+    "truncated.ndjson.gz": (
+        lambda: _gz(_lines("trunc", n=40))[:-30],
+        "ClickHouse could not read it",
+    ),
+}
+
+
 def _put_day(landing: Landing, files: dict) -> None:
     for name, make in files.items():
         landing.put(name, make() if callable(make) else make[0]())
-    landing.put("python-only.ndjson.gz", ndjson_gz_bytes(_rows("json")))
 
 
 def _state(warehouse) -> dict[str, list]:
@@ -123,7 +227,7 @@ def _ingest(warehouse, landing: Landing, access: native.S3Access | None, load_id
 
 
 def test_native_path_stages_quarantines_and_records_exactly_what_python_does(landing, warehouse):
-    _put_day(landing, {**CLEAN, **HANDED_BACK})
+    _put_day(landing, {**CLEAN, **HANDED_BACK, **NDJSON_CLEAN, **NDJSON_HANDED_BACK})
     python_report = _ingest(warehouse, landing, None, "python")
     by_python = _state(warehouse)
     _reset(warehouse)
@@ -133,9 +237,9 @@ def test_native_path_stages_quarantines_and_records_exactly_what_python_does(lan
     by_native = _state(warehouse)
 
     assert by_native == by_python
-    assert report.objects_read_natively == len(CLEAN)
+    assert report.objects_read_natively == len(CLEAN) + len(NDJSON_CLEAN)
     assert report.objects_handed_back == {
-        landing.key(name): why for name, (_, why) in HANDED_BACK.items()
+        landing.key(name): why for name, (_, why) in {**HANDED_BACK, **NDJSON_HANDED_BACK}.items()
     }
     assert (report.rows_loaded, report.rows_quarantined, report.objects_quarantined) == (
         python_report.rows_loaded, python_report.rows_quarantined,
@@ -147,8 +251,9 @@ def test_native_path_stages_quarantines_and_records_exactly_what_python_does(lan
     )
     assert staged_total > len(by_native["staged"])
     published = publish_day(warehouse, DAY, "native")
-    assert published.duplicates == 5  # plain.parquet superseded by plain-corrected.parquet
-    assert published.rollups == len(by_native["staged"]) - 5
+    # plain.parquet is superseded by plain-corrected.parquet, plain.ndjson.gz by its correction.
+    assert published.duplicates == 5 + 5
+    assert published.rollups == len(by_native["staged"]) - 10
 
 
 def test_a_corrupt_file_inside_a_chunk_costs_only_itself(landing, warehouse):
@@ -192,3 +297,33 @@ def test_when_clickhouse_cannot_reach_s3_python_reads_everything(
     assert _state(warehouse) == by_python
     assert "Python reads it" in caplog.text
     assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "most_queries"),
+    [
+        ("Code: 354. inflate failed: (in file/uri bucket/k5) While reading", 2),
+        ("Code: 1001. std::exception: something broke", 1 + 2 * 3),  # halves down to one file
+    ],
+)
+def test_a_failing_chunk_hands_back_only_the_file_at_fault(monkeypatch, error, most_queries):
+    """Unit: a failed read that names its file costs one retry; one that names none is split."""
+    queries: list[list[str]] = []
+
+    def insert_chunk(warehouse, access, bucket, day, chunk, load_id):
+        keys = [c.key for c in chunk.files]
+        queries.append(keys)
+        if "k5" in keys:
+            return error
+        return {key: native.FileCounts("etag", 3) for key in keys}
+
+    monkeypatch.setattr(native, "_insert_chunk", insert_chunk)
+    rollup_key = RollupKey(DAY, 3, "node-a", "x.ndjson.gz")
+    candidates = [native.Candidate(f"k{i}", "etag", rollup_key, None, 10) for i in range(8)]
+
+    result = native.load_objects(None, None, "bucket", DAY, candidates, "load")
+
+    assert result.reasons == {"k5": "ClickHouse could not read it"}
+    assert sorted(result.loaded) == [f"k{i}" for i in range(8) if i != 5]
+    assert len(queries) <= most_queries
+    assert all(loaded.rows == 3 for loaded in result.loaded.values())

@@ -208,17 +208,20 @@ def _mostly_valid(fields: dict[str, st.SearchStrategy[Value]]) -> st.SearchStrat
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def json_line(row: dict[str, Value], offset: str) -> bytes:
+def json_line(row: dict[str, Value], offset: str, ascii_only: bool = True) -> bytes:
+    """The row as one JSON object; `ascii_only=False` writes non-ASCII text as raw UTF-8."""
     parts = []
     for name, value in row.items():
         if value.python is MISSING:
             continue
-        token = value.json if value.json is not None else _json_token(value.python, offset)
+        token = value.json
+        if token is None:
+            token = _json_token(value.python, offset, ascii_only)
         parts.append(f"{json.dumps(name)}: {token}")
     return ("{" + ", ".join(parts) + "}").encode()
 
 
-def _json_token(value: object, offset: str) -> str:
+def _json_token(value: object, offset: str, ascii_only: bool = True) -> str:
     if isinstance(value, datetime):
         text = value.isoformat()
         if offset != "Z":  # the same instant written with another UTC offset
@@ -230,4 +233,4 @@ def _json_token(value: object, offset: str) -> str:
         return json.dumps(text.replace("+00:00", "Z"))
     if isinstance(value, float) and not math.isfinite(value):
         raise AssertionError("non-finite values are written as raw tokens")
-    return json.dumps(value)
+    return json.dumps(value, ensure_ascii=ascii_only)

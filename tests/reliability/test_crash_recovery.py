@@ -35,7 +35,11 @@ OCT = Period.containing(DAY)
 DRAFT_AS_OF = "2026-10-20T00:00:00Z"
 FINAL_AS_OF = "2026-11-05T00:00:00Z"
 # Small insert batches so the late delivery is written in several batches (crash between them).
-SMALL_BATCHES = {"USAGE_ETL_INGEST_BATCH_ROWS": "20", "USAGE_ETL_NATIVE_CHUNK_ROWS": "20"}
+SMALL_BATCHES = {
+    "USAGE_ETL_INGEST_BATCH_ROWS": "20",
+    "USAGE_ETL_NATIVE_CHUNK_ROWS": "20",
+    "USAGE_ETL_NATIVE_CHUNK_BYTES": "2000",
+}
 
 
 def _killed(result) -> None:

@@ -230,7 +230,7 @@ def ingest_day(
     s3_access: native.S3Access | None = None,
 ) -> IngestReport:
     """Decide every new or changed object of the day. With `s3_access`, ClickHouse reads the
-    plain Parquet objects itself (native.py) and Python reads only what it hands back."""
+    objects itself first (native.py) and Python reads only what it hands back."""
     report = IngestReport()
     listed = list_day(s3, bucket, prefix, day)
     report.objects_listed = len(listed)
@@ -286,12 +286,14 @@ def _load_natively(
     listed = {obj.key: obj for obj in todo}
     candidates = []
     for obj in todo:
-        if not isinstance(obj.kind, RollupKey) or obj.kind.format != "parquet":
+        if not isinstance(obj.kind, RollupKey):
             continue
         authorization = tenant_for_node(obj.kind.node_id)
         if authorization.reject_unregistered or not native.plain_key(obj.key):
             continue
-        candidates.append(native.Candidate(obj.key, obj.etag, obj.kind, authorization.only_account))
+        candidates.append(
+            native.Candidate(obj.key, obj.etag, obj.kind, authorization.only_account, obj.size)
+        )
     if not candidates:
         return todo
 
@@ -323,7 +325,7 @@ def _load_natively(
         faults.fault_point("ingest.batch_flushed")
 
     try:
-        result = native.load_parquet(
+        result = native.load_objects(
             warehouse, access, bucket, day, candidates, f"{load_id}.s3", on_chunk=record_chunk
         )
     except native.Unreachable as exc:

@@ -1,23 +1,25 @@
-"""The fast path for Parquet: ClickHouse reads validated objects from S3 itself.
+"""The fast path: ClickHouse reads the day's objects from S3 itself.
 
 Python (`readers.py` + `validate.py`) stays the authority on every contract rule. This path only
 takes the files where ClickHouse is known to reach the same verdict with less work, and hands
 everything else back:
 
-1. **Footers.** One `ParquetMetadata` query per group of files returns each file's ETag, row
-   count and column types. A file is *eligible* when every contract column has a type whose
+1. **Parquet footers.** One `ParquetMetadata` query per group of files returns each file's ETag,
+   row count and column types. A file is *eligible* when every contract column has a type whose
    values ClickHouse reads exactly as polars does (UTF-8 strings, signed 32/64-bit ints, micro-
    or nanosecond timestamps); anything else (other types, nesting, missing columns) goes the
    Python way, which quarantines it with the precise rule.
-2. **Rows.** One `INSERT INTO rollup_rows SELECT … FROM s3(<explicit keys>)` per chunk keeps
-   only rows that pass every rule, written as a condition at least as strict as validate.py's.
-   `_path`, `_etag` and `_row_number` give each row its lineage.
-3. **Verdict per file.** A file whose loaded rows equal its footer's row count, read at the
-   listed ETag, is decided here: every row passed, exactly as validate.py would have found. A
-   file with any rejected row, an ETag that moved, or a chunk whose query failed (a corrupt
-   page, S3 trouble) goes back to the Python path, which re-reads it under the run's own load
-   id. Rows this path inserted for such files carry the fast path's load id, which no ledger
-   entry points to, so they never count.
+2. **Rows.** One `INSERT INTO rollup_rows SELECT … FROM s3(<explicit keys>)` per chunk checks
+   every row against validate.py's rules, written as a condition at least as strict. Parquet
+   keeps only the passing rows; NDJSON.gz (no footer to count lines) inserts every line, the
+   failing ones under a *rejected* load id that no ledger entry ever names. `_path`, `_etag`
+   and `_row_number` give each row its lineage.
+3. **Verdict per file.** A file is decided here when every one of its rows passed, read at the
+   listed ETag: a Parquet file must yield its footer's row count, an NDJSON file at least one
+   line and no rejected one. A file with any rejected row, an ETag that moved, or a chunk whose
+   query failed (a corrupt page or gzip stream, S3 trouble) goes back to the Python path, which
+   re-reads it under the run's own load id. Rows this path inserted for such files carry the
+   fast path's load id, which no ledger entry points to, so they never count.
 
 Only objects of nodes with no registry restriction whose keys are plain (no glob characters)
 take this path; self-hosted and unregistered nodes are judged in Python.
@@ -50,6 +52,9 @@ from usage_etl.warehouse.client import Warehouse, WarehouseError
 # reads several files in parallel and streams; its memory does not grow with its size).
 FOOTER_FILES = 512
 CHUNK_ROWS = int(os.environ.get("USAGE_ETL_NATIVE_CHUNK_ROWS", "50000000"))
+# NDJSON.gz is chunked by listed (compressed) bytes: a truncated stream fails its chunk's query,
+# so chunks are kept small enough that re-reading one costs little.
+CHUNK_BYTES = int(os.environ.get("USAGE_ETL_NATIVE_CHUNK_BYTES", str(128 << 20)))
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _INT = {("INT64", "None"), ("INT32", "None")}
@@ -119,6 +124,7 @@ class Candidate:
     etag: str
     rollup: RollupKey
     only_account: str | None = None
+    size: int = 0  # bytes as listed: NDJSON chunks are sized by it (they have no footer)
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,86 @@ def insert_sql(table: str, source: str) -> str:
     """
 
 
+# -- NDJSON.gz ------------------------------------------------------------------------------------
+# ClickHouse reads each line as text (`LineAsString`, so `_row_number` is the line number) and
+# takes only lines of one plain shape, whose values it reads exactly as readers.py does: an
+# object of contract keys without escapes, text fields holding a string without backslashes or
+# control characters (or null), integer fields holding a JSON integer of at most 18 digits (or
+# null), timestamps written `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+00:00)`. Any other line (escapes,
+# unknown keys, numbers as text, other offsets, a blank line) is *rejected*: its file goes the
+# Python way, which judges it line by line. JSONExtract keeps the first of duplicate keys, as
+# readers.py does.
+
+_WS = "[ \\t]*"
+_TEXT_VALUE = '(?:null|"[^"\\\\\\x00-\\x1f]*")'
+_INT_VALUE = "(?:null|-?(?:0|[1-9][0-9]{0,17}))"
+_TEXT_KEYS = "|".join(STRING_FIELDS + TIME_FIELDS)
+_INT_KEYS = "|".join(INT_FIELDS)
+_PAIR = f'(?:"(?:{_TEXT_KEYS})":{_WS}{_TEXT_VALUE}|"(?:{_INT_KEYS})":{_WS}{_INT_VALUE})'
+LINE_SHAPE = f"^\\{{{_WS}(?:{_PAIR}(?:{_WS},{_WS}{_PAIR})*)?{_WS}\\}}$"
+TIME_SHAPE = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]{1,6})?(?:Z|[+]00:00)$"
+)
+_JSON_TUPLE = (
+    "Tuple("
+    + ", ".join(
+        f"{name} Nullable({'Int64' if name in INT_FIELDS else 'String'})" for name in FIELDS
+    )
+    + ")"
+)
+
+
+def rejected_id(load_id: str) -> str:
+    """The load id of an attempt's rejected lines: no ledger entry ever points to it."""
+    return f"{load_id}.rejected"
+
+
+def _ndjson_time(name: str) -> str:
+    # The round trip refuses what parseDateTime64BestEffort would roll over (Feb 30, 24:00, :60).
+    parsed = f"parseDateTime64BestEffortOrNull(v.{name}, 6, 'UTC')"
+    return f"""if(match(v.{name}, {{time_shape:String}})
+                  AND formatDateTime({parsed}, '%Y-%m-%dT%H:%i:%S', 'UTC') = left(v.{name}, 19),
+                  {parsed}, NULL) AS {name}"""
+
+
+def _ndjson_value(name: str) -> str:
+    if name in TIME_FIELDS:
+        return _ndjson_time(name)
+    if name in INT_FIELDS or name == "event_id":
+        return f"v.{name} AS {name}"
+    return f"toLowCardinality(v.{name}) AS {name}"
+
+
+def ndjson_insert_sql(table: str, function: str) -> str:
+    """Every line is inserted: passing lines under the attempt's load id, the others under its
+    rejected id, so one read of the file both loads it and counts its lines."""
+    values = ",\n               ".join(_ndjson_value(name) for name in FIELDS)
+    return f"""
+        INSERT INTO {table}
+            (day, event_id, node_id, region, account_id, project_id, direction, operation,
+             artifact_kind, network_path, window_start, window_seconds, bytes, request_count,
+             emitted_at, source_key, source_etag, source_row, run_id)
+        SELECT {{day:Date}}, ifNull(event_id, ''), ifNull(node_id, ''), ifNull(region, ''),
+               ifNull(account_id, ''), ifNull(project_id, ''), ifNull(direction, ''),
+               ifNull(operation, ''), ifNull(artifact_kind, ''),
+               ifNull(network_path, '{DEFAULT_NETWORK_PATH}'),
+               ifNull(window_start, toDateTime64(0, 6, 'UTC')), toUInt32(ifNull(window_seconds, 0)),
+               toUInt64(ifNull(bytes, 0)), toUInt64(ifNull(request_count, 0)),
+               ifNull(emitted_at, toDateTime64(0, 6, 'UTC')),
+               substring(_path, {{key_offset:UInt32}}), trim(BOTH '"' FROM _etag),
+               toUInt32(_row_number + 1),
+               if(shaped AND ({_rows_pass()}), {{load_id:String}}, {{rejected_id:String}})
+        FROM (
+            SELECT _path, _etag, _row_number,
+                   match(line, {{line_shape:String}}) AND isValidUTF8(line) AS shaped,
+                   JSONExtract(if(shaped, line, '{{}}'), '{_JSON_TUPLE}') AS v,
+                   {values}
+            FROM {function}
+        )
+        SETTINGS {S3_SETTINGS}, min_insert_block_size_rows = 262144, max_insert_threads = 2
+    """
+
+
 class Unreachable(RuntimeError):
     """ClickHouse cannot reach the landing endpoint: the whole day goes the Python way."""
 
@@ -234,7 +320,16 @@ _UNREACHABLE = re.compile(
 )
 
 
-def _raise_if_unreachable(exc: WarehouseError) -> None:
+# Failures of the warehouse itself, not of the objects read: splitting the chunk cannot help,
+# and each retry would fill the disk (or memory) again. The run fails with ClickHouse's words.
+_WAREHOUSE_FAILURE = re.compile(
+    r"Code: (241|243)\b|NOT_ENOUGH_SPACE|MEMORY_LIMIT_EXCEEDED|No space left on device"
+)
+
+
+def _raise_unless_about_the_objects(exc: WarehouseError) -> None:
+    if _WAREHOUSE_FAILURE.search(str(exc)):
+        raise exc
     if exc.transient or _UNREACHABLE.search(str(exc)):
         raise Unreachable(str(exc)) from None
 
@@ -255,7 +350,7 @@ def _footers(
             {**access.parameters(access.url(bucket, keys)), "key_offset": len(bucket) + 2},
         )
     except WarehouseError as exc:
-        _raise_if_unreachable(exc)
+        _raise_unless_about_the_objects(exc)
         return None
     return [Footer(key, etag, rows, eligible_parquet(cols)) for key, etag, rows, cols in rows]
 
@@ -274,15 +369,17 @@ def read_footers(
     return footers
 
 
-def _chunks(candidates: list[Candidate], footers: dict[str, Footer]) -> Iterator[list[Candidate]]:
+def _chunks(
+    candidates: list[Candidate], weight: Callable[[Candidate], int], limit: int
+) -> Iterator[list[Candidate]]:
     chunk: list[Candidate] = []
-    rows = 0
+    total = 0
     for candidate in candidates:
         chunk.append(candidate)
-        rows += footers[candidate.key].rows
-        if rows >= CHUNK_ROWS:
+        total += weight(candidate)
+        if total >= limit:
             yield chunk
-            chunk, rows = [], 0
+            chunk, total = [], 0
     if chunk:
         yield chunk
 
@@ -292,7 +389,24 @@ def plain_key(key: str) -> bool:
     return bool(_PLAIN_KEY.match(key)) and ".." not in key
 
 
-def load_parquet(
+@dataclass(frozen=True)
+class Chunk:
+    fmt: str  # "parquet" | "ndjson.gz"
+    files: list[Candidate]
+
+    def halves(self) -> list[Chunk]:
+        middle = len(self.files) // 2
+        return [Chunk(self.fmt, self.files[:middle]), Chunk(self.fmt, self.files[middle:])]
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    etag: str  # "" when two versions were read within one query
+    passed: int
+    rejected: int = 0
+
+
+def load_objects(
     warehouse: Warehouse,
     access: S3Access,
     bucket: str,
@@ -307,9 +421,11 @@ def load_parquet(
     few extra queries and goes to Python alone. Every attempt inserts under its own load id
     (`<load_id>.<n>`): rows of a failed attempt never match a ledger entry."""
     result = NativeResult({}, {})
-    footers = read_footers(warehouse, access, bucket, [c.key for c in candidates])
+    parquet = [c for c in candidates if c.rollup.format == "parquet"]
+    ndjson = [c for c in candidates if c.rollup.format == "ndjson.gz"]
+    footers = read_footers(warehouse, access, bucket, [c.key for c in parquet]) if parquet else {}
     ready: list[Candidate] = []
-    for candidate in candidates:
+    for candidate in parquet:
         footer = footers.get(candidate.key)
         why = (
             "unreadable footer" if footer is None
@@ -321,33 +437,70 @@ def load_parquet(
             result.hand_back(candidate.key, why)
         else:
             ready.append(candidate)
-    queue = collections.deque(_chunks(ready, footers))
+    queue = collections.deque(
+        [
+            *(
+                Chunk("parquet", c)
+                for c in _chunks(ready, lambda c: footers[c.key].rows, CHUNK_ROWS)
+            ),
+            *(Chunk("ndjson.gz", c) for c in _chunks(ndjson, lambda c: c.size, CHUNK_BYTES)),
+        ]
+    )
     attempt = 0
     while queue:
         chunk = queue.popleft()
         attempt += 1
         attempt_id = f"{load_id}.{attempt}"
-        loaded = _insert_chunk(warehouse, access, bucket, day, chunk, attempt_id)
-        if loaded is None:
-            if len(chunk) > 1:
-                queue.extendleft([chunk[len(chunk) // 2 :], chunk[: len(chunk) // 2]])
+        counts = _insert_chunk(warehouse, access, bucket, day, chunk, attempt_id)
+        if isinstance(counts, str):
+            culprit = _named_file(chunk, bucket, counts)
+            if culprit is not None or len(chunk.files) == 1:
+                culprit = culprit or chunk.files[0]
+                result.hand_back(culprit.key, "ClickHouse could not read it")
+                rest = [c for c in chunk.files if c is not culprit]
+                if rest:
+                    queue.appendleft(Chunk(chunk.fmt, rest))
             else:
-                result.hand_back(chunk[0].key, "ClickHouse could not read it")
+                queue.extendleft(reversed(chunk.halves()))
             continue
         decided: dict[str, Loaded] = {}
-        for candidate in chunk:
-            footer = footers[candidate.key]
-            etag, rows = loaded.get(candidate.key, (footer.etag, 0))
-            if rows != footer.rows:
-                result.hand_back(candidate.key, "rows rejected")
-            elif etag != footer.etag:
-                result.hand_back(candidate.key, "etag changed")
+        for candidate in chunk.files:
+            footer = footers.get(candidate.key)
+            why = _why_handed_back(candidate, counts.get(candidate.key),
+                                   footer.rows if footer else None)  # fmt: skip
+            if why:
+                result.hand_back(candidate.key, why)
             else:
-                decided[candidate.key] = Loaded(etag, rows, attempt_id)
+                passed = counts[candidate.key].passed if candidate.key in counts else 0
+                decided[candidate.key] = Loaded(candidate.etag, passed, attempt_id)
         result.loaded.update(decided)
         if on_chunk is not None:
             on_chunk(decided)
     return result
+
+
+def _named_file(chunk: Chunk, bucket: str, error: str) -> Candidate | None:
+    """The file a failed read names ("… (in file/uri bucket/key) …"): only it goes back to
+    Python and the rest of the chunk is retried as it is, instead of in halves."""
+    named = [c for c in chunk.files if f"{bucket}/{c.key})" in error]
+    return named[0] if len(named) == 1 else None
+
+
+def _why_handed_back(
+    candidate: Candidate, counts: FileCounts | None, footer_rows: int | None
+) -> str:
+    """ "" when every row of the file passed at the listed ETag; else why Python must judge it.
+    A Parquet file must yield its footer's row count; an NDJSON file (no footer) must yield
+    at least one line and no rejected one, since a file ClickHouse did not read yields none."""
+    if counts is None:
+        return (
+            "no rows read" if footer_rows is None else "" if footer_rows == 0 else "rows rejected"
+        )
+    if counts.etag != candidate.etag:
+        return "etag changed"
+    if counts.rejected or (footer_rows is not None and counts.passed != footer_rows):
+        return "rows rejected"
+    return ""
 
 
 def _insert_chunk(
@@ -355,43 +508,53 @@ def _insert_chunk(
     access: S3Access,
     bucket: str,
     day: date,
-    chunk: list[Candidate],
+    chunk: Chunk,
     load_id: str,
-) -> dict[str, tuple[str, int]] | None:
-    """Insert a chunk's passing rows; per key, the (etag, rows) loaded. None: query failed."""
-    paths = [f"{bucket}/{c.key}" for c in chunk]
+) -> dict[str, FileCounts] | str:
+    """Insert a chunk's rows; per key, what was read. On failure, ClickHouse's error text."""
+    files = chunk.files
     params = {
-        **access.parameters(access.url(bucket, [c.key for c in chunk])),
-        "structure": STRUCTURE,
+        **access.parameters(access.url(bucket, [c.key for c in files])),
         "day": day,
         "key_offset": len(bucket) + 2,
         "load_id": load_id,
-        "paths": paths,
-        "positions": list(range(1, len(chunk) + 1)),
-        "nodes": [c.rollup.node_id for c in chunk],
-        "hour_starts": [c.rollup.hour_start for c in chunk],
-        "hour_ends": [c.rollup.hour_end for c in chunk],
-        "accounts": [c.only_account or "" for c in chunk],
+        "paths": [f"{bucket}/{c.key}" for c in files],
+        "positions": list(range(1, len(files) + 1)),
+        "nodes": [c.rollup.node_id for c in files],
+        "hour_starts": [c.rollup.hour_start for c in files],
+        "hour_ends": [c.rollup.hour_end for c in files],
+        "accounts": [c.only_account or "" for c in files],
     }
-    source = access.function("Parquet", structure=True)
+    table = warehouse.table("rollup_rows")
+    if chunk.fmt == "parquet":
+        sql = insert_sql(table, access.function("Parquet", structure=True))
+        params["structure"] = STRUCTURE
+    else:
+        sql = ndjson_insert_sql(table, access.function("LineAsString", structure=False))
+        params |= {"line_shape": LINE_SHAPE, "time_shape": TIME_SHAPE,
+                   "rejected_id": rejected_id(load_id)}  # fmt: skip
     try:
-        warehouse.command(insert_sql(warehouse.table("rollup_rows"), source), params)
+        warehouse.command(sql, params)
     except WarehouseError as exc:
-        _raise_if_unreachable(exc)
-        return None
+        _raise_unless_about_the_objects(exc)
+        return str(exc)
     rows = warehouse.query_rows(
         f"""
-        SELECT source_key, source_etag, count() FROM {warehouse.table("rollup_rows")}
-        WHERE day = {{day:Date}} AND run_id = {{load_id:String}}
+        SELECT source_key, source_etag, countIf(run_id = {{load_id:String}}),
+               countIf(run_id != {{load_id:String}})
+        FROM {table}
+        WHERE day = {{day:Date}} AND run_id IN ({{load_id:String}}, {{rejected_id:String}})
           AND source_key IN {{keys:Array(String)}}
         GROUP BY source_key, source_etag
         """,
-        {"day": day, "load_id": load_id, "keys": [c.key for c in chunk]},
+        {
+            "day": day,
+            "load_id": load_id,
+            "rejected_id": rejected_id(load_id),
+            "keys": [c.key for c in files],
+        },
     )
-    loaded: dict[str, tuple[str, int]] = {}
-    for key, etag, count in rows:
-        if key in loaded:  # two versions read within one query: let Python decide
-            loaded[key] = ("", -1)
-        else:
-            loaded[key] = (etag, count)
-    return loaded
+    counts: dict[str, FileCounts] = {}
+    for key, etag, passed, rejected in rows:
+        counts[key] = FileCounts("", 0, 1) if key in counts else FileCounts(etag, passed, rejected)
+    return counts
