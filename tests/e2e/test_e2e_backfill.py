@@ -7,9 +7,13 @@ from __future__ import annotations
 from datetime import date
 from itertools import pairwise
 
+import pytest
 from backfill import launch_asset_backfill, tags_of, wait_for_backfill
 from e2e_stack import stack_settings, stack_warehouse
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, usage_rows
+
+# One worker runs every e2e test: they share one webserver + daemon (tests/e2e/conftest.py).
+pytestmark = pytest.mark.xdist_group("dagster_stack")
 
 # Long past: never in the late-file sensor's look-back, never the browser test's days.
 DAYS = [date(2025, 3, 10), date(2025, 3, 11)]

@@ -12,6 +12,9 @@ from backfill import backfill_ids, tags_of, wait_for_backfill_runs
 from e2e_stack import stack_settings, stack_warehouse
 from rollup_files import Landing, parquet_bytes, rollup, usage_rows
 
+# One worker runs every e2e test: they share one webserver + daemon (tests/e2e/conftest.py).
+pytestmark = pytest.mark.xdist_group("dagster_stack")
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
