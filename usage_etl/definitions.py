@@ -5,11 +5,21 @@ reconciliation, automation), one concern per module. Loading definitions never t
 ClickHouse or S3.
 """
 
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
 
 
+@cache
+def _load() -> dg.Definitions:
+    # Dagster asks for the definitions several times per process (the CLI, the reconstructed
+    # job, the execution plan): five loads, ~0.7 s each, per `dagster job execute`. Nothing in
+    # them depends on the environment at load time (resources read settings when used), so one
+    # load per process serves them all.
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return _load()
