@@ -72,8 +72,13 @@ def _json_value(value):
     return value
 
 
+def json_line(row: dict) -> bytes:
+    """One NDJSON line as `json.dumps` writes it (timestamps as RFC 3339 with `Z`)."""
+    return json.dumps({k: _json_value(v) for k, v in row.items()}).encode()
+
+
 def ndjson_gz_bytes(rows: list[dict], raw_lines: tuple[bytes, ...] = ()) -> bytes:
-    lines = [json.dumps({k: _json_value(v) for k, v in r.items()}).encode() for r in rows]
+    lines = [json_line(r) for r in rows]
     return gzip.compress(b"\n".join([*lines, *raw_lines]) + b"\n")
 
 

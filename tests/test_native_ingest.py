@@ -10,11 +10,12 @@ import gzip
 import io
 import json
 import logging
+from collections.abc import Callable
 from datetime import date
 
 import polars as pl
 import pytest
-from rollup_files import PARQUET_SCHEMA, Landing, ndjson_gz_bytes, parquet_bytes, rollup
+from rollup_files import PARQUET_SCHEMA, Landing, json_line, ndjson_gz_bytes, parquet_bytes, rollup
 
 from usage_etl.ingest import native
 from usage_etl.ingest.load import ingest_day
@@ -92,20 +93,20 @@ HANDED_BACK = {
 
 def _lines(prefix: str, *edits: tuple[str, str], n: int = 3, **overrides) -> list[bytes]:
     """NDJSON lines of `_rows`, with raw text replacements applied to the last line."""
-    lines = [json.loads(ndjson_gz_line(row)) for row in _rows(prefix, n, **overrides)]
-    text = [json.dumps(line) for line in lines]
+    text = [json_line(row).decode() for row in _rows(prefix, n, **overrides)]
     for old, new in edits:
         assert old in text[-1], old
         text[-1] = text[-1].replace(old, new, 1)
     return [t.encode() for t in text]
 
 
-def ndjson_gz_line(row: dict) -> str:
-    return gzip.decompress(ndjson_gz_bytes([row])).decode().strip()
-
-
 def _gz(lines: list[bytes], end: bytes = b"\n") -> bytes:
     return gzip.compress(b"\n".join(lines) + end)
+
+
+def _edited(prefix: str, old: str, new: str) -> Callable[[], bytes]:
+    """A file of three lines whose last has `old` replaced by `new`."""
+    return lambda: _gz(_lines(prefix, (old, new)))
 
 
 def _polars_ndjson(rows: list[dict]) -> bytes:
@@ -132,58 +133,27 @@ NDJSON_CLEAN = {
         ]
     ),
     # Of duplicate keys the first counts, on both paths.
-    "duplicate-key.ndjson.gz": lambda: _gz(
-        _lines("dupkey", ('"bytes": 102', '"bytes": 7, "bytes": 9'))
-    ),
+    "duplicate-key.ndjson.gz": _edited("dupkey", '"bytes": 102', '"bytes": 7, "bytes": 9'),
     "json-corrected.ndjson.gz": lambda: ndjson_gz_bytes(_rows("json", emitted_minute=30)),
 }
+REJECTED = "rows rejected"
 NDJSON_HANDED_BACK = {
     # Valid lines Python reads, in a shape this path leaves to it.
-    "escaped.ndjson.gz": (
-        lambda: _gz(_lines("esc", ('"xcode"', '"xc\\u006fde"'))),
-        "rows rejected",
-    ),
-    "offset.ndjson.gz": (
-        lambda: _gz(_lines("off", ('03:02:00Z"', '05:02:00+02:00"'))),
-        "rows rejected",
-    ),
-    "seven-digits.ndjson.gz": (
-        lambda: _gz(_lines("seven", ('00Z"', '00.1234567Z"'))),
-        "rows rejected",
-    ),
-    "huge-bytes.ndjson.gz": (
-        lambda: _gz(_lines("huge", ('"bytes": 102', f'"bytes": {2**62}'))),
-        "rows rejected",
-    ),
-    "unknown-key.ndjson.gz": (
-        lambda: _gz(_lines("unk", ("{", '{"colour": "red", '))),
-        "rows rejected",
-    ),
+    "escaped.ndjson.gz": (_edited("esc", '"xcode"', '"xc\\u006fde"'), REJECTED),
+    "offset.ndjson.gz": (_edited("off", '03:02:00Z"', '05:02:00+02:00"'), REJECTED),
+    "seven-digits.ndjson.gz": (_edited("seven", '00Z"', '00.1234567Z"'), REJECTED),
+    "huge-bytes.ndjson.gz": (_edited("huge", '"bytes": 102', f'"bytes": {2**62}'), REJECTED),
+    "unknown-key.ndjson.gz": (_edited("unk", "{", '{"colour": "red", '), REJECTED),
     "empty.ndjson.gz": (lambda: gzip.compress(b""), "no rows read"),
     # Lines Python quarantines.
-    "bytes-as-text.ndjson.gz": (
-        lambda: _gz(_lines("btxt", ('"bytes": 102', '"bytes": "102"'))),
-        "rows rejected",
-    ),
-    "feb-30.ndjson.gz": (
-        lambda: _gz(_lines("feb", ("10-05T03:02", "02-30T03:02"))),
-        "rows rejected",
-    ),
-    "leap-second.ndjson.gz": (
-        lambda: _gz(_lines("leap", ('03:02:00Z"', '03:02:60Z"'))),
-        "rows rejected",
-    ),
-    "blank-line.ndjson.gz": (
-        lambda: _gz([*_lines("blank"), b"", *_lines("blank2")]),
-        "rows rejected",
-    ),
+    "bytes-as-text.ndjson.gz": (_edited("btxt", '"bytes": 102', '"bytes": "102"'), REJECTED),
+    "feb-30.ndjson.gz": (_edited("feb", "10-05T03:02", "02-30T03:02"), REJECTED),
+    "leap-second.ndjson.gz": (_edited("leap", '03:02:00Z"', '03:02:60Z"'), REJECTED),
+    "negative.ndjson.gz": (_edited("neg", '"bytes": 102', '"bytes": -102'), REJECTED),
+    "blank-line.ndjson.gz": (lambda: _gz([*_lines("blank"), b"", *_lines("blank2")]), REJECTED),
     "cut-line.ndjson.gz": (
         lambda: _gz([*_lines("cut"), b'{"event_id": "cut-x", "sch']),
-        "rows rejected",
-    ),
-    "negative.ndjson.gz": (
-        lambda: _gz(_lines("neg", ('"bytes": 102', '"bytes": -102'))),
-        "rows rejected",
+        REJECTED,
     ),
     "truncated.ndjson.gz": (
         lambda: _gz(_lines("trunc", n=40))[:-30],
