@@ -458,14 +458,14 @@ def load_objects(
         counts = _insert_chunk(warehouse, access, bucket, day, chunk, attempt_id)
         if isinstance(counts, str):
             culprit = _named_file(chunk, bucket, counts)
-            if culprit is not None or len(chunk.files) == 1:
-                culprit = culprit or chunk.files[0]
-                result.hand_back(culprit.key, "ClickHouse could not read it")
-                rest = [c for c in chunk.files if c is not culprit]
-                if rest:
-                    queue.appendleft(Chunk(chunk.fmt, rest))
-            else:
+            if culprit is None and len(chunk.files) > 1:
                 queue.extendleft(reversed(chunk.halves()))
+                continue
+            culprit = culprit or chunk.files[0]
+            result.hand_back(culprit.key, "ClickHouse could not read it")
+            rest = [c for c in chunk.files if c is not culprit]
+            if rest:
+                queue.appendleft(Chunk(chunk.fmt, rest))
             continue
         decided: dict[str, Loaded] = {}
         for candidate in chunk.files:
@@ -496,10 +496,10 @@ def _why_handed_back(
     """ "" when every row of the file passed at the listed ETag; else why Python must judge it.
     A Parquet file must yield its footer's row count; an NDJSON file (no footer) must yield
     at least one line and no rejected one, since a file ClickHouse did not read yields none."""
-    if counts is None:
-        return (
-            "no rows read" if footer_rows is None else "" if footer_rows == 0 else "rows rejected"
-        )
+    if counts is None:  # nothing of the file was read: fine only for an empty Parquet file
+        if footer_rows is None:
+            return "no rows read"
+        return "" if footer_rows == 0 else "rows rejected"
     if counts.etag != candidate.etag:
         return "etag changed"
     if counts.rejected or (footer_rows is not None and counts.passed != footer_rows):
