@@ -205,18 +205,26 @@ def _rows_pass(utf8_checked: bool = False) -> str:
     """
 
 
+# What both native inserts write, and the lineage every row carries (key, ETag, 1-based row).
+_STAGED_COLUMNS = (
+    "day, event_id, node_id, region, account_id, project_id, direction, operation, "
+    "artifact_kind, network_path, window_start, window_seconds, bytes, request_count, "
+    "emitted_at, source_key, source_etag, source_row, run_id"
+)
+_LINEAGE = (
+    "substring(_path, {key_offset:UInt32}), trim(BOTH '\"' FROM _etag), toUInt32(_row_number + 1)"
+)
+
+
 def insert_sql(table: str, source: str) -> str:
     return f"""
         INSERT INTO {table}
-            (day, event_id, node_id, region, account_id, project_id, direction, operation,
-             artifact_kind, network_path, window_start, window_seconds, bytes, request_count,
-             emitted_at, source_key, source_etag, source_row, run_id)
+            ({_STAGED_COLUMNS})
         SELECT {{day:Date}}, event_id, node_id, region, account_id, coalesce(project_id, ''),
                direction, operation, artifact_kind,
                coalesce(network_path, '{DEFAULT_NETWORK_PATH}'), window_start,
                toUInt32(window_seconds), toUInt64(bytes), toUInt64(request_count), emitted_at,
-               substring(_path, {{key_offset:UInt32}}), trim(BOTH '"' FROM _etag),
-               toUInt32(_row_number + 1), {{load_id:String}}
+               {_LINEAGE}, {{load_id:String}}
         FROM {source}
         WHERE {_rows_pass()}
         SETTINGS {S3_SETTINGS}, input_format_parquet_allow_missing_columns = 1,
@@ -281,9 +289,7 @@ def ndjson_insert_sql(table: str, function: str) -> str:
     values = ",\n               ".join(_ndjson_value(name) for name in FIELDS)
     return f"""
         INSERT INTO {table}
-            (day, event_id, node_id, region, account_id, project_id, direction, operation,
-             artifact_kind, network_path, window_start, window_seconds, bytes, request_count,
-             emitted_at, source_key, source_etag, source_row, run_id)
+            ({_STAGED_COLUMNS})
         SELECT {{day:Date}}, ifNull(event_id, ''), ifNull(node_id, ''), ifNull(region, ''),
                ifNull(account_id, ''), ifNull(project_id, ''), ifNull(direction, ''),
                ifNull(operation, ''), ifNull(artifact_kind, ''),
@@ -291,8 +297,7 @@ def ndjson_insert_sql(table: str, function: str) -> str:
                ifNull(window_start, toDateTime64(0, 6, 'UTC')), toUInt32(ifNull(window_seconds, 0)),
                toUInt64(ifNull(bytes, 0)), toUInt64(ifNull(request_count, 0)),
                ifNull(emitted_at, toDateTime64(0, 6, 'UTC')),
-               substring(_path, {{key_offset:UInt32}}), trim(BOTH '"' FROM _etag),
-               toUInt32(_row_number + 1),
+               {_LINEAGE},
                if(shaped AND ({_rows_pass(utf8_checked=True)}), {{load_id:String}},
                   {{rejected_id:String}})
         FROM (
