@@ -44,11 +44,12 @@ def browser():
             chromium.close()
 
 
-def _dismiss_welcome(page) -> None:
-    """A fresh instance greets the first visitor with a newsletter dialog."""
+def _dismiss_welcome_whenever_shown(page) -> None:
+    """A fresh instance greets the first visitor with a newsletter dialog, at a moment of its
+    choosing (it once covered the catalog after the page was idle). Playwright runs this handler
+    before any action the dialog would block."""
     skip = page.get_by_role("button", name="Skip")
-    if skip.is_visible():
-        skip.click()
+    page.add_locator_handler(skip, lambda: skip.click())
 
 
 @pytest.mark.browser
@@ -63,11 +64,10 @@ def test_operator_backfills_two_days_from_the_partition_dialog(
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(UI_TIMEOUT_MS)
+    _dismiss_welcome_whenever_shown(page)
     page.goto(f"{dagster_stack.url}/assets", wait_until="networkidle")
-    _dismiss_welcome(page)
     page.locator('a[href="/assets/usage_daily"]').first.click()  # the catalog's entry
     page.wait_for_url("**/assets/usage_daily**")
-    _dismiss_welcome(page)
     # The asset's job materializes the whole day: ingest, dedupe, publish, checks.
     page.locator('a[href*="/jobs/daily_usage"]').first.click()
     page.wait_for_url("**/jobs/daily_usage**")
