@@ -220,6 +220,11 @@ def test_native_path_stages_quarantines_and_records_exactly_what_python_does(lan
         f"SELECT count() FROM {warehouse.table('rollup_rows')}", {"day": DAY}
     )
     assert staged_total > len(by_native["staged"])
+    # The native inserts write load_key per file: it must still be sql/005's per-row hash.
+    assert not warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('rollup_rows')} "
+        "WHERE load_key != sipHash128(source_key, source_etag, run_id)"
+    )
     published = publish_day(warehouse, DAY, "native")
     # plain.parquet is superseded by plain-corrected.parquet, plain.ndjson.gz by its correction.
     assert published.duplicates == 5 + 5

@@ -201,6 +201,7 @@ def _rows_pass(utf8_checked: bool = False) -> str:
         AND emitted_at > toDateTime64(0, 6, 'UTC')
         AND emitted_at < toDateTime64('2262-01-01 00:00:00', 6, 'UTC')
         AND ({{accounts:Array(String)}}[file] = '' OR account_id = {{accounts:Array(String)}}[file])
+        AND trim(BOTH '"' FROM _etag) = {{etags:Array(String)}}[file]
         AND {strings_utf8}
     """
 
@@ -209,10 +210,18 @@ def _rows_pass(utf8_checked: bool = False) -> str:
 _STAGED_COLUMNS = (
     "day, event_id, node_id, region, account_id, project_id, direction, operation, "
     "artifact_kind, network_path, window_start, window_seconds, bytes, request_count, "
-    "emitted_at, source_key, source_etag, source_row, run_id"
+    "emitted_at, source_key, source_etag, source_row, run_id, load_key"
 )
-_LINEAGE = (
-    "substring(_path, {key_offset:UInt32}), trim(BOTH '\"' FROM _etag), toUInt32(_row_number + 1)"
+_SOURCE_KEY = "substring(_path, {key_offset:UInt32})"
+_SOURCE_ETAG = "trim(BOTH '\"' FROM _etag)"
+_LINEAGE = f"{_SOURCE_KEY}, {_SOURCE_ETAG}, toUInt32(_row_number + 1)"
+# load_key of a passing row (sql/005: sipHash128(source_key, source_etag, run_id)), one per file:
+# a passing row was read at its file's listed ETag (_rows_pass), so the three are constants of
+# the file. Computed once per file instead of once per row (the column's DEFAULT expands three
+# LowCardinality columns for every row: ~3 s at 10M rows).
+_FILE_LOAD_KEY = (
+    "arrayMap((k, e) -> sipHash128(k, e, {load_id:String}), {keys:Array(String)}, "
+    "{etags:Array(String)})[file]"
 )
 
 
@@ -224,7 +233,7 @@ def insert_sql(table: str, source: str) -> str:
                direction, operation, artifact_kind,
                coalesce(network_path, '{DEFAULT_NETWORK_PATH}'), window_start,
                toUInt32(window_seconds), toUInt64(bytes), toUInt64(request_count), emitted_at,
-               {_LINEAGE}, {{load_id:String}}
+               {_LINEAGE}, {{load_id:String}}, {_FILE_LOAD_KEY}
         FROM {source}
         WHERE {_rows_pass()}
         SETTINGS {S3_SETTINGS}, input_format_parquet_allow_missing_columns = 1,
@@ -298,8 +307,10 @@ def ndjson_insert_sql(table: str, function: str) -> str:
                toUInt64(ifNull(bytes, 0)), toUInt64(ifNull(request_count, 0)),
                ifNull(emitted_at, toDateTime64(0, 6, 'UTC')),
                {_LINEAGE},
-               if(shaped AND ({_rows_pass(utf8_checked=True)}), {{load_id:String}},
-                  {{rejected_id:String}})
+               if((shaped AND ({_rows_pass(utf8_checked=True)})) AS passes, {{load_id:String}},
+                  {{rejected_id:String}}),
+               if(passes, {_FILE_LOAD_KEY},
+                  sipHash128({_SOURCE_KEY}, {_SOURCE_ETAG}, {{rejected_id:String}}))
         FROM (
             SELECT _path, _etag, _row_number,
                    match(line, {{line_shape:String}}) AND isValidUTF8(line) AS shaped,
@@ -533,6 +544,8 @@ def _insert_chunk(
         "hour_starts": [c.rollup.hour_start for c in files],
         "hour_ends": [c.rollup.hour_end for c in files],
         "accounts": [c.only_account or "" for c in files],
+        "keys": [c.key for c in files],
+        "etags": [c.etag for c in files],
     }
     table = warehouse.table("rollup_rows")
     if chunk.fmt == "parquet":
