@@ -31,8 +31,9 @@ DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 # bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
 DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "20000000"))
 # Rows aggregated per hourly pass (buckets of accounts): the hourly GROUP BY holds nearly one
-# entry per row (~100 bytes each with integer ids). Each extra pass re-reads the day.
-GROUP_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_GROUP_BUCKET_ROWS", "8000000"))
+# entry per row (~100 bytes each with integer ids). Each extra pass re-reads the day: at 10M
+# rows, 3 passes were as fast as 2 and peaked at 1.1 instead of 1.4 GiB; 4 were slower.
+GROUP_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_GROUP_BUCKET_ROWS", "3500000"))
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,12 @@ def _dedupe_into(
     every real duplicate takes the exact path; a hash collision merely sends two unique
     event_ids there too. The sum is exact either way.
 
-    Groups are keyed by dense integer ids of the dimension values (`_dimension_ids`) into a
-    narrow table; hourly and daily rows are then spelled out from it. The hourly GROUP BY holds
-    nearly one entry per rollup, so a large day is aggregated in buckets of accounts: every
-    group lies in exactly one bucket (its winner's account) and memory stays flat.
+    Groups are keyed by dense integer ids of the dimension values (`_dimension_ids`). The hourly
+    GROUP BY holds nearly one entry per rollup, so the day is taken in buckets of accounts, one
+    after the other: a bucket's hourly groups go into a narrow table, from which its hourly and
+    daily rows are spelled out. account_id is a dimension of both tables, so every hourly and
+    every daily group lies in exactly one bucket, and memory is bounded by the bucket, not the
+    day.
     """
     duplicates = f"_build_duplicate_ids_{suffix}"
     winners = f"_build_winners_{suffix}"
@@ -211,32 +214,11 @@ def _dedupe_into(
         _resolve_duplicates(warehouse, day, duplicates, winners)
         counts = _store_dimensions(warehouse, day, dimensions)
         ids, names, sort_key = _dimension_ids(warehouse, dimensions, counts)
-        _group_hourly(warehouse, day, duplicates, winners, grouped, ids, sort_key)
-        id_columns = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
-        warehouse.command(
-            f"""
-            INSERT INTO {warehouse.table(build_hourly)}
-                (day, hour, {DIMENSIONS}, bytes, request_count, rollups, versions, conflicts)
-            SELECT {{day:Date}}, toDateTime({{day:Date}}, 'UTC') + hour_of_day * 3600, {names},
-                   accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64'), rollups, versions,
-                   conflicts
-            FROM {warehouse.table(grouped)}
-            ORDER BY sort_key
-            """,
-            {"day": day},
-        )
-        warehouse.command(
-            f"""
-            INSERT INTO {warehouse.table(build_daily)} (day, {DIMENSIONS}, bytes, request_count)
-            SELECT {{day:Date}}, {names}, accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64')
-            FROM (
-                SELECT {id_columns}, sum(b) AS b, sum(r) AS r
-                FROM {warehouse.table(grouped)}
-                GROUP BY {id_columns}
-            )
-            """,
-            {"day": day},
-        )
+        buckets = max(1, math.ceil(_counting_rows(warehouse, day) / GROUP_BUCKET_ROWS))
+        for bucket in range(buckets):
+            params = {"day": day, "buckets": buckets, "bucket": bucket}
+            _group_hourly(warehouse, params, duplicates, winners, grouped, ids, sort_key)
+            _spell_out(warehouse, params, grouped, build_hourly, build_daily, names)
     finally:
         for table in (duplicates, winners, grouped, dimensions):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(table)}")
@@ -247,25 +229,26 @@ HOURLY_ORDER_IDS = (
     "i_account_id, hour_of_day, i_project_id, i_region, i_node_id, i_direction, i_operation, "
     "i_artifact_kind, i_network_path"
 )
+ID_COLUMNS = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
 
 
 def _group_hourly(
     warehouse: Warehouse,
-    day: date,
+    params: dict,
     duplicates: str,
     winners: str,
     grouped: str,
     ids: str,
     sort_key: str,
 ) -> None:
-    """Sums per (hour of day, dimension ids) of single-version rows and winners, into `grouped`
-    (UInt128 sums: checked against UInt64 when spelled out)."""
-    id_columns = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
-    buckets = max(1, math.ceil(_counting_rows(warehouse, day) / GROUP_BUCKET_ROWS))
+    """Sums per (hour of day, dimension ids) of one bucket's single-version rows and winners,
+    into `grouped` (UInt128 sums: checked against UInt64 when spelled out)."""
     in_bucket = "cityHash64(account_id) % {buckets:UInt32} = {bucket:UInt32}"
     warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(grouped)}")
-    for bucket in range(buckets):
-        select = f"""
+    warehouse.command(
+        f"""
+        CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key AS
+        SELECT *, {sort_key} AS sort_key FROM (
             SELECT toHour(window_start) AS hour_of_day, {ids},
                    sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
                    sum(rollup) AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
@@ -281,15 +264,46 @@ def _group_hourly(
                 FROM {warehouse.table(winners)}
                 WHERE {in_bucket}
             )
-            GROUP BY hour_of_day, {id_columns}
-        """
-        select = f"SELECT *, {sort_key} AS sort_key FROM ({select})"
-        statement = (
-            f"CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key AS "
-            if bucket == 0
-            else f"INSERT INTO {warehouse.table(grouped)} "
+            GROUP BY hour_of_day, {ID_COLUMNS}
         )
-        warehouse.command(statement + select, {"day": day, "buckets": buckets, "bucket": bucket})
+        """,
+        params,
+    )
+
+
+def _spell_out(
+    warehouse: Warehouse,
+    params: dict,
+    grouped: str,
+    build_hourly: str,
+    build_daily: str,
+    names: str,
+) -> None:
+    """A bucket's hourly groups, and their sums per day, into the build tables with the
+    dimension values in place of their ids."""
+    warehouse.command(
+        f"""
+        INSERT INTO {warehouse.table(build_hourly)}
+            (day, hour, {DIMENSIONS}, bytes, request_count, rollups, versions, conflicts)
+        SELECT {{day:Date}}, toDateTime({{day:Date}}, 'UTC') + hour_of_day * 3600, {names},
+               accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64'), rollups, versions, conflicts
+        FROM {warehouse.table(grouped)}
+        ORDER BY sort_key
+        """,
+        params,
+    )
+    warehouse.command(
+        f"""
+        INSERT INTO {warehouse.table(build_daily)} (day, {DIMENSIONS}, bytes, request_count)
+        SELECT {{day:Date}}, {names}, accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64')
+        FROM (
+            SELECT {ID_COLUMNS}, sum(b) AS b, sum(r) AS r
+            FROM {warehouse.table(grouped)}
+            GROUP BY {ID_COLUMNS}
+        )
+        """,
+        params,
+    )
 
 
 def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
