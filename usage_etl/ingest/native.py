@@ -533,8 +533,9 @@ def _insert_chunk(
 ) -> dict[str, FileCounts] | str:
     """Insert a chunk's rows; per key, what was read. On failure, ClickHouse's error text."""
     files = chunk.files
+    keys = [c.key for c in files]
     params = {
-        **access.parameters(access.url(bucket, [c.key for c in files])),
+        **access.parameters(access.url(bucket, keys)),
         "day": day,
         "key_offset": len(bucket) + 2,
         "load_id": load_id,
@@ -544,7 +545,7 @@ def _insert_chunk(
         "hour_starts": [c.rollup.hour_start for c in files],
         "hour_ends": [c.rollup.hour_end for c in files],
         "accounts": [c.only_account or "" for c in files],
-        "keys": [c.key for c in files],
+        "keys": keys,
         "etags": [c.etag for c in files],
     }
     table = warehouse.table("rollup_rows")
@@ -573,7 +574,7 @@ def _insert_chunk(
             "day": day,
             "load_id": load_id,
             "rejected_id": rejected_id(load_id),
-            "keys": [c.key for c in files],
+            "keys": keys,
         },
     )
     counts: dict[str, FileCounts] = {}
