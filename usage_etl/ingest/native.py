@@ -177,6 +177,11 @@ def _quoted(values: Iterable[str]) -> str:
     return ", ".join("'" + v + "'" for v in values)  # constants of the contract, not data
 
 
+# An object's key and ETag as the s3() virtual columns give them (_etag comes quoted).
+_SOURCE_KEY = "substring(_path, {key_offset:UInt32})"
+_SOURCE_ETAG = "trim(BOTH '\"' FROM _etag)"
+
+
 def _rows_pass(utf8_checked: bool = False) -> str:
     """validate.py's rules as one condition; it must never accept what validate() rejects
     (it may reject more: such a file simply takes the Python path). Per-file expectations
@@ -201,7 +206,7 @@ def _rows_pass(utf8_checked: bool = False) -> str:
         AND emitted_at > toDateTime64(0, 6, 'UTC')
         AND emitted_at < toDateTime64('2262-01-01 00:00:00', 6, 'UTC')
         AND ({{accounts:Array(String)}}[file] = '' OR account_id = {{accounts:Array(String)}}[file])
-        AND trim(BOTH '"' FROM _etag) = {{etags:Array(String)}}[file]
+        AND {_SOURCE_ETAG} = {{etags:Array(String)}}[file]
         AND {strings_utf8}
     """
 
@@ -212,8 +217,6 @@ _STAGED_COLUMNS = (
     "artifact_kind, network_path, window_start, window_seconds, bytes, request_count, "
     "emitted_at, source_key, source_etag, source_row, run_id, load_key"
 )
-_SOURCE_KEY = "substring(_path, {key_offset:UInt32})"
-_SOURCE_ETAG = "trim(BOTH '\"' FROM _etag)"
 _LINEAGE = f"{_SOURCE_KEY}, {_SOURCE_ETAG}, toUInt32(_row_number + 1)"
 # load_key of a passing row (sql/005: sipHash128(source_key, source_etag, run_id)), one per file:
 # a passing row was read at its file's listed ETag (_rows_pass), so the three are constants of
@@ -361,7 +364,7 @@ def _footers(
     try:
         rows = warehouse.query_rows(
             f"""
-            SELECT substring(_path, {{key_offset:UInt32}}), trim(BOTH '"' FROM _etag), num_rows,
+            SELECT {_SOURCE_KEY}, {_SOURCE_ETAG}, num_rows,
                    arrayMap(c -> (c.name, c.physical_type, c.logical_type,
                                   c.max_repetition_level), columns)
             FROM {access.function("ParquetMetadata", structure=False)}
