@@ -330,6 +330,23 @@ def test_a_complete_gzip_of_nothing_is_an_empty_file():
     assert verdicts == {}
 
 
+def test_a_gzip_stream_is_read_up_to_the_decompressed_size_cap_and_no_further(monkeypatch):
+    from usage_etl.ingest import readers
+
+    text = gzip.decompress(
+        ndjson_gz_bytes([rollup(f"e{i}", day=KEY.day, hour=KEY.hour) for i in range(3)])
+    )
+    members = gzip.compress(text[:100]) + gzip.compress(text[100:])  # the cap spans members
+    monkeypatch.setattr(readers, "MAX_DECOMPRESSED_BYTES", len(text))
+    verdicts, good = judge(members, "ndjson.gz")
+    assert verdicts == {1: None, 2: None, 3: None} and good.height == 3
+    monkeypatch.setattr(readers, "MAX_DECOMPRESSED_BYTES", len(text) - 1)
+    with pytest.raises(FileQuarantined) as raised:
+        read_rollup_file(members, "ndjson.gz")
+    assert raised.value.rule == FileRule.UNREADABLE
+    assert "USAGE_ETL_MAX_DECOMPRESSED_BYTES" in raised.value.detail
+
+
 def test_gzip_members_are_read_whole_and_trailing_garbage_quarantines():
     rows_ = [rollup(f"e{i}", day=KEY.day, hour=KEY.hour) for i in range(2)]
     first, second = (ndjson_gz_bytes([r]) for r in rows_)

@@ -143,3 +143,26 @@ def test_a_month_beyond_uint64_is_invoiced_exactly(landing, warehouse, monkeypat
         q for (_, meter, _), (q, _) in stored_charges(lines).items() if meter == "egress_bytes"
     )
     assert gib > 2**34  # the month really is beyond 2^64 bytes
+
+
+def test_a_gzip_bomb_is_quarantined_by_its_size_and_the_rest_of_the_day_is_exact(
+    landing, warehouse, monkeypatch
+):
+    """A small object that inflates beyond the Python reader's cap (here 1 MiB) is quarantined
+    whole with the setting named, before it is held in memory; the other files still count."""
+    from usage_etl.ingest import readers
+
+    monkeypatch.setattr(readers, "MAX_DECOMPRESSED_BYTES", 1 << 20)
+    good = [rollup(f"ok-{i}", bytes=100 + i) for i in range(3)]
+    landing.put("good.ndjson.gz", ndjson_gz_bytes(good))
+    bomb = gzip.compress(_json(rollup("in-bomb")) + b"\n" + b" " * (8 << 20) + b"\n")
+    assert len(bomb) < 64 << 10
+    landing.put("bomb.ndjson.gz", bomb)
+
+    result = run_job("daily_usage", DAY.isoformat())
+
+    assert result.success, failure_message(result)
+    assert daily_table(warehouse) == expected_daily(good)
+    assert _quarantine(warehouse) == {("bomb.ndjson.gz", "unreadable_file"): 1}
+    (detail,) = warehouse.query_rows(f"SELECT detail FROM {warehouse.table('quarantined_rows')}")[0]
+    assert "USAGE_ETL_MAX_DECOMPRESSED_BYTES" in detail and "1,048,576" in detail

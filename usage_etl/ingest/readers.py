@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ PARSE_META = {
     "_value": pl.String(),
 }
 RFC3339 = "%+"
+
+# The Python path holds a file's text in memory: a gzip stream that inflates beyond this (a
+# decompression bomb; a node's hourly file is tens of MiB) is quarantined instead of exhausting
+# the run's memory. ClickHouse's native reads stream and are not bound by it.
+MAX_DECOMPRESSED_BYTES = int(os.environ.get("USAGE_ETL_MAX_DECOMPRESSED_BYTES", str(2 << 30)))
 
 
 class FileQuarantined(Exception):
@@ -136,14 +142,34 @@ def _utc_micros(column: pl.Expr, unit: str) -> pl.Expr:
 def read_ndjson_gz(body: bytes) -> ParsedFile:
     if not body:  # gzip.decompress(b"") is b"": a failed upload must not pass as an empty hour
         raise FileQuarantined(FileRule.UNREADABLE, "empty object: not a gzip stream")
-    try:
-        raw = gzip.decompress(body)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise FileQuarantined(FileRule.UNREADABLE, f"not a complete gzip stream: {exc}") from None
+    raw = _gunzip(body, MAX_DECOMPRESSED_BYTES)
     try:
         return _ndjson_fast(raw)
     except pl.exceptions.PolarsError:
         return _ndjson_careful(raw)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """All members of a gzip stream, checked (CRC, length) as gzip.decompress checks them, but
+    never more than `limit` bytes of output."""
+    chunks, size = [], 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(body)) as stream:
+            while chunk := stream.read(_GUNZIP_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise FileQuarantined(
+                        FileRule.UNREADABLE,
+                        f"decompresses to more than {limit:,} bytes "
+                        "(USAGE_ETL_MAX_DECOMPRESSED_BYTES): not read, to protect the run's memory",
+                    )
+                chunks.append(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FileQuarantined(FileRule.UNREADABLE, f"not a complete gzip stream: {exc}") from None
+    return b"".join(chunks)
+
+
+_GUNZIP_CHUNK = 1 << 20
 
 
 _FAST_SCHEMA = {
