@@ -6,8 +6,15 @@ from datetime import date
 
 import pytest
 
-from usage_etl.warehouse.build_tables import build_table_ddl, create_build_table
-from usage_etl.warehouse.client import WarehouseError
+from usage_etl.resources import ClickHouseResource
+from usage_etl.warehouse import build_tables
+from usage_etl.warehouse.build_tables import (
+    build_table_ddl,
+    create_build_table,
+    drop_stale_build_tables,
+)
+from usage_etl.warehouse.client import WarehouseError, open_warehouse
+from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
 KEYS_SQL = (
     "SELECT engine, partition_key, sorting_key, primary_key FROM system.tables "
@@ -74,3 +81,47 @@ def test_create_build_table_copies_a_plain_target(warehouse):
     assert catalog(warehouse, "_build_lines")[1:] == catalog(warehouse, "invoice_line_items")[1:]
     with pytest.raises(WarehouseError, match="does not exist"):
         create_build_table(warehouse, "_build_x", "no_such_table")
+
+
+def _tables(warehouse) -> set[str]:
+    rows = warehouse.query_rows(
+        "SELECT name FROM system.tables WHERE database = {db:String}", {"db": warehouse.database}
+    )
+    return {name for (name,) in rows}
+
+
+LEFT_BEHIND = (
+    "_build_usage_daily_run1",
+    "_build_winners_run1",
+    "invoice_line_items_build_" + "ab12" * 4,
+)
+LOOK_ALIKES = ("my_build_notes", "invoice_line_items_build_notes", "usage_daily")
+
+
+def _leave_build_tables(warehouse) -> None:
+    for name in (*LEFT_BEHIND, *LOOK_ALIKES[:2]):
+        warehouse.command(
+            f"CREATE TABLE {warehouse.table(name)} (x UInt8) ENGINE = MergeTree ORDER BY x"
+        )
+
+
+def test_stale_build_tables_are_dropped_and_nothing_else(warehouse):
+    _leave_build_tables(warehouse)
+    assert drop_stale_build_tables(warehouse) == []  # created just now: may belong to a live run
+    assert set(LEFT_BEHIND) <= _tables(warehouse)
+    assert drop_stale_build_tables(warehouse, older_than_seconds=0) == sorted(LEFT_BEHIND)
+    remaining = _tables(warehouse)
+    assert not set(LEFT_BEHIND) & remaining and set(LOOK_ALIKES) <= remaining
+
+
+def test_opening_the_warehouse_for_a_run_sweeps_stale_build_tables(settings, monkeypatch):
+    with open_warehouse(settings.clickhouse_dsn, settings.database) as warehouse:
+        apply_migrations(warehouse, DdlOptions.from_settings(settings))
+        _leave_build_tables(warehouse)
+    monkeypatch.setattr(build_tables, "STALE_BUILD_TABLE_SECONDS", 0)
+    resource = ClickHouseResource()
+    try:
+        remaining = _tables(resource.get_warehouse())
+    finally:
+        resource.get_warehouse().close()
+    assert not set(LEFT_BEHIND) & remaining and set(LOOK_ALIKES) <= remaining

@@ -18,6 +18,7 @@ from usage_etl.ingest.native import S3Access, s3_access_from_client
 from usage_etl.ingest.registry import NodeRegistryResource
 from usage_etl.s3 import s3_client
 from usage_etl.settings import Settings, parse_as_of
+from usage_etl.warehouse.build_tables import drop_stale_build_tables
 from usage_etl.warehouse.client import Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
@@ -29,8 +30,9 @@ def _settings(**overrides: Any) -> Settings:
 class ClickHouseResource(dg.ConfigurableResource):
     """ClickHouse through clickhouse-connect: embedded chDB by default, or a server DSN.
 
-    The first use in a run opens the client (taking the embedded engine's lock) and applies
-    pending migrations; the run's end closes it and releases the lock.
+    The first use in a run opens the client (taking the embedded engine's lock), applies
+    pending migrations and drops build tables that runs killed a day or more ago left behind;
+    the run's end closes it and releases the lock.
     """
 
     dsn: str | None = None
@@ -56,6 +58,10 @@ class ClickHouseResource(dg.ConfigurableResource):
             )
             try:
                 apply_migrations(warehouse, DdlOptions.from_settings(settings))
+                for name in drop_stale_build_tables(warehouse):
+                    dg.get_dagster_logger().warning(
+                        f"dropped {name}: a build table left by a run killed mid-publish"
+                    )
             except Exception:
                 warehouse.close()
                 raise

@@ -60,3 +60,36 @@ def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
     if not rows:
         raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
     warehouse.command(build_table_ddl(warehouse, build, target, *rows[0]))
+
+
+# Every table a publish builds and drops again: the daily publish's `_build_*` (build tables and
+# work tables) and the invoice publish's `invoice_line_items_build_<16 hex>`.
+BUILD_TABLE_NAME = r"^(_build_.+|invoice_line_items_build_[0-9a-f]{16})$"
+# A run killed hard (OOM, SIGKILL) leaves its build tables behind. None is older than a run may
+# live (dagster.yaml stops runs after 2 h), so anything a day old belongs to no live run.
+STALE_BUILD_TABLE_SECONDS = 24 * 3600
+
+
+def drop_stale_build_tables(
+    warehouse: Warehouse, older_than_seconds: int | None = None
+) -> list[str]:
+    """Drop the build tables created more than `older_than_seconds` (default a day) ago; returns
+    their names. On a cluster each node's own: build tables are node-local."""
+    if older_than_seconds is None:
+        older_than_seconds = STALE_BUILD_TABLE_SECONDS
+    stale = [
+        name
+        for (name,) in warehouse.query_rows(
+            "SELECT name FROM system.tables WHERE database = {database:String} "
+            "AND match(name, {pattern:String}) "
+            "AND metadata_modification_time <= now() - {age:UInt32} ORDER BY name",
+            {
+                "database": warehouse.database,
+                "pattern": BUILD_TABLE_NAME,
+                "age": older_than_seconds,
+            },
+        )
+    ]
+    for name in stale:
+        warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(name)} SYNC")
+    return stale
