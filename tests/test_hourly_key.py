@@ -1,0 +1,59 @@
+"""The publish groups hourly usage by one packed key of (account, hour, project, region, node,
+direction, operation, artifact kind, network path) ids. Exactness rests on the packing being a
+bijection: every id comes back from the key unchanged, two different id tuples never share a
+key, and keys sort as usage_hourly's sorting key does. Checked in ClickHouse itself, for the
+three shapes the key takes: a UInt64, a UInt128 and (beyond 128 bits) a tuple."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from usage_etl.ingest.publish import HOURLY_ORDER_IDS, _hourly_key, _id_width
+from usage_etl.rollups.schema import USAGE_DIMENSIONS
+
+SMALL_FLEET = dict(zip(USAGE_DIMENSIONS, (2000, 5000, 5, 10, 2, 6, 5, 3), strict=True))
+LARGE_FLEET = dict(zip(USAGE_DIMENSIONS, (10**6, 10**7, 300, 70_000, 2, 300, 300, 3), strict=True))
+HUGE_FLEET = dict.fromkeys(USAGE_DIMENSIONS, 2**31)
+COLUMNS = HOURLY_ORDER_IDS.split(", ")
+
+
+def _ids(counts: dict[str, int], rows: int) -> str:
+    """`rows` id tuples in range (pseudo-random, plus every column at 1 and at its maximum)."""
+    parts = ["toUInt8(number % 24) AS hour_of_day"]
+    for name in USAGE_DIMENSIONS:
+        count, width = counts[name], _id_width(counts[name])
+        spread = f"cityHash64(number, '{name}') % {count} + 1"
+        value = f"multiIf(number = 0, 1, number = 1, {count}, {spread})"
+        parts.append(f"toUInt{width}({value}) AS i_{name}")
+    return f"SELECT {', '.join(parts)} FROM numbers({rows})"
+
+
+@pytest.mark.parametrize(
+    ("counts", "kind"),
+    [(SMALL_FLEET, "UInt64"), (LARGE_FLEET, "UInt128"), (HUGE_FLEET, "Tuple")],
+)
+def test_the_hourly_key_is_an_order_preserving_bijection(warehouse, counts, kind):
+    key = _hourly_key(counts)
+    original = f"tuple({HOURLY_ORDER_IDS})"
+    keyed = f"SELECT {original} AS original, {key.encode} AS sort_key FROM ({_ids(counts, 20000)})"
+    decoded = f"SELECT original, sort_key, {key.decode} FROM ({keyed})"
+    rows, kinds, wrong, keys, distinct, inversions = warehouse.query_rows(
+        f"""
+        SELECT count(), groupUniqArray(toTypeName(sort_key)), countIf(original != {original}),
+               uniqExact(sort_key), uniqExact(original),
+               countIf(previous > original)
+        FROM (
+            SELECT *, lagInFrame(original) OVER (
+                ORDER BY sort_key ROWS BETWEEN 1 PRECEDING AND CURRENT ROW
+            ) AS previous
+            FROM ({decoded})
+        )
+        """
+    )[0]
+    assert rows == 20000 and kinds[0].startswith(kind)
+    assert wrong == 0  # every id of every row comes back from the key
+    assert keys == distinct  # distinct id tuples, distinct keys: no two groups merge
+    assert inversions == 0  # key order is usage_hourly's order
+    assert re.findall(r" AS (\w+)", key.decode) == COLUMNS
