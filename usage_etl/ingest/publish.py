@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from usage_etl import faults
 from usage_etl.ingest.ledger import current_entries, current_loads_sql
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
-from usage_etl.warehouse.build_tables import create_build_table
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
@@ -130,8 +130,8 @@ def _ledger_version(warehouse: Warehouse, day: date) -> int:
 
 def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
-    build_hourly = f"_build_usage_hourly_{suffix}"
-    build_daily = f"_build_usage_daily_{suffix}"
+    build_hourly = f"{BUILD_PREFIX}usage_hourly_{suffix}"
+    build_daily = f"{BUILD_PREFIX}usage_daily_{suffix}"
     params = {"day": day}
     try:
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
@@ -205,10 +205,10 @@ def _dedupe_into(
     every daily group lies in exactly one bucket, and memory is bounded by the bucket, not the
     day.
     """
-    duplicates = f"_build_duplicate_ids_{suffix}"
-    winners = f"_build_winners_{suffix}"
-    grouped = f"_build_grouped_{suffix}"
-    dimensions = f"_build_dimensions_{suffix}"
+    duplicates = f"{BUILD_PREFIX}duplicate_ids_{suffix}"
+    winners = f"{BUILD_PREFIX}winners_{suffix}"
+    grouped = f"{BUILD_PREFIX}grouped_{suffix}"
+    dimensions = f"{BUILD_PREFIX}dimensions_{suffix}"
     try:
         find_duplicates(warehouse, day, duplicates)
         _resolve_duplicates(warehouse, day, duplicates, winners)

@@ -21,7 +21,7 @@ from usage_etl.invoicing.lines import (
 )
 from usage_etl.invoicing.periods import Period
 from usage_etl.pricing import PriceBook, price_book_from_json
-from usage_etl.warehouse.build_tables import create_build_table
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, create_build_table
 from usage_etl.warehouse.client import Warehouse
 
 LINES = "invoice_line_items"
@@ -244,7 +244,7 @@ def publish_lines(
     if not lines:  # REPLACE PARTITION refuses an empty source: drop the period instead
         warehouse.command(f"ALTER TABLE {target} DROP PARTITION {{p:Date}}", {"p": period.start})
         return
-    build_name = f"{LINES}_build_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+    build_name = f"{BUILD_PREFIX}{LINES}_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
     build = warehouse.table(build_name)
     warehouse.command(f"DROP TABLE IF EXISTS {build}")
     create_build_table(warehouse, build_name, LINES)  # plain MergeTree if replicated

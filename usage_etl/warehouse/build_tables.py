@@ -62,9 +62,11 @@ def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
     warehouse.command(build_table_ddl(warehouse, build, target, *rows[0]))
 
 
-# Every table a publish builds and drops again: the daily publish's `_build_*` (build tables and
-# work tables) and the invoice publish's `invoice_line_items_build_<16 hex>`.
-BUILD_TABLE_NAME = r"^(_build_.+|invoice_line_items_build_[0-9a-f]{16})$"
+# Every table a publish builds and drops again (build tables and work tables) is named with this
+# prefix, so a sweep can find those a killed run left behind.
+BUILD_PREFIX = "_build_"
+# ... and invoice builds were named `invoice_line_items_build_<16 hex>` before it (2026-11-30).
+BUILD_TABLE_NAME = rf"^({BUILD_PREFIX}.+|invoice_line_items_build_[0-9a-f]{{16}})$"
 # A run killed hard (OOM, SIGKILL) leaves its build tables behind. None is older than a run may
 # live (dagster.yaml stops runs after 2 h), so anything a day old belongs to no live run.
 STALE_BUILD_TABLE_SECONDS = 24 * 3600
