@@ -49,6 +49,7 @@ RFC3339 = "%+"
 # decompression bomb; a node's hourly file is tens of MiB) is quarantined instead of exhausting
 # the run's memory. ClickHouse's native reads stream and are not bound by it.
 MAX_DECOMPRESSED_BYTES = int(os.environ.get("USAGE_ETL_MAX_DECOMPRESSED_BYTES", str(2 << 30)))
+_GUNZIP_CHUNK = 1 << 20
 
 
 class FileQuarantined(Exception):
@@ -167,9 +168,6 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     except (OSError, EOFError, zlib.error) as exc:
         raise FileQuarantined(FileRule.UNREADABLE, f"not a complete gzip stream: {exc}") from None
     return b"".join(chunks)
-
-
-_GUNZIP_CHUNK = 1 << 20
 
 
 _FAST_SCHEMA = {
