@@ -14,7 +14,12 @@ import dagster as dg
 import pytest
 
 from usage_etl.settings import Settings, redact_url
-from usage_etl.warehouse.client import EmbeddedEngineBusy, Warehouse, WarehouseError
+from usage_etl.warehouse.client import (
+    EMBEDDED_MALLOC_CONF,
+    EmbeddedEngineBusy,
+    Warehouse,
+    WarehouseError,
+)
 from usage_etl.warehouse.migrations import (
     DdlOptions,
     applied_versions,
@@ -147,6 +152,34 @@ def test_single_writer_guard_serializes_or_fails_clearly(tmp_path):
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+@pytest.mark.parametrize("operator_conf", [None, "dirty_decay_ms:2000"])
+def test_embedded_engine_loads_with_run_sized_allocator_settings(tmp_path, operator_conf):
+    """chDB's allocator reads JE_MALLOC_CONF once, when the library loads: opening the embedded
+    engine sets the run-sized default before that, and leaves an operator's own value alone."""
+    env = {k: v for k, v in os.environ.items() if k != "JE_MALLOC_CONF"}
+    if operator_conf:
+        env["JE_MALLOC_CONF"] = operator_conf
+    script = f"""
+        import os, sys
+        from usage_etl.warehouse.client import Warehouse
+        loaded_before = "chdb" in sys.modules
+        wh = Warehouse.open({f"chdb://{tmp_path / 'engine'}"!r}, "usage")
+        assert wh.query_one("SELECT 1") == 1
+        print(loaded_before, "chdb" in sys.modules, os.environ.get("JE_MALLOC_CONF"))
+        wh.close()
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "True", operator_conf or EMBEDDED_MALLOC_CONF]
 
 
 def test_code_location_loads_without_touching_the_warehouse(tmp_path, monkeypatch):

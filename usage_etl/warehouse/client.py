@@ -18,6 +18,8 @@ import fcntl
 import logging
 import os
 import re
+import resource
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -71,7 +73,11 @@ def _log_if_slow(seconds: float, args: tuple) -> None:
     if SLOW_QUERY_SECONDS is None or seconds < float(SLOW_QUERY_SECONDS):
         return
     statement = args[0] if args and isinstance(args[0], str) else "insert"
-    log.info("slow statement %.2f s: %s", seconds, " ".join(statement.split())[:160])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    log.info(
+        "slow statement %.2f s (process peak RSS so far %.2f GiB): %s",
+        seconds, peak, " ".join(statement.split())[:160],
+    )  # fmt: skip
 
 
 class EmbeddedEngineBusy(WarehouseError):
@@ -79,6 +85,24 @@ class EmbeddedEngineBusy(WarehouseError):
 
     def __init__(self, message: str):
         super().__init__(message, transient=True)
+
+
+# The embedded engine's allocator (chDB's jemalloc) reads JE_MALLOC_CONF once, when the library
+# loads. Its built-in default suits a server: one arena per CPU, freed pages kept for 5 s. In a
+# run's process, which runs one statement after another, that keeps memory freed by one
+# statement out of reach of the next. One arena and a 1 s decay cut the peak RSS of a 10M-row
+# day by ~0.2 GiB at no measured cost in time (docs/performance.md, session 6). An operator's
+# own JE_MALLOC_CONF wins.
+EMBEDDED_MALLOC_CONF = "percpu_arena:disabled,narenas:1,dirty_decay_ms:1000"
+
+
+def configure_embedded_allocator() -> bool:
+    """Give the embedded engine the run-sized allocator settings unless the environment has
+    its own; false when the engine is already loaded in this process (too late to apply)."""
+    if "chdb" in sys.modules:
+        return False
+    os.environ.setdefault("JE_MALLOC_CONF", EMBEDDED_MALLOC_CONF)
+    return True
 
 
 def is_embedded(dsn: str) -> bool:
@@ -258,6 +282,7 @@ class Warehouse:
             lock.acquire(lock_timeout_seconds)
             path.parent.mkdir(parents=True, exist_ok=True)
             dsn = f"chdb://{path}"
+            configure_embedded_allocator()
         try:
             client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
