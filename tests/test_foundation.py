@@ -182,6 +182,17 @@ def test_embedded_engine_loads_with_run_sized_allocator_settings(tmp_path, opera
     assert done.stdout.split() == ["False", "True", operator_conf or EMBEDDED_MALLOC_CONF]
 
 
+def test_background_merges_leave_a_days_bulk_load_alone(warehouse, settings):
+    """sql/006: rollup_rows merges in the background only parts adding up to 16 MiB or less
+    (late files), never the ~15 MiB parts of a day's bulk load, which its readers take as they
+    are. (`OPTIMIZE ... PARTITION` still compacts a day on demand.)"""
+    engine = warehouse.query_one(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": settings.database, "t": "rollup_rows"},
+    )
+    assert "max_bytes_to_merge_at_max_space_in_pool = 16777216" in engine
+
+
 def test_code_location_loads_without_touching_the_warehouse(tmp_path, monkeypatch):
     """Definitions load even when the DSN points nowhere: nothing connects at load time."""
     monkeypatch.setenv("USAGE_ETL_CLICKHOUSE_DSN", "http://nobody:secret@127.0.0.1:1")

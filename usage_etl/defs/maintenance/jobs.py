@@ -1,0 +1,72 @@
+"""warehouse_maintenance: merge settled staging days of rollup_rows into one part each.
+
+Not a contract job: housekeeping. It takes the `warehouse` pool like every step that opens the
+warehouse, so on the embedded engine it queues behind (or ahead of) the daily runs."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from usage_etl.resources import ClickHouseResource
+from usage_etl.warehouse.maintenance import (
+    COMPACT_ABOVE_PARTS,
+    MAX_DAYS_PER_RUN,
+    compact_settled_days,
+)
+
+
+class CompactionConfig(dg.Config):
+    settle_days: int = Field(
+        default=3, ge=1, description="Days younger than this are left to re-runs and late files."
+    )
+    above_parts: int = Field(
+        default=COMPACT_ABOVE_PARTS, ge=1, description="Merge a day with more parts than this."
+    )
+    max_days: int = Field(default=MAX_DAYS_PER_RUN, ge=1, description="Days merged per run.")
+    today: str | None = Field(
+        default=None, description="ISO date to count from (default: UTC today)."
+    )
+
+
+@dg.op(pool="warehouse", tags={"usage_etl/layer": "maintenance"})
+def compact_rollup_rows(
+    context: dg.OpExecutionContext, config: CompactionConfig, clickhouse: ClickHouseResource
+) -> dg.Output[int]:
+    """Merge each settled day of rollup_rows that has more than `above_parts` parts into one
+    part. What readers see is unchanged; later engine opens and day reads get cheaper."""
+    today = date.fromisoformat(config.today) if config.today else datetime.now(UTC).date()
+    settled_before = today - timedelta(days=config.settle_days)
+    results = compact_settled_days(
+        clickhouse.get_warehouse(), settled_before, config.above_parts, config.max_days
+    )
+    waiting = [r for r in results if not r.compacted]
+    for r in waiting:
+        context.log.warning(f"{r.day}: a background merge held its parts; retried next run")
+    table = "\n".join(
+        f"| {r.day} | {r.parts_before} | {r.parts_after} | {r.rows:,} |" for r in results
+    )
+    return dg.Output(
+        len(results) - len(waiting),
+        metadata={
+            "settled_before": settled_before.isoformat(),
+            "days_compacted": len(results) - len(waiting),
+            "days_waiting": len(waiting),
+            "days": dg.MetadataValue.md(
+                "| day | parts before | parts after | rows |\n|---|---:|---:|---:|\n" + table
+                if results
+                else "nothing to compact"
+            ),
+        },
+    )
+
+
+@dg.job(
+    name="warehouse_maintenance",
+    executor_def=dg.in_process_executor,
+    description="Merge settled days of the rollup_rows staging table into one part each "
+    "(housekeeping; readers see the same rows).",
+    tags={"usage_etl/job": "warehouse_maintenance"},
+)
+def warehouse_maintenance() -> None:
+    compact_rollup_rows()
