@@ -79,6 +79,12 @@ def test_the_replicated_form_replaces_a_partition_of_the_real_target(warehouse):
 def test_create_build_table_copies_a_plain_target(warehouse):
     create_build_table(warehouse, "_build_lines", "invoice_line_items")
     assert catalog(warehouse, "_build_lines")[1:] == catalog(warehouse, "invoice_line_items")[1:]
+    # ... and, read once and dropped, never merges in the background.
+    engine = warehouse.query_one(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": warehouse.database, "t": "_build_lines"},
+    )
+    assert "max_bytes_to_merge_at_max_space_in_pool = 1," in engine
     with pytest.raises(WarehouseError, match="does not exist"):
         create_build_table(warehouse, "_build_x", "no_such_table")
 

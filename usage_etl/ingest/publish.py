@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from usage_etl import faults
 from usage_etl.ingest.ledger import current_entries, current_loads_sql
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
-from usage_etl.warehouse.build_tables import BUILD_PREFIX, create_build_table
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
@@ -33,7 +33,7 @@ DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "2000000
 # Rows aggregated per hourly pass (buckets of accounts): the hourly GROUP BY holds nearly one
 # entry per row (~100 bytes each with integer ids). Each extra pass re-reads the day: at 10M
 # rows, 3 passes were as fast as 2 and peaked at 1.1 instead of 1.4 GiB; 4 were slower.
-GROUP_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_GROUP_BUCKET_ROWS", "3500000"))
+GROUP_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_GROUP_BUCKET_ROWS", "2600000"))
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,8 @@ def _group_hourly(
     warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(grouped)}")
     warehouse.command(
         f"""
-        CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key AS
+        CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key
+        SETTINGS {NO_MERGE_SETTINGS} AS
         SELECT {key.encode} AS sort_key,
                sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
                sum(rollup) AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts

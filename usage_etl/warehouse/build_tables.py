@@ -50,8 +50,18 @@ def build_table_ddl(
     )
 
 
+# Build and work tables are written, read once and dropped within a run: merging their parts
+# is wasted work, and on the embedded engine it runs inside the run's process, where a merge of
+# the hourly build table overlapped the next bucket's GROUP BY and raised the run's peak RSS by
+# ~0.1 GiB (docs/performance.md, session 6). No two parts are small enough to merge under these.
+NO_MERGE_SETTINGS = (
+    "max_bytes_to_merge_at_max_space_in_pool = 1, max_bytes_to_merge_at_min_space_in_pool = 1"
+)
+
+
 def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
-    """Create `build` (in the warehouse's database) so it can REPLACE PARTITION into `target`."""
+    """Create `build` (in the warehouse's database) so it can REPLACE PARTITION into `target`;
+    it never merges in the background (NO_MERGE_SETTINGS)."""
     rows = warehouse.query_rows(
         "SELECT engine, partition_key, sorting_key, primary_key FROM system.tables "
         "WHERE database = {database:String} AND name = {name:String}",
@@ -60,6 +70,7 @@ def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
     if not rows:
         raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
     warehouse.command(build_table_ddl(warehouse, build, target, *rows[0]))
+    warehouse.command(f"ALTER TABLE {warehouse.table(build)} MODIFY SETTING {NO_MERGE_SETTINGS}")
 
 
 # Every table a publish builds and drops again (build tables and work tables) is named with this
