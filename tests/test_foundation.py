@@ -182,6 +182,23 @@ def test_embedded_engine_loads_with_run_sized_allocator_settings(tmp_path, opera
     assert done.stdout.split() == ["False", "True", operator_conf or EMBEDDED_MALLOC_CONF]
 
 
+def test_a_run_loads_polars_only_for_files_the_python_readers_take():
+    """polars (~40 MiB resident) is the Python readers' library: loading the definitions and
+    the modules of the native path must not import it (docs/performance.md, session 6)."""
+    script = """
+        import sys
+        from usage_etl.definitions import defs
+        defs().resolve_job_def("daily_usage")
+        import usage_etl.ingest.load, usage_etl.ingest.publish, usage_etl.ingest.audit
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "polars")[:3])
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]"
+
+
 def test_background_merges_leave_a_days_bulk_load_alone(warehouse, settings):
     """sql/006: rollup_rows merges in the background only parts adding up to 16 MiB or less
     (late files), never the ~15 MiB parts of a day's bulk load, which its readers take as they

@@ -20,17 +20,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
-import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
 
 from usage_etl import faults
 from usage_etl.ingest import ledger, native
-from usage_etl.ingest.readers import FileQuarantined, read_rollup_file
 from usage_etl.ingest.registry import NodeAuthorization
-from usage_etl.ingest.validate import validate
 from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
 from usage_etl.warehouse.client import Warehouse
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from usage_etl.ingest.readers import FileQuarantined
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,10 @@ class _FileOutcome:
 def _read_and_validate(
     s3, bucket: str, obj: ListedObject, tenant_for_node: Callable[[str], NodeAuthorization]
 ) -> _FileOutcome:
+    # The Python readers (polars) load only when a file takes this path, not in every run.
+    from usage_etl.ingest.readers import FileQuarantined, read_rollup_file
+    from usage_etl.ingest.validate import validate
+
     key: RollupKey = obj.kind  # type: ignore[assignment]
     try:
         response = s3.get_object(Bucket=bucket, Key=obj.key)
@@ -136,6 +143,8 @@ class _Batch:
         self.rows = 0
 
     def add(self, outcome: _FileOutcome, status: str, reason: str) -> None:
+        import polars as pl
+
         obj = outcome.obj
         source = {"source_key": obj.key, "source_etag": outcome.etag}
         good_rows = bad_rows = 0
@@ -173,6 +182,8 @@ class _Batch:
         self.rows += good_rows + bad_rows
 
     def flush(self) -> None:
+        import polars as pl
+
         now = datetime.now(UTC)
         if self.good:
             staged = pl.concat(self.good).with_columns(

@@ -35,15 +35,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from usage_etl.ingest.readers import INT_FIELDS, STRING_FIELDS, TIME_FIELDS
 from usage_etl.rollups.schema import (
     DEFAULT_NETWORK_PATH,
     DIRECTIONS,
     FIELDS,
+    INT_FIELDS,
     MAX_EVENT_ID_LENGTH,
     NETWORK_PATHS,
     REQUIRED_FIELDS,
     SCHEMA_VERSION,
+    STRING_FIELDS,
+    TIME_FIELDS,
     RollupKey,
 )
 from usage_etl.warehouse.client import Warehouse, WarehouseError

@@ -23,11 +23,16 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from usage_etl.rollups.schema import FIELDS, MAX_COUNTER, REQUIRED_FIELDS, FileRule, RowRule
-
-INT_FIELDS = ("schema_version", "window_seconds", "bytes", "request_count")
-TIME_FIELDS = ("window_start", "emitted_at")
-STRING_FIELDS = tuple(f for f in FIELDS if f not in INT_FIELDS + TIME_FIELDS)
+from usage_etl.rollups.schema import (
+    FIELDS,
+    INT_FIELDS,
+    MAX_COUNTER,
+    REQUIRED_FIELDS,
+    STRING_FIELDS,
+    TIME_FIELDS,
+    FileRule,
+    RowRule,
+)
 
 # The frame every reader returns: ints as Int64 (null = missing or unrepresentable), strings as
 # String, timestamps as Datetime(us, UTC); `_row` is the 1-based row/line number in the file and

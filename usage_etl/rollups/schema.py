@@ -37,6 +37,10 @@ FIELDS = (
     "emitted_at",
 )
 REQUIRED_FIELDS = tuple(f for f in FIELDS if f not in ("project_id", "network_path"))
+# Field groups by value type (the readers parse them, the native path casts them).
+INT_FIELDS = ("schema_version", "window_seconds", "bytes", "request_count")
+TIME_FIELDS = ("window_start", "emitted_at")
+STRING_FIELDS = tuple(f for f in FIELDS if f not in INT_FIELDS + TIME_FIELDS)
 # The values that make two versions of one event_id "the same rollup" (identical re-delivery).
 CONTENT_FIELDS = (
     "node_id",
