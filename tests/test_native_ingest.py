@@ -10,8 +10,12 @@ import gzip
 import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -21,6 +25,8 @@ from usage_etl.ingest import native
 from usage_etl.ingest.load import ingest_day
 from usage_etl.ingest.publish import current_rows_sql, publish_day
 from usage_etl.rollups.schema import RollupKey
+
+REPO = Path(__file__).resolve().parents[1]
 
 DAY = date(2026, 10, 5)
 STAGED = (
@@ -302,3 +308,29 @@ def test_a_failing_chunk_hands_back_only_the_file_at_fault(monkeypatch, error, m
     assert sorted(result.loaded) == [f"k{i}" for i in range(8) if i != 5]
     assert len(queries) <= most_queries
     assert all(loaded.rows == 3 for loaded in result.loaded.values())
+
+
+def test_a_native_run_never_loads_the_python_readers(landing, settings):
+    """A day ClickHouse reads alone (plus a stray object, ignored) is ingested without importing
+    polars: its ~40 MiB stay out of the run's memory (docs/performance.md, session 6)."""
+    landing.put("plain.parquet", parquet_bytes(_rows("plain")))
+    landing.put_raw("date=2026-10-05/notes.txt", b"not a rollup")
+    script = """
+        import sys
+        from datetime import date
+        from usage_etl.ingest.load import ingest_day
+        from usage_etl.resources import ClickHouseResource, LandingResource
+        landing = LandingResource()
+        client = landing.get_client()
+        report = ingest_day(
+            ClickHouseResource().get_warehouse(), client, landing.bucket, landing.prefix,
+            date(2026, 10, 5), load_id="native-only", s3_access=landing.clickhouse_access(client),
+        )
+        print(report.objects_read_natively, report.objects_ignored, report.rows_loaded,
+              "polars" in sys.modules)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["1", "1", "5", "False"]

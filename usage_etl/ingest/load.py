@@ -143,29 +143,17 @@ class _Batch:
         self.rows = 0
 
     def add(self, outcome: _FileOutcome, status: str, reason: str) -> None:
-        import polars as pl
-
         obj = outcome.obj
         source = {"source_key": obj.key, "source_etag": outcome.etag}
         good_rows = bad_rows = 0
         if outcome.good is not None and outcome.good.height:
-            self.good.append(outcome.good.with_columns(**{k: pl.lit(v) for k, v in source.items()}))
+            self.good.append(_with_source(outcome.good, source))
             good_rows = outcome.good.height
         if outcome.bad is not None and outcome.bad.height:
-            self.bad.append(outcome.bad.with_columns(**{k: pl.lit(v) for k, v in source.items()}))
+            self.bad.append(_with_source(outcome.bad, source))
             bad_rows = outcome.bad.height
         if outcome.file_rule is not None:
-            self.bad.append(
-                pl.DataFrame(
-                    {
-                        "source_row": [0], "rule": [outcome.file_rule.rule.value], "field": [""],
-                        "value": [""], "detail": [outcome.file_rule.detail[:1000]], **{
-                            k: [v] for k, v in source.items()
-                        },
-                    },
-                    schema_overrides={"source_row": pl.UInt32},
-                ).with_columns(pl.lit("file").alias("scope"))
-            )  # fmt: skip
+            self.bad.append(_file_rule_frame(outcome.file_rule, source))
         kind = obj.kind
         self.ledger_rows.append(
             ledger.ledger_row(
@@ -182,9 +170,9 @@ class _Batch:
         self.rows += good_rows + bad_rows
 
     def flush(self) -> None:
-        import polars as pl
-
         now = datetime.now(UTC)
+        if self.good or self.bad:  # frames exist only where the Python readers ran
+            import polars as pl
         if self.good:
             staged = pl.concat(self.good).with_columns(
                 pl.lit(self.day).alias("day"), pl.lit(self.load_id).alias("run_id")
@@ -204,6 +192,25 @@ class _Batch:
         if self.ledger_rows:
             ledger.record(self.warehouse, self.ledger_rows)
         self.good, self.bad, self.ledger_rows, self.rows = [], [], [], 0
+
+
+# polars is imported where frames exist, i.e. only for files the Python readers took.
+def _with_source(frame: pl.DataFrame, source: dict[str, str]) -> pl.DataFrame:
+    import polars as pl
+
+    return frame.with_columns(**{k: pl.lit(v) for k, v in source.items()})
+
+
+def _file_rule_frame(rule: FileQuarantined, source: dict[str, str]) -> pl.DataFrame:
+    import polars as pl
+
+    return pl.DataFrame(
+        {
+            "source_row": [0], "rule": [rule.rule.value], "field": [""], "value": [""],
+            "detail": [rule.detail[:1000]], **{k: [v] for k, v in source.items()},
+        },
+        schema_overrides={"source_row": pl.UInt32},
+    ).with_columns(pl.lit("file").alias("scope"))  # fmt: skip
 
 
 def _arrow(frame: pl.DataFrame):

@@ -41,16 +41,17 @@ def compact_rollup_rows(
         clickhouse.get_warehouse(), settled_before, config.above_parts, config.max_days
     )
     waiting = [r for r in results if not r.compacted]
+    compacted = len(results) - len(waiting)
     for r in waiting:
         context.log.warning(f"{r.day}: a background merge held its parts; retried next run")
     table = "\n".join(
         f"| {r.day} | {r.parts_before} | {r.parts_after} | {r.rows:,} |" for r in results
     )
     return dg.Output(
-        len(results) - len(waiting),
+        compacted,
         metadata={
             "settled_before": settled_before.isoformat(),
-            "days_compacted": len(results) - len(waiting),
+            "days_compacted": compacted,
             "days_waiting": len(waiting),
             "days": dg.MetadataValue.md(
                 "| day | parts before | parts after | rows |\n|---|---:|---:|---:|\n" + table
