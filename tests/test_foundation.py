@@ -208,6 +208,8 @@ def test_background_merges_leave_a_days_bulk_load_alone(warehouse, settings):
         {"db": settings.database, "t": "rollup_rows"},
     )
     assert "max_bytes_to_merge_at_max_space_in_pool = 16777216" in engine
+    # sql/007: those parts are Compact (one file), a merged day is Wide.
+    assert "min_bytes_for_wide_part = 67108864" in engine
 
 
 def test_code_location_loads_without_touching_the_warehouse(tmp_path, monkeypatch):

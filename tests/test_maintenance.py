@@ -58,6 +58,13 @@ def _two_parts_per_day(warehouse: Warehouse) -> dict[date, tuple]:
 
 def test_a_settled_fragmented_day_becomes_one_part_with_the_same_rows(warehouse):
     before = _two_parts_per_day(warehouse)
+    # A load's parts are written Compact (sql/007: one file per part, less insert memory).
+    part_types = warehouse.query_rows(
+        "SELECT DISTINCT part_type FROM system.parts WHERE database = {db:String} "
+        "AND table = 'rollup_rows' AND active",
+        {"db": warehouse.database},
+    )
+    assert part_types == [("Compact",)]
 
     done = compact_settled_days(warehouse, SETTLED_BEFORE, above_parts=1)
 
