@@ -5,7 +5,8 @@ only combine small parts), because merging them inside the daily run cost ~40% o
 Left alone, though, parts pile up (~36 per 10M-row load, more per re-run) and every later run
 pays for them when the engine opens: 14,400 such parts (400 days) took 8.6 s to load. So a
 maintenance run merges each settled day into one part, once, at a quiet hour: a day is settled
-when it is older than the late-file sensor's lookback, after which nothing re-runs it by itself.
+a few days after it ended (the job's `settle_days`, default 3), when late files have mostly
+landed; a later re-run only adds the parts of objects that changed.
 
 Merging never changes what a reader sees: rollup_rows is a plain MergeTree that keeps every row.
 """
@@ -44,8 +45,8 @@ def fragmented_days(
     """(day, active parts, rows) of each staged day before `settled_before` with more than
     `above_parts` parts, oldest first."""
     return [
-        (day, parts, rows)
-        for day, parts, rows in warehouse.query_rows(
+        tuple(row)
+        for row in warehouse.query_rows(
             """
             SELECT toDate(partition) AS day, count() AS parts, sum(rows) AS rows
             FROM system.parts
