@@ -112,22 +112,30 @@ def _log(logger, level: str, message: str) -> None:
         getattr(logger, level)(message)
 
 
-def deliver(alert: Alert, settings: AlertSettings, logger=None) -> DeliveryReport:
-    """Send `alert` to every configured destination; never raises."""
+def deliver(
+    alert: Alert, settings: AlertSettings, logger=None, skip: set[str] | frozenset = frozenset()
+) -> DeliveryReport:
+    """Send `alert` to every configured destination not in `skip`; never raises."""
     report = DeliveryReport()
     if settings.webhook_url:
         host = url_host(settings.webhook_url)
-        try:
-            post_webhook(settings.webhook_url, alert.payload(), settings.alert_timeout_seconds)
-            report.delivered.append("webhook")
-        except Exception as exc:
-            report.failed.append(f"webhook {host}: {_reason(exc)}")
+        if "webhook" in skip:
+            report.failed.append(f"webhook {host}: skipped, it failed earlier on this tick")
+        else:
+            try:
+                post_webhook(settings.webhook_url, alert.payload(), settings.alert_timeout_seconds)
+                report.delivered.append("webhook")
+            except Exception as exc:
+                report.failed.append(f"webhook {host}: {_reason(exc)}")
     if settings.email_enabled:
-        try:
-            send_email(settings, alert)
-            report.delivered.append("email")
-        except Exception as exc:
-            report.failed.append(f"email via {settings.smtp_host}: {_reason(exc)}")
+        if "email" in skip:
+            report.failed.append(f"email via {settings.smtp_host}: skipped, it failed earlier")
+        else:
+            try:
+                send_email(settings, alert)
+                report.delivered.append("email")
+            except Exception as exc:
+                report.failed.append(f"email via {settings.smtp_host}: {_reason(exc)}")
     for failure in report.failed:
         _log(logger, "warning", f"alert not delivered ({failure}): {alert.title}")
     if report.delivered:
@@ -135,3 +143,21 @@ def deliver(alert: Alert, settings: AlertSettings, logger=None) -> DeliveryRepor
     elif not settings.has_destination:
         _log(logger, "warning", f"no alert destination configured; alert: {alert.text}")
     return report
+
+
+class Courier:
+    """Delivers the alerts of one sensor tick. A destination that fails is not tried again on
+    the same tick, so a tick spends at most one timeout per destination (the daemon gives a
+    sensor evaluation about a minute)."""
+
+    def __init__(self, settings: AlertSettings, logger=None):
+        self.settings = settings
+        self.logger = logger
+        self.down: set[str] = set()
+
+    def send(self, alert: Alert) -> bool:
+        """True once the alert reached at least one destination, or there is none to reach
+        (the tick log has it); False: retry it later."""
+        report = deliver(alert, self.settings, self.logger, self.down)
+        self.down.update(f.split(" ", 1)[0] for f in report.failed)
+        return bool(report.delivered) or not self.settings.has_destination

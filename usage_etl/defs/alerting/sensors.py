@@ -18,7 +18,7 @@ from usage_etl.alerting.deadlines import (
     INVOICE_DEADLINE_CHECK,
     USAGE_DEADLINE_CHECK,
 )
-from usage_etl.alerting.delivery import Alert, deliver
+from usage_etl.alerting.delivery import Alert, Courier
 from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.alerting.checks import invoice_grace_days
 from usage_etl.defs.alerting.verdicts import Overdue, Verdict, invoice_verdict, usage_verdict
@@ -95,7 +95,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
         failed_error_checks(context.instance, run.run_id),
         settings,
     )
-    deliver(alert, settings, context.log)
+    Courier(settings, context.log).send(alert)
 
 
 def check_failure_alert(run: dg.DagsterRun, evaluation, settings: AlertSettings) -> Alert:
@@ -128,8 +128,9 @@ def check_failure_alert(run: dg.DagsterRun, evaluation, settings: AlertSettings)
 def alert_on_check_failure(context: dg.RunStatusSensorContext) -> None:
     settings = AlertSettings()
     run = context.dagster_run
+    courier = Courier(settings, context.log)
     for evaluation in failed_error_checks(context.instance, run.run_id):
-        deliver(check_failure_alert(run, evaluation, settings), settings, context.log)
+        courier.send(check_failure_alert(run, evaluation, settings))
 
 
 class DeadlineCursor:
@@ -207,26 +208,28 @@ def evaluate_deadlines(
         usage_verdict(instance, now, settings),
         invoice_verdict(instance, now, grace_days, settings),
     ]
+    courier = Courier(settings, log)
     events = []
     for verdict in verdicts:
         check = verdict.check_name
         if cursor.reported.get(check) != verdict.signature:
             events.append(verdict.evaluation())
             cursor.reported[check] = verdict.signature
-        alerted = cursor.alerted.setdefault(check, {})
+        overdue = {o.label for o in verdict.overdue}
+        # alerted[label]: True once its miss alert went out; False: retry on the next tick.
+        alerted = cursor.alerted.get(check, {})
         new = [o for o in verdict.overdue if not alerted.get(o.label)]
         if new:
-            delivered = deliver(miss_alert(verdict, new, settings), settings, log).complete
-            alerted.update({o.label: delivered for o in new})
-        overdue = {o.label for o in verdict.overdue}
+            sent = courier.send(miss_alert(verdict, new, settings))
+            alerted.update({o.label: sent for o in new})
         resolved = sorted(
             label
-            for label, delivered in alerted.items()
-            if delivered and label not in overdue and label in verdict.judged
+            for label, sent in alerted.items()
+            if sent and label not in overdue and label in verdict.judged
         )
-        if resolved:
-            deliver(resolved_alert(verdict, resolved, settings), settings, log)
-        # Forget what is no longer overdue (resolved, or out of the look-back).
+        if resolved and not courier.send(resolved_alert(verdict, resolved, settings)):
+            overdue |= set(resolved)  # keep them: the resolution is sent on the next tick
+        # Forget the rest: resolved, never alerted, or out of the look-back.
         cursor.alerted[check] = {k: v for k, v in alerted.items() if k in overdue}
     return events
 
