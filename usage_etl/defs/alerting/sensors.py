@@ -1,10 +1,10 @@
 """Alert sensors: a failed run, a failed ERROR check, a missed partition deadline.
 
 Each delivers to the webhook and/or email of usage_etl/alerting/settings.py, once per failure:
-the run-failure sensor rides Dagster's own run-status cursor; the others keep theirs (an
-event-log storage id; the partitions already reported). None opens ClickHouse. A delivery that
-fails is logged on the tick and never fails the sensor; a missed deadline whose alert could not
-be delivered is retried on the next tick.
+the two run-status sensors ride Dagster's own run-status cursor (one evaluation per finished
+run); partition_deadlines keeps the late partitions it alerted in its cursor. None opens
+ClickHouse. A delivery that fails is logged on the tick and never fails the sensor; a missed
+deadline whose alert reached no destination is retried on the next tick.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import json
 import dagster as dg
 
 from usage_etl.alerting.causes import first_line, run_failure_cause
-from usage_etl.alerting.deadlines import (
-    INVOICE_DEADLINE_CHECK,
-    USAGE_DEADLINE_CHECK,
-)
+from usage_etl.alerting.deadlines import INVOICE_DEADLINE_CHECK, USAGE_DEADLINE_CHECK
 from usage_etl.alerting.delivery import Alert, Courier
 from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.alerting.checks import invoice_grace_days
@@ -152,7 +149,7 @@ class DeadlineCursor:
 
 def _rerun_command(verdict: Verdict, overdue: list[Overdue]) -> str:
     job = "daily_usage" if verdict.check_name == USAGE_DEADLINE_CHECK else "monthly_invoices"
-    keys = ", ".join(o.key for o in overdue)
+    keys = ", ".join(o.key for o in overdue[1:])
     command = (
         f"dagster job execute -m usage_etl.definitions -j {job} --tags "
         f"'{{\"dagster/partition\": \"{overdue[0].key}\"}}'"
