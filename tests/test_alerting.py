@@ -508,3 +508,27 @@ def test_deadline_checks_are_defined_but_left_out_of_the_contract_jobs():
     sensors = {s.name: s for s in definitions.sensors}
     for name in ("alert_on_run_failure", "alert_on_check_failure", "partition_deadlines"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_a_deadline_check_executed_by_hand_reads_the_instance(instance, monkeypatch):
+    """What "Execute" on the asset's Checks tab runs: no ClickHouse, the clock's time."""
+    from usage_etl.definitions import defs
+
+    monkeypatch.setenv("USAGE_ETL_CLICKHOUSE_DSN", "http://127.0.0.1:9/unreachable")
+    monkeypatch.setenv("USAGE_ETL_DEADLINE_LOOKBACK_DAYS", "2")
+    monkeypatch.setenv("USAGE_ETL_AS_OF", "2026-10-06T08:00:00Z")
+    key = dg.AssetCheckKey(dg.AssetKey("usage_daily"), "published_by_deadline")
+    job = defs().resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={key}
+    )
+
+    def execute() -> dg.AssetCheckEvaluation:
+        result = job.execute_in_process(instance=instance)
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation
+
+    publish(instance, "usage_daily", "2026-10-04")
+    late = execute()
+    assert not late.passed and late.metadata["overdue"].value == ["2026-10-05"]
+    publish(instance, "usage_daily", "2026-10-05")
+    assert execute().passed
