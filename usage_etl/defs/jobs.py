@@ -6,14 +6,21 @@ what the embedded ClickHouse engine allows (one process per engine path)."""
 
 import dagster as dg
 
+from usage_etl.alerting import deadlines
 from usage_etl.defs.partitions import daily_partitions, monthly_partitions
 
 USAGE_GROUP = "usage"
 INVOICING_GROUP = "invoicing"
 
+# The deadline checks (defs/alerting) are judged by the partition_deadlines sensor, not by runs.
+DEADLINE_CHECKS = dg.AssetSelection.checks(
+    dg.AssetCheckKey(dg.AssetKey(deadlines.USAGE_ASSET), deadlines.USAGE_DEADLINE_CHECK),
+    dg.AssetCheckKey(dg.AssetKey(deadlines.INVOICE_ASSET), deadlines.INVOICE_DEADLINE_CHECK),
+)
+
 daily_usage = dg.define_asset_job(
     name="daily_usage",
-    selection=dg.AssetSelection.groups(USAGE_GROUP),
+    selection=dg.AssetSelection.groups(USAGE_GROUP) - DEADLINE_CHECKS,
     partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Ingest one UTC day of node rollups, dedupe them and publish usage_daily, "
@@ -23,7 +30,7 @@ daily_usage = dg.define_asset_job(
 
 monthly_invoices = dg.define_asset_job(
     name="monthly_invoices",
-    selection=dg.AssetSelection.groups(INVOICING_GROUP),
+    selection=dg.AssetSelection.groups(INVOICING_GROUP) - DEADLINE_CHECKS,
     partitions_def=monthly_partitions,
     executor_def=dg.in_process_executor,
     description="Price one calendar month of usage into invoice lines and invoices (draft, "
