@@ -336,3 +336,42 @@ def usage_report(warehouse: Warehouse, query: UsageQuery) -> UsageReport:
         nodes=read_nodes(warehouse, query),
         kinds=read_kinds(warehouse, query),
     )
+
+
+# -- what exists ------------------------------------------------------------------------------
+
+
+def account_exists(warehouse: Warehouse, account_id: str) -> bool:
+    """Whether the account has any published usage at all (any day)."""
+    return bool(
+        warehouse.query_rows(
+            f"SELECT 1 FROM {warehouse.table('usage_daily')} "
+            "WHERE account_id = {account:String} LIMIT 1",
+            {"account": account_id},
+        )
+    )
+
+
+def known_accounts(warehouse: Warehouse, limit: int = 100_000) -> list[str]:
+    """Accounts with published usage, sorted (for "did you mean" suggestions)."""
+    rows = warehouse.query_rows(
+        f"SELECT DISTINCT account_id FROM {warehouse.table('usage_daily')} "
+        "ORDER BY account_id LIMIT {limit:UInt32}",
+        {"limit": limit},
+    )
+    return [r[0] for r in rows]
+
+
+def latest_data_end(warehouse: Warehouse) -> datetime | None:
+    """The end of the latest published hour (an `as_of` that makes `7d` end at the latest day
+    with data, `24h` at its latest hour), or None when nothing is published."""
+    day = warehouse.query_one(f"SELECT max(day) FROM {warehouse.table('usage_daily')}")
+    if day is None or day <= date(1970, 1, 1):  # max() of an empty table is the zero date
+        return None
+    hour = warehouse.query_one(
+        f"SELECT max(hour) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
+        {"day": day},
+    )
+    if hour is None or _as_utc(hour).date() != day:
+        return _as_utc(day) + DAY
+    return _as_utc(hour) + HOUR
