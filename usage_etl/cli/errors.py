@@ -142,7 +142,7 @@ class CliGroup(TyperGroup):
         except SystemExit:
             raise
         except BrokenPipeError:
-            sys.stderr.close()  # `usage-etl ... | head`: the reader left, nothing to report
+            _silence_stdout()  # `usage-etl ... | head`: the reader left, nothing to report
             sys.exit(1)
         except BaseException as error:
             if debug:
@@ -155,6 +155,20 @@ class CliGroup(TyperGroup):
                 f"(run '{PROG} --debug ...' for the traceback)",
                 BUG,
             )
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _silence_stdout() -> None:
+    """After the reader of a pipe left: point stdout at /dev/null so the interpreter's final
+    flush does not print `BrokenPipeError` noise."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from usage_etl.cli.errors import UserError
-from usage_etl.cli.output import csv_value, json_value, stdout_console, table
+from usage_etl.cli.output import csv_value, json_value, note, stdout_console, table
 from usage_etl.invoicing.export import INVOICE_COLUMNS, export_period
 from usage_etl.invoicing.lines import LINE_COLUMNS
 from usage_etl.invoicing.periods import Period
@@ -114,7 +114,7 @@ def invoices(
         print_tables(stdout_console(), billing, found, lines, account)
     if not found and fmt is not Format.table:
         who = f"account {account}" if account else "any account"
-        Console(stderr=True).print(f"no invoices for {who} in {billing}", markup=False)
+        note(f"no invoices for {who} in {billing}")
 
 
 class _Folder:

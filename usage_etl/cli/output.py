@@ -55,8 +55,14 @@ def rfc3339(moment: datetime) -> str:
     """UTC with a `Z` (naive values from ClickHouse are UTC by the contract)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    text = moment.astimezone(UTC).isoformat()
+    moment = moment.astimezone(UTC)
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
     return text.replace("+00:00", "Z")
+
+
+def note(text: str) -> None:
+    """A remark about the result (not the result): stderr, one unwrapped line."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def csv_value(value) -> str:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from usage_etl.cli.errors import UserError
-from usage_etl.cli.output import count, human_bytes, stdout_console
+from usage_etl.cli.output import count, human_bytes, note, stdout_console
 from usage_etl.cli.output import table as new_table
 from usage_etl.settings import load_settings, parse_as_of
 from usage_etl.usage import (
@@ -109,19 +109,15 @@ def usage(
         if now is None and _RELATIVE.match(range_.strip()):
             now = latest_data_end(warehouse)
             if now is not None:
-                Console(stderr=True).print(
+                note(
                     f"range {range_} ends at the latest published data ({now:%Y-%m-%d %H:%M}Z); "
-                    "--as-of picks another end",
-                    markup=False, highlight=False,
-                )  # fmt: skip
+                    "--as-of picks another end"
+                )
         query = UsageQuery(account, parse_window(range_, now), project_filter(project), kind)
         report = usage_report(warehouse, query)
     empty = not any(report.totals.get(m) for m in METRICS)
     if empty:
-        Console(stderr=True).print(
-            f"no usage for account {account} in {report.window.label} UTC", markup=False,
-            highlight=False,
-        )  # fmt: skip
+        note(f"no usage for account {account} in {report.window.label} UTC")
     if fmt is Format.json:
         print(json.dumps(as_json(report), indent=2))
     elif fmt is Format.csv:
@@ -132,7 +128,7 @@ def usage(
         from usage_etl.cli.usage_chart import write_chart
 
         written = write_chart(report, chart)
-        Console(stderr=True).print(f"chart written to {written}", markup=False)
+        note(f"chart written to {written}")
 
 
 def _as_of(value: str | None, name: str) -> datetime | None:
