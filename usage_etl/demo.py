@@ -37,6 +37,7 @@ from rich.table import Table
 
 from usage_etl.automation.tags import day_tags, month_tags
 from usage_etl.invoicing.periods import Period
+from usage_etl.pricing import load_price_book
 from usage_etl.services import SeaweedS3, start_seaweed
 from usage_etl.settings import REPO_ROOT, Settings, dagster_home
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator, date_range
@@ -224,6 +225,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    load_price_book(Settings().price_book)  # a missing or broken price book fails first
     days = month_days(options.month, options.days)
     first_day = demo_first_day(days)
     # Read when the definitions load (below): the partitions start at the demo's first day.

@@ -12,6 +12,7 @@ Commands added later get this for free; a module can teach it a new exception ty
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -80,13 +81,42 @@ def _os_message(error: BaseException) -> str:
     return f"{target}: {reason}" if target else reason
 
 
+_ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
+_CLICKHOUSE_CODE = re.compile(r"\(([A-Z_]+)\)")
+_CLICKHOUSE_HINTS = {
+    "UNKNOWN_DATABASE": "the warehouse has no such database yet: run the pipeline (or "
+    "`usage-etl migrate`) first, or check USAGE_ETL_DATABASE",
+    "UNKNOWN_TABLE": "a table is missing: run `usage-etl migrate` (or the pipeline) first",
+    "AUTHENTICATION_FAILED": "ClickHouse refused the user or password in USAGE_ETL_CLICKHOUSE_DSN",
+    "ACCESS_DENIED": "the ClickHouse user lacks a grant this command needs (see `usage-etl roles`)",
+}
+
+
+def _warehouse_message(error: BaseException) -> str:
+    """A warehouse failure without the driver's wording: what failed and what to do."""
+    text = str(error)
+    code = _CLICKHOUSE_CODE.search(text)
+    if code and code.group(1) in _CLICKHOUSE_HINTS:
+        return f"{_CLICKHOUSE_HINTS[code.group(1)]} ({code.group(1)})"
+    if text.startswith("cannot connect to ClickHouse at "):
+        target = text.removeprefix("cannot connect to ClickHouse at ").split(": ", 1)[0]
+        reason = _ERRNO_REASON.search(text)
+        why = reason.group(1).strip() if reason else "no answer"
+        return f"cannot connect to ClickHouse at {target}: {why} (USAGE_ETL_CLICKHOUSE_DSN)"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _register_defaults() -> None:
     from pydantic import ValidationError
 
+    from usage_etl.pricing import PriceBookError
+    from usage_etl.services import ServiceError
     from usage_etl.warehouse.client import WarehouseError
 
     user_error(OSError, _os_message)
-    user_error(WarehouseError)
+    user_error(ServiceError)
+    user_error(PriceBookError)
+    user_error(WarehouseError, _warehouse_message)
     user_error(ValidationError, _validation_message)
     user_error(UserError)
     user_error(click_errors.ClickException, _click_message)
@@ -125,6 +155,8 @@ class CliGroup(TyperGroup):
     ) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         debug = debug_requested(args)
+        if not debug:  # drivers log their own failure text; ours is the one line below
+            logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
         try:
             result = super().main(
                 args, prog_name or PROG, complete_var, standalone_mode=False, **extra
