@@ -78,15 +78,19 @@ class DemoOptions:
     accounts: int = 40
     rows_per_day: int = 20_000
     seed: int = 7
-    days: int | None = None  # only the month's first N days
+    days: int | None = None  # only N days of the month, from start_day
+    start_day: int = 1
     s3_port: int = DEMO_S3_PORT
     export_dir: Path | None = None  # default: dagster_home/exports
 
 
-def month_days(month: str, limit: int | None = None) -> list[date]:
+def month_days(month: str, limit: int | None = None, start_day: int = 1) -> list[date]:
+    """The month's days from `start_day`, at most `limit` of them."""
     year, number = (int(p) for p in month.split("-"))
     last = calendar.monthrange(year, number)[1]
-    days = date_range(date(year, number, 1), date(year, number, last))
+    if not 1 <= start_day <= last:
+        raise ValueError(f"--start-day must be 1..{last} for {month}, got {start_day}")
+    days = date_range(date(year, number, start_day), date(year, number, last))
     return days[:limit] if limit else days
 
 
@@ -226,7 +230,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     load_price_book(Settings().price_book)  # a missing or broken price book fails first
-    days = month_days(options.month, options.days)
+    days = month_days(options.month, options.days, options.start_day)
     first_day = demo_first_day(days)
     # Read when the definitions load (below): the partitions start at the demo's first day.
     os.environ["USAGE_ETL_FIRST_DAY"] = first_day.isoformat()

@@ -13,7 +13,10 @@ def register(app: typer.Typer) -> None:
 def demo(
     month: str = typer.Option("2026-10", help="Month to simulate and bill (YYYY-MM)."),
     days: int | None = typer.Option(
-        None, "--days", min=1, max=31, help="Only the month's first N days (a quicker demo)."
+        None, "--days", min=1, max=31, help="Only N days of the month (a quicker demo)."
+    ),
+    start_day: int = typer.Option(
+        1, "--start-day", min=1, max=31, help="Day of the month the demo starts on."
     ),
     nodes: int = typer.Option(8, min=1, help="Cache nodes in the simulated fleet."),
     accounts: int = typer.Option(40, min=1, help="Tenant accounts in the simulated fleet."),
@@ -37,9 +40,14 @@ def demo(
     from usage_etl.invoicing.periods import Period
 
     try:
-        month = Period.parse(month).label
+        period = Period.parse(month)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--month") from None
+    month = period.label
+    if start_day > len(period.days):
+        raise typer.BadParameter(f"{month} has {len(period.days)} days", param_hint="--start-day")
     from usage_etl.demo import DemoOptions, run_demo  # Dagster loads only when a demo runs
 
-    run_demo(DemoOptions(month, nodes, accounts, rows_per_day, seed, days, s3_port, export_dir))
+    run_demo(DemoOptions(
+            month, nodes, accounts, rows_per_day, seed, days, s3_port, export_dir, start_day
+        ))
