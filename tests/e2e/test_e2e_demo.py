@@ -24,6 +24,7 @@ from e2e_stack import DagsterStack
 from test_e2e_browser import _dismiss_welcome_whenever_shown, browser  # noqa: F401
 
 from usage_etl.automation.tags import DAY_TAG, MONTH_TAG, TRIGGER_TAG
+from usage_etl.finance_example import BEGIN, END
 from usage_etl.services import free_port
 from usage_etl.settings import REPO_ROOT
 
@@ -231,3 +232,24 @@ def test_catalog_shows_columns_and_the_demo_partitions(demo_ui, browser, tmp_pat
     text = page.locator("body").inner_text()
     assert DAYS[0].isoformat() in text
     assert (DAYS[0] - timedelta(days=1)).isoformat() not in text  # partitions start at the demo
+
+
+def test_finance_figures_are_generated_from_the_demo(demo, tmp_path):
+    _, home, _ = demo
+    doc = tmp_path / "finance.md"
+    doc.write_text((REPO_ROOT / "docs" / "finance.md").read_text())
+    env = demo_env(home)
+    invoices = json.loads(_piped(home, "invoices", "--period", MONTH, "--format", "json").stdout)
+    account = invoices["invoices"][0]
+    run = subprocess.run(
+        [sys.executable, "-m", "usage_etl.finance_example", str(doc), "--period", MONTH,
+         "--account", account["account_id"]],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    text = doc.read_text()
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert account["invoice_id"] in block and f"{account['subtotal']} USD" in block
+    before = (REPO_ROOT / "docs" / "finance.md").read_text()
+    assert text.split(BEGIN)[0] == before.split(BEGIN)[0]  # nothing else changed
+    assert text.split(END)[1] == before.split(END)[1]

@@ -49,5 +49,6 @@ def demo(
     from usage_etl.demo import DemoOptions, run_demo  # Dagster loads only when a demo runs
 
     run_demo(DemoOptions(
-            month, nodes, accounts, rows_per_day, seed, days, s3_port, export_dir, start_day
+            month=month, nodes=nodes, accounts=accounts, rows_per_day=rows_per_day, seed=seed,
+            days=days, start_day=start_day, s3_port=s3_port, export_dir=export_dir,
         ))
