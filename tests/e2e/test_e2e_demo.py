@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 from e2e_stack import DagsterStack
 from test_e2e_browser import _dismiss_welcome_whenever_shown, browser  # noqa: F401
 
@@ -78,7 +79,7 @@ def demo_env(home: Path) -> dict[str, str]:
 
 
 def check_evaluations(home: Path) -> list:
-    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home)))
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     try:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "demo"}))
         evaluations = [
