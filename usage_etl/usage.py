@@ -362,12 +362,15 @@ def known_accounts(warehouse: Warehouse, limit: int = 100_000) -> list[str]:
     return [r[0] for r in rows]
 
 
-def latest_data_end(warehouse: Warehouse) -> datetime | None:
-    """The end of the latest published hour (an `as_of` that makes `7d` end at the latest day
-    with data, `24h` at its latest hour), or None when nothing is published."""
+def latest_data_end(warehouse: Warehouse, whole_days: bool = False) -> datetime | None:
+    """An `as_of` at the end of the latest published data: the end of its latest hour, or with
+    `whole_days` of its latest day (so `7d` ends with that day, `24h` with that hour). None
+    when nothing is published."""
     day = warehouse.query_one(f"SELECT max(day) FROM {warehouse.table('usage_daily')}")
     if day is None or day <= date(1970, 1, 1):  # max() of an empty table is the zero date
         return None
+    if whole_days:
+        return _as_utc(day) + DAY
     hour = warehouse.query_one(
         f"SELECT max(hour) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
         {"day": day},

@@ -106,8 +106,9 @@ def usage(
     with open_warehouse(settings.clickhouse_dsn, settings.database) as warehouse:
         _require_account(warehouse, account)
         now = explicit
-        if now is None and _RELATIVE.match(range_.strip()):
-            now = latest_data_end(warehouse)
+        relative = _RELATIVE.match(range_.strip())
+        if now is None and relative:
+            now = latest_data_end(warehouse, whole_days=relative.group(2) == "d")
             if now is not None:
                 note(
                     f"range {range_} ends at the latest published data ({now:%Y-%m-%d %H:%M}Z); "
