@@ -358,6 +358,8 @@ def _run_days(days, instance, progress, log_path: Path, tallies) -> None:
             )
         _tally(result, tallies)
         progress.update(task, advance=1, note=f"{day} published")
+        if not progress.console.is_terminal:  # a log file or CI: no live bars, one line a day
+            progress.console.print(f"daily_usage {day} published", highlight=False)
 
 
 def _run_invoices(month: str, instance, progress, log_path: Path, tallies) -> None:
