@@ -148,7 +148,7 @@ def test_readme_commands_work_in_a_plain_shell_after_sourcing_demo_env(demo, tmp
     assert result.returncode == 0
     commands = readme_commands()
     assert len(commands) >= 7
-    created = [REPO_ROOT / "usage.png", REPO_ROOT / "exports"]
+    created = [REPO_ROOT / "usage.png", REPO_ROOT / "dagster_home" / "exports"]
     existed = {p for p in created if p.exists()}
     try:
         for command in commands:
