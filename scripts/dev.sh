@@ -14,6 +14,7 @@ if [ -f "$DAGSTER_HOME/demo.env" ]; then
 fi
 export USAGE_ETL_AUTOMATION="${USAGE_ETL_AUTOMATION:-stopped}"
 PORT_FROM_ENV="${AWS_ENDPOINT_URL_S3:-}"
+WEED_PID=""
 eval "$(S3_URL="$PORT_FROM_ENV" .venv/bin/python - <<'PY'
 import os
 from urllib.parse import urlsplit
