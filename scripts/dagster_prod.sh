@@ -27,6 +27,8 @@ for var in DAGSTER_PG_HOST DAGSTER_PG_PORT DAGSTER_PG_USER DAGSTER_PG_PASSWORD D
 done
 
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/dagster_home/postgres}"
+# Production: schedules and the late-file sensor start RUNNING (docs/operations.md).
+export USAGE_ETL_AUTOMATION="${USAGE_ETL_AUTOMATION:-running}"
 mkdir -p "$DAGSTER_HOME"
 cp dagster_home/dagster.postgres.yaml "$DAGSTER_HOME/dagster.yaml"
 echo "dagster_prod: instance $DAGSTER_HOME (PostgreSQL $DAGSTER_PG_HOST:$DAGSTER_PG_PORT/$DAGSTER_PG_DB)"

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# The Dagster UI on the demo's data: SeaweedFS on the demo's port, then `dagster dev`.
-# Ctrl+C stops both.
+# The Dagster UI on the demo's data: the demo's settings (dagster_home/demo.env, written by
+# `usage-etl demo`), its SeaweedFS (reused when the demo left it running, else started here and
+# stopped on exit), then `dagster dev`. Schedules and the sensor start STOPPED here
+# (USAGE_ETL_AUTOMATION=stopped): browsing the demo must not start daily runs for today's dates.
+# Ctrl+C stops what this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/dagster_home}"
-eval "$(.venv/bin/python - <<'PY'
-from usage_etl.demo import DEMO_DIR, DEMO_S3_PORT
-from usage_etl.services import start_seaweed
-server = start_seaweed(DEMO_DIR / "seaweedfs", s3_port=DEMO_S3_PORT)
+if [ -f "$DAGSTER_HOME/demo.env" ]; then
+  # shellcheck disable=SC1091
+  source "$DAGSTER_HOME/demo.env"
+fi
+export USAGE_ETL_AUTOMATION="${USAGE_ETL_AUTOMATION:-stopped}"
+PORT_FROM_ENV="${AWS_ENDPOINT_URL_S3:-}"
+WEED_PID=""
+eval "$(S3_URL="$PORT_FROM_ENV" .venv/bin/python - <<'PY'
+import os
+from urllib.parse import urlsplit
+from usage_etl.demo import DEMO_S3_PORT, ensure_demo_s3
+port = urlsplit(os.environ["S3_URL"]).port if os.environ.get("S3_URL") else DEMO_S3_PORT
+server, started = ensure_demo_s3(port or DEMO_S3_PORT)
 for key, value in server.env().items():
     print(f"export {key}={value}")
-print(f"export WEED_PID={server.process.pid}")
+print(f"WEED_PID={server.process.pid if started else ''}")
 PY
 )"
-trap 'kill "$WEED_PID" 2>/dev/null || true' EXIT
+trap '[ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null || true' EXIT
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent setup: system packages (PostgreSQL binaries, Chromium) if missing, uv, and the locked .venv.
+# Idempotent setup for the main job: PostgreSQL binaries if missing (the production instance and
+# the tests use them), uv, and the locked .venv. Chromium is not needed here: only the browser
+# test uses it, and scripts/test.sh installs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,14 +10,6 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
-fi
-
-# Debian's Chromium for the Playwright browser test (driven by executable_path: no download).
-if [ ! -x /usr/bin/chromium ]; then
-  echo "setup: installing Chromium (Debian package)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
 if ! command -v uv >/dev/null 2>&1; then

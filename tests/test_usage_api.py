@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -285,3 +285,24 @@ def test_command_table_and_chart(as_of, tmp_path):
 def test_command_refuses_a_bad_range(usage_env):
     result = invoke("acme", "--range", "yesterday")
     assert result.exit_code != 0 and "FROM..TO" in result.output
+
+
+def test_relative_ranges_end_at_the_latest_published_data_without_as_of(published):
+    published.close()  # the command opens the embedded engine itself
+    latest = max(r.hour for r in ROWS)
+    week = invoke("acme", "--range", "7d", "--format", "json")
+    assert week.exit_code == 0, week.output
+    window = json.loads(week.stdout)["window"]
+    assert window["end"] == f"{latest.date() + timedelta(days=1)}T00:00:00Z"
+    day = json.loads(invoke("acme", "--range", "24h", "--format", "json").stdout)["window"]
+    assert day["end"] == (latest + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    pinned = invoke("acme", "--range", "7d", "--format", "json", "--as-of", "2026-10-03T00:00:00Z")
+    assert json.loads(pinned.stdout)["window"]["end"] == "2026-10-03T00:00:00Z"
+
+
+def test_unknown_account_is_an_error_with_close_matches(published):
+    published.close()
+    result = invoke("acmee", "--range", "7d")
+    assert result.exit_code == 2
+    assert "unknown account 'acmee'; did you mean acme" in result.stderr
+    assert not result.stdout

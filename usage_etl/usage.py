@@ -336,3 +336,45 @@ def usage_report(warehouse: Warehouse, query: UsageQuery) -> UsageReport:
         nodes=read_nodes(warehouse, query),
         kinds=read_kinds(warehouse, query),
     )
+
+
+# -- what exists ------------------------------------------------------------------------------
+
+
+def account_exists(warehouse: Warehouse, account_id: str) -> bool:
+    """Whether the account has any published usage at all (any day)."""
+    return bool(
+        warehouse.query_rows(
+            f"SELECT 1 FROM {warehouse.table('usage_daily')} "
+            "WHERE account_id = {account:String} LIMIT 1",
+            {"account": account_id},
+        )
+    )
+
+
+def known_accounts(warehouse: Warehouse, limit: int = 100_000) -> list[str]:
+    """Accounts with published usage, sorted (for "did you mean" suggestions)."""
+    rows = warehouse.query_rows(
+        f"SELECT DISTINCT account_id FROM {warehouse.table('usage_daily')} "
+        "ORDER BY account_id LIMIT {limit:UInt32}",
+        {"limit": limit},
+    )
+    return [r[0] for r in rows]
+
+
+def latest_data_end(warehouse: Warehouse, whole_days: bool = False) -> datetime | None:
+    """An `as_of` at the end of the latest published data: the end of its latest hour, or with
+    `whole_days` of its latest day (so `7d` ends with that day, `24h` with that hour). None
+    when nothing is published."""
+    day = warehouse.query_one(f"SELECT max(day) FROM {warehouse.table('usage_daily')}")
+    if day is None or day <= date(1970, 1, 1):  # max() of an empty table is the zero date
+        return None
+    if whole_days:
+        return _as_utc(day) + DAY
+    hour = warehouse.query_one(
+        f"SELECT max(hour) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
+        {"day": day},
+    )
+    if hour is None or _as_utc(hour).date() != day:
+        return _as_utc(day) + DAY
+    return _as_utc(hour) + HOUR

@@ -33,7 +33,7 @@ BACKFILL_TIMEOUT = 300
 @pytest.fixture
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: run scripts/setup.sh (apt-get install chromium)")
+        pytest.fail("Debian's chromium is missing: run scripts/test.sh (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,11 +1,19 @@
-"""`usage-etl`: the operator's command line. One module per command group."""
+"""`usage-etl`: the operator's command line. One module per command group.
+
+Errors: a user's mistake is one line on stderr and exit status 2; `--debug` shows the
+traceback instead (usage_etl/cli/errors.py).
+"""
+
+from typing import Annotated
 
 import typer
 
 from usage_etl.cli import demo, invoices, simulate, usage, warehouse
+from usage_etl.cli.errors import CliGroup
 
 app = typer.Typer(
     name="usage-etl",
+    cls=CliGroup,
     help="Billing-grade usage metering: simulate a fleet, run and inspect the pipeline.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold secrets
@@ -13,7 +21,14 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="On an error, show the full traceback (also USAGE_ETL_DEBUG=1)."
+        ),
+    ] = False,
+) -> None:
     """Billing-grade usage metering: simulate a fleet, run and inspect the pipeline."""
 
 

@@ -3,11 +3,16 @@
 Totals with the trend against the previous window, a zero-filled series per region, per-node
 and per-artifact-kind tables; as rich tables, CSV, JSON, and optionally a PNG chart. Read-only:
 it runs no migrations, so a read-only ClickHouse user can use it.
+
+Relative ranges (`7d`) end at the latest day with published data unless an as-of is given
+(`--as-of` or USAGE_ETL_AS_OF): after a demo of October, `--range 30d` is October, not the
+empty 30 days before today. Tables show bytes in binary units; `--raw` shows exact integers.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import sys
 from datetime import datetime
@@ -19,18 +24,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from usage_etl.cli.errors import UserError
+from usage_etl.cli.output import count, human_bytes, note, stdout_console
+from usage_etl.cli.output import table as new_table
 from usage_etl.settings import load_settings, parse_as_of
 from usage_etl.usage import (
+    _RELATIVE,
     METRICS,
     Change,
     Granularity,
     Totals,
     UsageQuery,
     UsageReport,
+    account_exists,
+    known_accounts,
+    latest_data_end,
     parse_window,
     usage_report,
 )
-from usage_etl.warehouse.client import WarehouseError, open_warehouse
+from usage_etl.warehouse.client import Warehouse, open_warehouse
 
 CSV_COLUMNS = ("section", "bucket", "region", "node_id", "artifact_kind", *METRICS)
 
@@ -63,7 +75,9 @@ def usage(
     range_: Annotated[
         str,
         typer.Option(
-            "--range", help="24h, 7d, 30d (complete hours/days before as-of) or FROM..TO."
+            "--range",
+            help="24h, 7d, 30d (ending at the latest published data, or before --as-of) or "
+            "FROM..TO.",
         ),
     ] = "7d",
     fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
@@ -71,33 +85,69 @@ def usage(
         Path | None, typer.Option("--chart", help="Also write a PNG chart of the series here.")
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="ISO-8601 UTC 'now' (default USAGE_ETL_AS_OF).")
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="ISO-8601 UTC 'now' for relative ranges (default USAGE_ETL_AS_OF, else the "
+            "end of the latest published data).",
+        ),
     ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Tables show exact byte counts instead of GiB/MiB.")
+    ] = False,
 ) -> None:
     """Usage of one account: totals and trend, series per region, nodes, artifact kinds."""
     settings = load_settings()
+    explicit = _as_of(as_of, "--as-of") or _as_of(settings.as_of, "USAGE_ETL_AS_OF")
     try:
-        now = parse_as_of(as_of) or parse_as_of(settings.as_of)
-        query = UsageQuery(account, parse_window(range_, now), project_filter(project), kind)
+        parse_window(range_, explicit)  # a bad range fails before the warehouse opens
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        raise typer.BadParameter(str(error), param_hint="--range") from None
     with open_warehouse(settings.clickhouse_dsn, settings.database) as warehouse:
-        try:
-            report = usage_report(warehouse, query)
-        except WarehouseError as error:
-            Console(stderr=True).print(f"cannot read usage: {error}", markup=False)
-            raise typer.Exit(1) from None
+        _require_account(warehouse, account)
+        now = explicit
+        relative = _RELATIVE.match(range_.strip())
+        if now is None and relative:
+            now = latest_data_end(warehouse, whole_days=relative.group(2) == "d")
+            if now is not None:
+                note(
+                    f"range {range_} ends at the latest published data ({now:%Y-%m-%d %H:%M}Z); "
+                    "--as-of picks another end"
+                )
+        query = UsageQuery(account, parse_window(range_, now), project_filter(project), kind)
+        report = usage_report(warehouse, query)
+    empty = not any(report.totals.get(m) for m in METRICS)
+    if empty:
+        note(f"no usage for account {account} in {report.window.label} UTC")
     if fmt is Format.json:
         print(json.dumps(as_json(report), indent=2))
     elif fmt is Format.csv:
         write_csv(report)
-    else:
-        print_tables(Console(), report)
+    elif not empty:
+        print_tables(stdout_console(), report, raw=raw)
     if chart is not None:
         from usage_etl.cli.usage_chart import write_chart
 
         written = write_chart(report, chart)
-        Console(stderr=True).print(f"chart written to {written}", markup=False)
+        note(f"chart written to {written}")
+
+
+def _as_of(value: str | None, name: str) -> datetime | None:
+    try:
+        return parse_as_of(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected an ISO-8601 UTC time like 2026-10-31T12:00:00Z, got {value!r}",
+            param_hint=name,
+        ) from None
+
+
+def _require_account(warehouse: Warehouse, account: str) -> None:
+    if account_exists(warehouse, account):
+        return
+    close = difflib.get_close_matches(account, known_accounts(warehouse), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else " (no usage is published for it)"
+    raise UserError(f"unknown account {account!r}{hint}")
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -173,44 +223,55 @@ def write_csv(report: UsageReport) -> None:
 
 
 def _n(value: int) -> str:
-    return f"{value:,}"
+    return count(value)
+
+
+def _cells(totals: Totals, raw: bool) -> list[str]:
+    return [
+        count(totals.get(m)) if raw or m == "requests" else human_bytes(totals.get(m))
+        for m in METRICS
+    ]
 
 
 def _table(title: str, keys: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for key in keys:
-        table.add_column(key)
-    for metric in METRICS:
-        table.add_column(metric, justify="right")
-    return table
+    return new_table(title, [*((k, False) for k in keys), *((m, True) for m in METRICS)])
 
 
-def print_tables(console: Console, report: UsageReport) -> None:
+def print_tables(console: Console, report: UsageReport, raw: bool = False) -> None:
     query = report.query
     scope = [f"account {query.account_id}", f"{report.window.label} UTC"]
     if query.project_id is not None:
         scope.insert(1, f"project {query.project_id or '(none)'}")
     if query.artifact_kind is not None:
         scope.insert(1, f"kind {query.artifact_kind}")
-    trend = Table(title="Totals  " + ", ".join(scope), title_justify="left")
-    for column in ("metric", "current", f"previous ({report.previous_window.label})", "change"):
-        trend.add_column(column, justify="left" if column == "metric" else "right")
-    trend.add_column("change %", justify="right")
+    columns = ["metric", "current", f"previous ({report.previous_window.label})", "change"]
+    trend = new_table(
+        "Totals  " + ", ".join(scope),
+        [(c, c != "metric") for c in columns] + [("change %", True)],
+    )
     for c in report.trend():
         percent = "-" if c.percent is None else f"{c.percent:+,}%"
-        trend.add_row(c.metric, _n(c.current), _n(c.previous), f"{c.delta:+,}", percent)
+        if raw or c.metric == "requests":
+            values = (_n(c.current), _n(c.previous), f"{c.delta:+,}")
+        else:
+            sign = "+" if c.delta >= 0 else "-"
+            values = (human_bytes(c.current), human_bytes(c.previous),
+                      sign + human_bytes(abs(c.delta)))  # fmt: skip
+        trend.add_row(c.metric, *values, percent)
     console.print(trend)
 
     series = _table(f"Per region, by {report.window.granularity}", ("bucket", "region"))
     daily = report.window.granularity is Granularity.day
     for p in report.series:
         bucket = f"{p.bucket:%Y-%m-%d}" if daily else _iso(p.bucket)
-        series.add_row(bucket, p.region, *(_n(v) for v in _metrics(p.totals).values()))
+        series.add_row(bucket, p.region, *_cells(p.totals, raw))
     nodes = _table("Per node (combined bytes, descending)", ("node_id", "region"))
     for n in report.nodes:
-        nodes.add_row(n.node_id, n.region, *(_n(v) for v in _metrics(n.totals).values()))
+        nodes.add_row(n.node_id, n.region, *_cells(n.totals, raw))
     kinds = _table("Per artifact kind", ("artifact_kind",))
     for k in report.kinds:
-        kinds.add_row(k.artifact_kind, *(_n(v) for v in _metrics(k.totals).values()))
+        kinds.add_row(k.artifact_kind, *_cells(k.totals, raw))
     for table in (series, nodes, kinds):
         console.print(table if table.row_count else f"{table.title}: no usage")
+    if not raw:
+        console.print("bytes in binary units (1 GiB = 2^30 bytes); --raw for exact counts")

@@ -17,6 +17,7 @@ from usage_etl.alerting.causes import first_line, run_failure_cause
 from usage_etl.alerting.deadlines import INVOICE_DEADLINE_CHECK, USAGE_DEADLINE_CHECK
 from usage_etl.alerting.delivery import Alert, Courier
 from usage_etl.alerting.settings import AlertSettings
+from usage_etl.automation.status import sensor_status
 from usage_etl.defs.alerting.checks import invoice_grace_days
 from usage_etl.defs.alerting.verdicts import Overdue, Verdict, invoice_verdict, usage_verdict
 from usage_etl.resources import ClockResource, PriceBookResource
@@ -76,7 +77,7 @@ def run_failure_alert(
 @dg.run_failure_sensor(
     name="alert_on_run_failure",
     minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_status(),
     description="One alert per failed run of this code location (daily_usage, "
     "monthly_invoices, warehouse_maintenance, runs launched from the asset graph): job, "
     "partition, the failed step's error, the run's failed ERROR checks, link to the run. "
@@ -117,7 +118,7 @@ def check_failure_alert(run: dg.DagsterRun, evaluation, settings: AlertSettings)
     name="alert_on_check_failure",
     run_status=dg.DagsterRunStatus.SUCCESS,
     minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_status(),
     description="One alert per failed ERROR-severity asset check in a run that otherwise "
     "succeeded (a failed run's checks ride on its run-failure alert): asset, check, "
     "partition, the check's description, link to the run. WARN checks do not alert.",
@@ -234,7 +235,7 @@ def evaluate_deadlines(
 @dg.sensor(
     name="partition_deadlines",
     minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_status(),
     description="Every 5 minutes: are the recent days of usage_daily published (deadline "
     "USAGE_ETL_USAGE_DEADLINE, 07:30 UTC the next day) and the recent months' invoices final "
     "(period_end + grace_days + 1 day)? Reports the two deadline checks when their result "

@@ -11,6 +11,7 @@ import dagster as dg
 from usage_etl.automation import tags
 from usage_etl.automation.calendar import invoice_requests, previous_day
 from usage_etl.automation.history import period_is_final
+from usage_etl.automation.status import schedule_status
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
 from usage_etl.defs.partitions import FIRST_DAY
 from usage_etl.pricing import load_price_book
@@ -26,7 +27,7 @@ FIRST = date.fromisoformat(FIRST_DAY)
     job=daily_usage,
     cron_schedule=DAILY_CRON,
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
     description="Every day at 06:00 UTC: materialize yesterday's daily_usage partition.",
 )
 def daily_usage_schedule(context: dg.ScheduleEvaluationContext):
@@ -45,7 +46,7 @@ def daily_usage_schedule(context: dg.ScheduleEvaluationContext):
     job=monthly_invoices,
     cron_schedule=INVOICE_CRON,
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
     description="Every day at 08:00 UTC: refresh the current month's draft; refresh the "
     "previous month's draft during its grace period, then finalize it once period_end + "
     "grace_days has passed (requested daily until a run publishes it final).",

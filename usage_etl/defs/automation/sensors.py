@@ -19,6 +19,7 @@ from usage_etl.automation.late_files import (
     list_rollup_objects,
     signature,
 )
+from usage_etl.automation.status import sensor_status
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
 from usage_etl.defs.partitions import FIRST_DAY
 from usage_etl.pricing import load_price_book
@@ -34,7 +35,7 @@ FIRST = date.fromisoformat(FIRST_DAY)
     name="late_rollup_files",
     job=daily_usage,
     minimum_interval_seconds=LATE_FILE_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_status(),
     description="Re-runs daily_usage for a day when rollup files landed after the run that "
     "last published it. Scans the last USAGE_ETL_LATE_LOOKBACK_DAYS days (35), "
     "USAGE_ETL_LATE_DAYS_PER_TICK (7) day prefixes per tick, round-robin.",
@@ -92,7 +93,7 @@ def _late_request(context, cursor: ScanCursor, s3, landing, day: date, baseline:
     monitored_jobs=[daily_usage],
     request_job=monthly_invoices,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_status(),
     description="After a late-file re-run of a day succeeds, re-run monthly_invoices for the "
     "day's month and, if that month is past its grace period, for the first open month, "
     "which carries the adjustments.",

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import dagster as dg
 
+from usage_etl.defs.column_schemas import INVOICE_LINE_ITEMS, INVOICES, column_schema
 from usage_etl.defs.jobs import INVOICING_GROUP
 from usage_etl.defs.partitions import monthly_partitions
 from usage_etl.invoicing.completeness import check_completeness
@@ -39,6 +40,8 @@ def period_of(context) -> Period:
             "period_end + grace_days, then final and never rewritten.",
             group_name=INVOICING_GROUP,
             kinds={"clickhouse"},
+            owners=["team:finance", "team:metering"],
+            metadata=column_schema(INVOICE_LINE_ITEMS),
         ),
         dg.AssetSpec(
             INVOICES_KEY,
@@ -46,6 +49,8 @@ def period_of(context) -> Period:
             description="One row per invoice (a view over the lines: subtotal = sum of lines).",
             group_name=INVOICING_GROUP,
             kinds={"clickhouse"},
+            owners=["team:finance", "team:metering"],
+            metadata=column_schema(INVOICES),
         ),
     ],
     partitions_def=monthly_partitions,
@@ -130,6 +135,7 @@ def invoices_metadata(invoices: list[dict]) -> dict:
     partitions_def=monthly_partitions,
     pool="warehouse",
     kinds={"s3", "parquet", "csv"},
+    owners=["team:finance", "team:metering"],
     description="The period's lines and invoices as CSV and Parquet under exports/invoices/"
     "period=YYYY-MM/ next to the landing prefix, with a sha256 manifest for finance.",
 )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from usage_etl.automation.status import schedule_status
 from usage_etl.defs.maintenance.jobs import warehouse_maintenance
 
 MAINTENANCE_CRON = "0 4 * * *"
@@ -11,6 +12,6 @@ warehouse_maintenance_schedule = dg.ScheduleDefinition(
     job=warehouse_maintenance,
     cron_schedule=MAINTENANCE_CRON,
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
     description="Every day at 04:00 UTC: merge settled staging days (warehouse_maintenance).",
 )

@@ -89,6 +89,12 @@ def _offender(g: GroupDiff) -> str:
     )
 
 
+def _worst(offenders: str) -> str:
+    """` Worst: ….` or nothing: the offender list keeps only the largest differences overall,
+    so one side's list can be empty."""
+    return f" Worst: {offenders}." if offenders else ""
+
+
 def reconciliation_description(rec: Reconciliation, names: int = 3) -> str:
     if rec.groups == 0:
         return f"{rec.day}: no project-bound rollups and no cache events to compare."
@@ -103,13 +109,13 @@ def reconciliation_description(rec: Reconciliation, names: int = 3) -> str:
         worst = "; ".join(_offender(g) for g in rec.offenders(Status.ERROR)[:names])
         parts.append(
             f"{rec.error_groups} group(s) with rollups BELOW cache events (nodes lost rollups, "
-            f"revenue leak). Worst: {worst}."
+            f"revenue leak).{_worst(worst)}"
         )
     if rec.warn_groups:
         worst = "; ".join(_offender(g) for g in rec.offenders(Status.WARN)[:names])
         parts.append(
             f"{rec.warn_groups} group(s) with rollups ABOVE cache events (analytics dropped "
-            f"events, or double counting). Worst: {worst}."
+            f"events, or double counting).{_worst(worst)}"
         )
     return f"{rec.day}: " + " ".join(parts)
 

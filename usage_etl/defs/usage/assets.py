@@ -6,6 +6,13 @@ from datetime import date
 
 import dagster as dg
 
+from usage_etl.defs.column_schemas import (
+    CACHE_EVENTS,
+    ROLLUP_ROWS,
+    USAGE_DAILY,
+    USAGE_HOURLY,
+    column_schema,
+)
 from usage_etl.defs.jobs import USAGE_GROUP
 from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
@@ -33,6 +40,7 @@ cache_events = dg.AssetSpec(
     description="Project-scoped cache analytics written by the application (contract §2); "
     "read-only for the pipeline, a lower bound for reconciliation.",
     owners=["team:app"],
+    metadata=column_schema(CACHE_EVENTS),
 )
 
 
@@ -53,6 +61,7 @@ def _load_id(context: dg.AssetExecutionContext) -> str:
     pool="warehouse",
     kinds={"s3", "polars", "clickhouse"},
     owners=["team:metering"],
+    metadata=column_schema(ROLLUP_ROWS),
     retry_policy=TRANSIENT_RETRY,
     tags={"usage_etl/layer": "staging"},
 )
@@ -120,6 +129,7 @@ def _day_state(warehouse, day: date) -> dict[str, int]:
             description="Deduplicated usage per UTC hour and dimension (for the read API).",
             kinds={"clickhouse"},
             owners=["team:metering"],
+            metadata=column_schema(USAGE_HOURLY),
             tags={"usage_etl/layer": "published"},
         ),
         dg.AssetSpec(
@@ -129,6 +139,7 @@ def _day_state(warehouse, day: date) -> dict[str, int]:
             "SELECT … GROUP BY; each day replaced atomically.",
             kinds={"clickhouse"},
             owners=["team:metering", "team:finance"],
+            metadata=column_schema(USAGE_DAILY),
             tags={"usage_etl/layer": "published"},
         ),
     ],
