@@ -195,9 +195,7 @@ def _condition(key: str, value: Any) -> Condition:
         raise _sub(path, "empty list (it would match no row)" if not negate else "empty list")
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            raise _sub(
-                f"{path}.{index}", f"must be a string, got {type(item).__name__} {item!r}"
-            )
+            raise _sub(f"{path}.{index}", f"must be a string, got {type(item).__name__} {item!r}")
     return Condition(tuple(value), negate)
 
 
@@ -623,6 +621,7 @@ def load_price_book(path: Path) -> PriceBook:
 def price_book_from_json(text: str) -> PriceBook:
     return PriceBook.model_validate_json(text)
 
+
 # -- exact tier math ------------------------------------------------------------------------
 
 
@@ -682,9 +681,7 @@ def split_tiers(quantity: Fraction, tiers: list[Tier]) -> list[TierCharge]:
     return charges
 
 
-def price_meter(
-    raw: int, price: MeterPrice, multiplier: Decimal = Decimal(1)
-) -> list[TierCharge]:
+def price_meter(raw: int, price: MeterPrice, multiplier: Decimal = Decimal(1)) -> list[TierCharge]:
     """Price a raw meter total (`price.unit` resolved, see `PriceBook.meter_price`); refuse
     values the invoice columns cannot hold exactly."""
     assert price.unit is not None

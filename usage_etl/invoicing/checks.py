@@ -50,7 +50,7 @@ def conservation(warehouse: Warehouse, period: Period) -> CheckOutcome:
     if book is None:
         return CheckOutcome(True, f"{period} has not been invoiced yet: nothing to conserve")
     expected: dict[tuple[str, str], Decimal] = {}
-    for charge in price_usage(meter_totals(warehouse, period), book):
+    for charge in price_usage(meter_totals(warehouse, period, book), book, period.start):
         key = (charge.account_id, charge.meter)
         expected[key] = expected.get(key, Decimal(0)) + charge.quantity
     billed = {
