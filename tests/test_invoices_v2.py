@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (predicate tables read best one meter per line)
 """Price book v2 end to end on real chDB (contract §3.1, §5): defined meters, fixed fees,
 minimum true-ups and their adjustments, credits across periods, plan history.
 
@@ -388,3 +389,60 @@ def test_named_account_without_usage_gets_a_fee_invoice(warehouse, settings):
     assert subtotal(warehouse, OCT, "acme") == D(0)  # 100 before credits, all covered
     # An account not named in the book only gets an invoice for its usage (default plan).
     assert {r["kind"] for r in lines_of(warehouse, OCT, "solo")} == {"usage"}
+
+
+WHERE_BOOK = """
+version: "where"
+currency: USD
+grace_days: 3
+default_plan: p
+meters:
+  in_list: {measure: bytes, unit: GiB, where: {region: [eu, ap], operation: [download]}}
+  not_list: {measure: bytes, unit: GiB, where: {artifact_kind: {not: [xcode, gradle]}}}
+  no_project: {measure: request_count, unit: unit, where: {project_id: [""]}}
+  by_node: {measure: request_count, unit: 1k, where: {node_id: {not: [n-eu]}, direction: [ingress]}}
+  everything: {measure: bytes, unit: unit}
+plans:
+  p:
+    in_list: {tiers: [{up_to: null, unit_price: "1"}]}
+"""
+
+
+def test_where_filters_run_in_clickhouse_exactly_as_written(warehouse):
+    from usage_etl.invoicing.store import meter_totals
+
+    book = parse_price_book(yaml.safe_load(WHERE_BOOK))
+    big = 2**63 - 1  # several of these overflow UInt64 when summed
+    d = date(2026, 10, 4)
+    rows = [
+        row(d, "a", region="eu", kind="xcode", extra_bytes=big, requests=5),
+        row(d, "a", region="eu", kind="gradle", project="", extra_bytes=big, requests=7),
+        row(d, "a", region="ap", kind="nx", direction="ingress", project="", gib=3, requests=11),
+        row(d, "a", region="us", kind="metro", extra_bytes=big, requests=13),
+        row(d, "a", region="us", kind="script", direction="ingress", extra_bytes=17),
+        row(date(2026, 11, 1), "a", region="eu", gib=1000),  # another period
+        row(d, "b", region="'; DROP TABLE x; --", project="", extra_bytes=1, requests=1),
+    ]
+    for r in rows[2:5]:
+        r["node_id"] = "n-other"
+    insert(warehouse, rows)
+    predicates = {
+        "in_list": ("bytes", lambda r: r["region"] in ("eu", "ap") and r["operation"] == "download"),
+        "not_list": ("bytes", lambda r: r["artifact_kind"] not in ("xcode", "gradle")),
+        "no_project": ("request_count", lambda r: r["project_id"] == ""),
+        "by_node": ("request_count", lambda r: r["node_id"] != "n-eu" and r["direction"] == "ingress"),
+        "everything": ("bytes", lambda r: True),
+        "egress_bytes": ("bytes", lambda r: r["direction"] == "egress" and r["network_path"] != "private_network"),
+        "ingress_bytes": ("bytes", lambda r: r["direction"] == "ingress"),
+        "requests": ("request_count", lambda r: True),
+    }  # fmt: skip
+    october = [r for r in rows if r["day"] < NOV.start]
+    expected = {
+        account: {
+            meter: sum(r[measure] for r in october if r["account_id"] == account and test(r))
+            for meter, (measure, test) in predicates.items()
+        }
+        for account in ("a", "b")
+    }
+    assert meter_totals(warehouse, OCT, book) == expected
+    assert expected["a"]["everything"] > 2**64  # summed without overflow
