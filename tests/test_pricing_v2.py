@@ -222,3 +222,34 @@ def test_v2_plans_list_only_the_meters_they_bill_while_v1_plans_need_all_three(b
     with pytest.raises(PriceBookError) as error:
         parse_price_book(v1)
     assert "plans.free: meter egress_bytes is missing" in str(error.value)
+
+
+# -- usage-etl price-book check ---------------------------------------------------------------
+
+
+def test_price_book_check_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from usage_etl.cli import app
+
+    good = tmp_path / "good.yaml"
+    good.write_text(V2)
+    result = CliRunner().invoke(app, ["price-book", "check", str(good)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"OK {good}: version v2") and "WARN" not in result.output
+
+    data = copy.deepcopy(DATA)
+    data["plans"]["pro"]["requests"] = {"unit": "1k", "tiers": [{"up_to": None, "unit_price": "0"}]}
+    data["plans"]["pro"]["script_calls"]["unit"] = "GiB"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["price-book", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "plans.pro.script_calls.unit: 'GiB' does not measure script_calls" in result.output
+
+    del data["plans"]["pro"]["script_calls"]["unit"]
+    bad.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("USAGE_ETL_PRICE_BOOK", str(bad))  # the default path
+    result = CliRunner().invoke(app, ["price-book", "check"])
+    assert result.exit_code == 0, result.output
+    assert "WARN plans.pro: meters requests and script_calls overlap" in result.output
