@@ -10,15 +10,26 @@ from usage_etl.defs.partitions import monthly_partitions
 from usage_etl.invoicing import checks
 from usage_etl.resources import ClickHouseResource
 
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
-def _result(
-    outcome: checks.CheckOutcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
-) -> dg.AssetCheckResult:
+
+def _result(outcomes: list[tuple[checks.CheckOutcome, dg.AssetCheckSeverity]]):
+    """One check result from several invariants: passed if all pass; ERROR if an ERROR
+    invariant failed, else WARN (e.g. only overlapping meters)."""
+    failed = [(o, sev) for o, sev in outcomes if not o.passed]
+    shown = [o for o, _ in failed] or [o for o, _ in outcomes]
+    merged = checks.CheckOutcome(
+        passed=not failed,
+        summary="; ".join(o.summary for o in shown),
+        action=" | ".join(o.action for o in shown if o.action),
+        details=[d for o in shown for d in o.details],
+    )
+    severity = ERROR if any(sev == ERROR for _, sev in failed) or not failed else WARN
     return dg.AssetCheckResult(
-        passed=outcome.passed,
+        passed=merged.passed,
         severity=severity,
-        description=outcome.summary,
-        metadata=outcome.metadata(),
+        description=merged.summary,
+        metadata=merged.metadata(),
     )
 
 
@@ -27,8 +38,10 @@ def _check(
     name: str,
     description: str,
     invariant: Callable,
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    *more: tuple[Callable, dg.AssetCheckSeverity],
 ):
+    invariants = [(invariant, ERROR), *more]
+
     @dg.asset_check(
         asset=asset,
         name=name,
@@ -39,7 +52,8 @@ def _check(
     def _run(
         context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
     ) -> dg.AssetCheckResult:
-        return _result(invariant(clickhouse.get_warehouse(), period_of(context)), severity)
+        warehouse, period = clickhouse.get_warehouse(), period_of(context)
+        return _result([(check(warehouse, period), sev) for check, sev in invariants])
 
     return _run
 
@@ -49,8 +63,10 @@ conservation = _check(
     "quantities_conserved",
     "For each account and meter, the period's usage lines plus every adjustment correcting "
     "the period add up to the period's usage in usage_daily (each meter's `where` filter and "
-    "multiplier applied), rounded per tier.",
+    "multiplier applied), rounded per tier. WARN (not an error) when two meters billed by one "
+    "plan can count the same usage row.",
     checks.conservation,
+    (checks.meter_overlaps, WARN),
 )
 usage_lines_positive = _check(
     LINES_KEY,
@@ -67,19 +83,8 @@ final_lines_unchanged = _check(
 subtotals_match_lines = _check(
     INVOICES_KEY,
     "subtotal_equals_lines",
-    "Each invoice's subtotal equals the sum of its lines' amounts, credits included.",
+    "Each invoice's subtotal equals the sum of its lines' amounts, credits included; and "
+    "across all periods the credit lines of a grant never consume more than its amount.",
     checks.subtotals,
-)
-credits_within_grants = _check(
-    LINES_KEY,
-    "credits_within_grants",
-    "Across all periods, the credit lines of a grant never consume more than its amount.",
-    checks.credits_within_grants,
-)
-meters_disjoint = _check(
-    LINES_KEY,
-    "meters_disjoint",
-    "WARN when two meters billed by one plan can count the same usage row.",
-    checks.meter_overlaps,
-    dg.AssetCheckSeverity.WARN,
+    (checks.credits_within_grants, ERROR),
 )
