@@ -253,3 +253,20 @@ def test_price_book_check_command(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["price-book", "check"])
     assert result.exit_code == 0, result.output
     assert "WARN plans.pro: meters requests and script_calls overlap" in result.output
+
+
+def test_job_checks_report_overlaps_as_warn_and_money_problems_as_error():
+    import dagster as dg
+
+    from usage_etl.defs.invoices.checks import ERROR, WARN, _result
+    from usage_etl.invoicing.checks import CheckOutcome
+
+    ok = CheckOutcome(True, "fine")
+    overlap = CheckOutcome(False, "1 pair overlaps", "make them disjoint", ["plans.p: a and b"])
+    over = CheckOutcome(False, "1 grant over-consumed", "re-run", ["g1: consumed 2 of 1"])
+    assert _result([(ok, ERROR), (ok, WARN)]).passed
+    warn = _result([(ok, ERROR), (overlap, WARN)])
+    assert (warn.passed, warn.severity) == (False, dg.AssetCheckSeverity.WARN)
+    error = _result([(over, ERROR), (overlap, WARN)])
+    assert (error.passed, error.severity) == (False, dg.AssetCheckSeverity.ERROR)
+    assert "g1: consumed 2 of 1" in error.metadata["examples"].value
