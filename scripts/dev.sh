@@ -12,6 +12,7 @@ if [ -f "$DAGSTER_HOME/demo.env" ]; then
   # shellcheck disable=SC1091
   source "$DAGSTER_HOME/demo.env"
 fi
+export USAGE_ETL_PRICE_BOOK="${USAGE_ETL_PRICE_BOOK:-$PWD/config/price_book.demo.yaml}"
 export USAGE_ETL_AUTOMATION="${USAGE_ETL_AUTOMATION:-stopped}"
 PORT_FROM_ENV="${AWS_ENDPOINT_URL_S3:-}"
 WEED_PID=""

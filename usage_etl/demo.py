@@ -70,6 +70,9 @@ def demo_dir() -> Path:
     """The demo's SeaweedFS data, next to the Dagster instance (`.demo/` for the repo's)."""
     return dagster_home().parent / ".demo"
 
+# The demo bills with a v2 price book (defined meters, fees, a minimum, a credit, a plan change).
+DEMO_PRICE_BOOK = REPO_ROOT / "config" / "price_book.demo.yaml"
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -229,6 +232,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault("USAGE_ETL_PRICE_BOOK", str(DEMO_PRICE_BOOK))
     load_price_book(Settings().price_book)  # a missing or broken price book fails first
     days = month_days(options.month, options.days, options.start_day)
     first_day = demo_first_day(days)

@@ -10,17 +10,38 @@ from usage_etl.defs.partitions import monthly_partitions
 from usage_etl.invoicing import checks
 from usage_etl.resources import ClickHouseResource
 
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
-def _result(outcome: checks.CheckOutcome) -> dg.AssetCheckResult:
+
+def _result(outcomes: list[tuple[checks.CheckOutcome, dg.AssetCheckSeverity]]):
+    """One check result from several invariants: passed if all pass; ERROR if an ERROR
+    invariant failed, else WARN (e.g. only overlapping meters)."""
+    failed = [(o, sev) for o, sev in outcomes if not o.passed]
+    shown = [o for o, _ in failed] or [o for o, _ in outcomes]
+    merged = checks.CheckOutcome(
+        passed=not failed,
+        summary="; ".join(o.summary for o in shown),
+        action=" | ".join(o.action for o in shown if o.action),
+        details=[d for o in shown for d in o.details],
+    )
+    severity = ERROR if any(sev == ERROR for _, sev in failed) or not failed else WARN
     return dg.AssetCheckResult(
-        passed=outcome.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=outcome.summary,
-        metadata=outcome.metadata(),
+        passed=merged.passed,
+        severity=severity,
+        description=merged.summary,
+        metadata=merged.metadata(),
     )
 
 
-def _check(asset: dg.AssetKey, name: str, description: str, invariant: Callable):
+def _check(
+    asset: dg.AssetKey,
+    name: str,
+    description: str,
+    invariant: Callable,
+    *more: tuple[Callable, dg.AssetCheckSeverity],
+):
+    invariants = [(invariant, ERROR), *more]
+
     @dg.asset_check(
         asset=asset,
         name=name,
@@ -31,7 +52,8 @@ def _check(asset: dg.AssetKey, name: str, description: str, invariant: Callable)
     def _run(
         context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
     ) -> dg.AssetCheckResult:
-        return _result(invariant(clickhouse.get_warehouse(), period_of(context)))
+        warehouse, period = clickhouse.get_warehouse(), period_of(context)
+        return _result([(check(warehouse, period), sev) for check, sev in invariants])
 
     return _run
 
@@ -40,8 +62,11 @@ conservation = _check(
     LINES_KEY,
     "quantities_conserved",
     "For each account and meter, the period's usage lines plus every adjustment correcting "
-    "the period add up to the period's usage in usage_daily, rounded per tier.",
+    "the period add up to the period's usage in usage_daily (each meter's `where` filter and "
+    "multiplier applied), rounded per tier. WARN (not an error) when two meters billed by one "
+    "plan can count the same usage row.",
     checks.conservation,
+    (checks.meter_overlaps, WARN),
 )
 usage_lines_positive = _check(
     LINES_KEY,
@@ -58,6 +83,8 @@ final_lines_unchanged = _check(
 subtotals_match_lines = _check(
     INVOICES_KEY,
     "subtotal_equals_lines",
-    "Each invoice's subtotal equals the sum of its lines' amounts.",
+    "Each invoice's subtotal equals the sum of its lines' amounts, credits included; and "
+    "across all periods the credit lines of a grant never consume more than its amount.",
     checks.subtotals,
+    (checks.credits_within_grants, ERROR),
 )
