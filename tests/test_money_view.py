@@ -3,21 +3,34 @@ line of every invoice exactly, and the usage statement adds up to the usage line
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
 
 from usage_etl.defs.usage.assets import _day_state
 from usage_etl.ingest.load import ingest_day
 from usage_etl.ingest.publish import publish_day, record_publication
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
+from usage_etl.invoicing.export import export_period
 from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.run import run_period
+from usage_etl.invoicing.statement import check_statement, exact_sum, statement_rows
 from usage_etl.invoicing.store import read_invoices, read_lines
 from usage_etl.pricing import parse_price_book
+from usage_etl.settings import Settings
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
+from usage_etl.warehouse.client import Warehouse
+from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
 OCT, NOV = Period.parse("2026-10"), Period.parse("2026-11")
 FLEET = FleetSpec(nodes=3, accounts=6, rows_per_day=300, seed=11)
@@ -65,6 +78,52 @@ def run(warehouse, period, as_of):
     return run_period(warehouse, BOOK, period, at, f"run-{uuid.uuid4().hex}", lambda: COMPLETE)
 
 
+@dataclass
+class Month:
+    warehouse: Warehouse
+    settings: Settings
+    october: dict  # line_id -> explanation, right after October was finalized
+    october_lines: list[dict]
+    october_statement: list[dict]
+
+
+@pytest.fixture(scope="module")
+def month(s3_server, clickhouse_dsn, tmp_path_factory):
+    """October simulated on six days and finalized (explained and stated right then); then
+    late usage of final October (another day) and a November day, November run as a draft."""
+    test_id = uuid.uuid4().hex[:10]
+    home = tmp_path_factory.mktemp("dagster_home")
+    env = {
+        **s3_server.env(),
+        "USAGE_ETL_CLICKHOUSE_DSN": clickhouse_dsn,
+        "USAGE_ETL_DATABASE": f"t_{test_id}",
+        "USAGE_ETL_LANDING_URL": f"s3://landing/t-{test_id}/rollups",
+        "DAGSTER_HOME": str(Path(home)),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("USAGE_ETL_AS_OF", raising=False)
+        settings = Settings()
+        warehouse = Warehouse.open(settings.clickhouse_dsn, settings.database, 60)
+        try:
+            apply_migrations(warehouse, DdlOptions.from_settings(settings))
+            s3 = s3_server.client()
+            simulate_days(warehouse, s3, settings, OCTOBER_DAYS)
+            assert run(warehouse, OCT, "2026-11-05T00:00:00").status == "final"
+            lines = read_lines(warehouse, OCT)
+            month = Month(warehouse, settings, explain_all(warehouse, OCT), lines,
+                          statement_rows(warehouse, OCT, lines))  # fmt: skip
+            simulate_days(warehouse, s3, settings, [date(2026, 10, 20)], seed=12)
+            simulate_days(warehouse, s3, settings, [date(2026, 11, 2)])
+            run(warehouse, NOV, "2026-11-10T00:00:00")
+            yield month
+        finally:
+            if not warehouse.embedded:
+                warehouse.command(f"DROP DATABASE IF EXISTS `{settings.database}`")
+            warehouse.close()
+
+
 def explain_all(warehouse, period):
     """Explain every line of every invoice of the period; return {line_id: explanation}."""
     found = {}
@@ -96,11 +155,8 @@ def assert_exact(explanation):
         assert Decimal(stored).scaleb(-9) == line["quantity"]
 
 
-def test_explain_accounts_for_every_line_exactly(warehouse, s3_server, settings):
-    s3 = s3_server.client()
-    simulate_days(warehouse, s3, settings, OCTOBER_DAYS)
-    assert run(warehouse, OCT, "2026-11-05T00:00:00").status == "final"
-    october = explain_all(warehouse, OCT)
+def test_explain_accounts_for_every_line_exactly(month):
+    october = month.october
     assert len(october) > 10
     assert {e.line["kind"] for e in october.values()} == {"usage"}
     assert {e.line["tier"] for e in october.values()} >= {1, 2, 3}
@@ -109,22 +165,83 @@ def test_explain_accounts_for_every_line_exactly(warehouse, s3_server, settings)
     objects = [o for e in october.values() for o in e.usage.objects]
     # The faults reached the explanation: copies and corrections are named, never counted.
     assert any(o.redelivered_rows for o in objects) and any(o.superseded_rows for o in objects)
-    assert all(o.etag and o.object_key.startswith(settings.landing_prefix) for o in objects)
-    # Late usage of final October (another simulated day), and November usage: adjustments.
-    simulate_days(warehouse, s3, settings, [date(2026, 10, 20)], seed=12)
-    simulate_days(warehouse, s3, settings, [date(2026, 11, 2)])
-    run(warehouse, NOV, "2026-11-10T00:00:00")
-    november = explain_all(warehouse, NOV)
-    kinds = {e.line["kind"] for e in november.values()}
-    assert kinds == {"usage", "adjustment"}
+    prefix = month.settings.landing_prefix
+    assert all(o.etag and o.object_key.startswith(prefix) for o in objects)
+
+    november = explain_all(month.warehouse, NOV)
+    assert {e.line["kind"] for e in november.values()} == {"usage", "adjustment"}
     for explanation in november.values():
         assert_exact(explanation)
     adjustment = next(e for e in november.values() if e.line["kind"] == "adjustment")
     assert adjustment.billed and "2026-10-20" in " ".join(adjustment.notes)
-    # October's final lines still read their finalized quantities; explain flags the ones
-    # that today's (late) usage no longer matches, the ones the adjustments bill.
-    stale = {lid for lid, e in explain_all(warehouse, OCT).items() if not e.ok}
-    corrected = {(e.line["meter"], e.line["tier"], e.line["account_id"])
-                 for e in november.values() if e.line["kind"] == "adjustment"}  # fmt: skip
-    assert {(october[lid].line["meter"], october[lid].line["tier"],
-             october[lid].line["account_id"]) for lid in stale} == corrected  # fmt: skip
+
+
+def test_final_lines_against_late_usage_add_up_with_the_adjustments(month):
+    """Every final October line, explained after late October usage arrived: what today's
+    usage puts in its tier = the line's quantity + the adjustments billed on November."""
+    now = explain_all(month.warehouse, OCT)
+    adjustments = {}
+    for line in read_lines(month.warehouse, NOV):
+        if line["kind"] == "adjustment":
+            adjustments[(line["account_id"], line["meter"], line["tier"])] = line["quantity"]
+    assert adjustments
+    stale = 0
+    for explanation in now.values():
+        line = explanation.line
+        key = (line["account_id"], line["meter"], line["tier"])
+        assert explanation.total == line["quantity"] + adjustments.get(key, Decimal(0))
+        stale += not explanation.ok
+        assert explanation.ok == (key not in adjustments)
+    assert stale
+
+
+def test_usage_statement_adds_up_to_the_usage_lines(month):
+    for lines, rows in (
+        (month.october_lines, month.october_statement),
+        (read_lines(month.warehouse, NOV), statement_rows(
+            month.warehouse, NOV, read_lines(month.warehouse, NOV))),
+    ):  # fmt: skip
+        checks = check_statement(rows, lines)
+        usage = {(li["invoice_id"], li["meter"]) for li in lines if li["kind"] == "usage"}
+        assert {(c.invoice_id, c.meter) for c in checks} == usage
+        for c in checks:
+            assert c.ok, c
+            meter_rows = [r for r in rows if (r["invoice_id"], r["meter"]) == (c.invoice_id,
+                                                                              c.meter)]
+            # Recomputed here: the lines' quantity is the exact sum split into stored tiers,
+            # and each row stays within one nano-unit per tier of its exact quantity.
+            exact = exact_sum(meter_rows)
+            assert abs(Fraction(c.lines) - exact) <= Fraction(3, 10**9)
+            assert sum(r["quantity"] for r in meter_rows) == c.lines
+            for r in meter_rows:
+                assert abs(Fraction(r["quantity"]) - Fraction(Decimal(r["quantity_exact"]))) \
+                    <= Fraction(3, 10**9)
+        keys = [(r["invoice_id"], r["meter"], r["day"], r["project_id"]) for r in rows]
+        assert len(keys) == len(set(keys))
+        assert {r["day"].month for r in rows} == {lines[0]["period_start"].month}
+
+
+def test_export_holds_the_statement_and_its_manifest_entry(month, s3_server):
+    lines = read_lines(month.warehouse, NOV)
+    statement = statement_rows(month.warehouse, NOV, lines)
+    s3 = s3_server.client()
+    bucket, prefix = month.settings.landing_bucket, month.settings.landing_prefix
+    result = export_period(s3, bucket, prefix, NOV, lines, read_invoices(month.warehouse, NOV),
+                           statement=statement)  # fmt: skip
+    files = result.manifest["files"]
+    assert files["usage_statement.csv"]["rows"] == len(statement) > 0
+    assert result.manifest["usage_statement"]["adds_up_to_usage_lines"] is True
+    body = s3.get_object(Bucket=bucket, Key=result.prefix + "usage_statement.parquet")["Body"]
+    data = body.read()
+    assert hashlib.sha256(data).hexdigest() == files["usage_statement.parquet"]["sha256"]
+    table = pq.read_table(io.BytesIO(data)).to_pylist()
+    text = s3.get_object(Bucket=bucket, Key=result.prefix + "usage_statement.csv")["Body"]
+    rows = list(csv.DictReader(io.StringIO(text.read().decode())))
+    usage = sum(li["quantity"] for li in lines if li["kind"] == "usage")
+    assert sum(r["quantity"] for r in table) == sum(Decimal(r["quantity"]) for r in rows) == usage
+    assert [int(r["measure_total"]) for r in rows] == [int(r["measure_total"]) for r in table]
+    # A statement that does not add up is reported in the manifest, not hidden.
+    broken = [dict(statement[0], quantity=statement[0]["quantity"] + Decimal("1E-9"))]
+    manifest = export_period(s3, bucket, prefix, NOV, lines, [], statement=broken).manifest
+    assert manifest["usage_statement"]["adds_up_to_usage_lines"] is False
+    assert manifest["usage_statement"]["mismatches"]
