@@ -26,7 +26,18 @@ def invoice_id(account_id: str, period_start: date) -> str:
 
 
 def line_id(
-    invoice: str, kind: str, meter: str, tier: int, corrected_period_start: date | None
+    invoice: str,
+    kind: str,
+    meter: str,
+    tier: int,
+    corrected_period_start: date | None,
+    reference: str = "",
 ) -> str:
+    """From (invoice_id, kind, meter, tier, corrected_period_start, reference). A line without
+    a reference (every v1 line) hashes exactly the five parts it always did, so the ids of
+    lines stored before `reference` existed do not change; a reference is a sixth part."""
     corrected = corrected_period_start.isoformat() if corrected_period_start else None
-    return "li_" + _digest(invoice, kind, meter, str(tier), corrected)
+    parts = [invoice, kind, meter, str(tier), corrected]
+    if reference:
+        parts.append(reference)
+    return "li_" + _digest(*parts)

@@ -21,12 +21,15 @@ from usage_etl.invoicing.lines import (
     DRAFT,
     FINAL,
     InvoiceLine,
+    credit_lines,
+    fee_lines,
     usage_lines,
     with_status,
 )
 from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.store import (
     Finalization,
+    credits_consumed,
     finalizations,
     meter_totals,
     periods_with_usage,
@@ -55,7 +58,7 @@ class PeriodOutcome:
 
     def totals(self) -> dict[str, Decimal]:
         sums: dict[str, Decimal] = {}
-        for line in self.lines:
+        for line in self.lines:  # per currency
             sums[line.currency] = sums.get(line.currency, Decimal(0)) + line.amount
         return sums
 
@@ -86,6 +89,21 @@ def finalization_blockers(
     return blockers
 
 
+def period_lines(
+    warehouse: Warehouse, book: PriceBook, period: Period, finals: dict[Period, Finalization]
+) -> list[InvoiceLine]:
+    """Every line of the period's invoices as this run computes them (status draft): usage,
+    adjustments (if it is the first period that is not final), fixed fees, minimum true-ups,
+    and the credits that bring each invoice's total towards 0."""
+    usage = usage_lines(period, meter_totals(warehouse, period, book), book)
+    adjustments = adjustment_lines(warehouse, period, finals, book)
+    accounts = {line.account_id for line in usage + adjustments}
+    lines = usage + adjustments + fee_lines(period, book, accounts, usage)
+    grants = {grant.id for grant in book.credits}
+    consumed = credits_consumed(warehouse, period, grants) if grants else {}
+    return lines + credit_lines(period, book, lines, consumed)
+
+
 def run_period(
     warehouse: Warehouse,
     book: PriceBook,
@@ -97,8 +115,7 @@ def run_period(
     finals = finalizations(warehouse)
     if period in finals:
         return verify_final(warehouse, finals[period])
-    lines = usage_lines(period, meter_totals(warehouse, period), book)
-    lines += adjustment_lines(warehouse, period, finals, book)
+    lines = period_lines(warehouse, book, period, finals)
     blockers: list[str] = []
     report = None
     if period.is_final_due(as_of, book.grace_days):

@@ -6,6 +6,7 @@ Every value goes through query parameters; only validated identifiers enter SQL 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +21,14 @@ from usage_etl.invoicing.lines import (
     MeterTotals,
 )
 from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import PriceBook, price_book_from_json
+from usage_etl.pricing import (
+    MEASURES,
+    METERS,
+    PREDEFINED,
+    WHERE_KEYS,
+    PriceBook,
+    price_book_from_json,
+)
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, create_build_table
 from usage_etl.warehouse.client import Warehouse
 
@@ -38,49 +46,82 @@ class FinalizedPeriodError(RuntimeError):
 
 # -- usage ----------------------------------------------------------------------------------
 
-# Contract §3 meters. Sums in UInt128: a month of UInt64 counters can exceed 2^64.
-METER_SUMS = """
-    sumIf(toUInt128(bytes), direction = 'egress' AND network_path != 'private_network'),
-    sumIf(toUInt128(bytes), direction = 'ingress'),
-    sum(toUInt128(request_count))
-"""
+
+def meter_sums(book: PriceBook | None) -> tuple[list[str], str, dict]:
+    """SELECT expressions of every meter of `book` (the three v1 meters without a book).
+
+    Sums in UInt128: a month of UInt64 counters can exceed 2^64. A `where` condition becomes
+    `has({values:Array(String)}, column)` (or NOT has): the column is one of the validated
+    WHERE_KEYS and the measure one of MEASURES; the values are always query parameters.
+    """
+    names = book.meter_names() if book else list(METERS)
+    expressions, params = [], {}
+    for index, name in enumerate(names):
+        definition = book.meter_definition(name) if book else PREDEFINED[name]
+        assert definition.measure in MEASURES
+        conditions = []
+        for key, condition in definition.where.items():
+            assert key in WHERE_KEYS
+            param = f"m{index}_{key}"
+            params[param] = list(condition.values)
+            test = f"has({{{param}:Array(String)}}, toString({key}))"
+            conditions.append(f"NOT {test}" if condition.negate else test)
+        measure = f"toUInt128({definition.measure})"
+        expressions.append(
+            f"sumIf({measure}, {' AND '.join(conditions)})" if conditions else f"sum({measure})"
+        )
+    return names, ", ".join(expressions), params
 
 
-def meter_totals(warehouse: Warehouse, period: Period) -> MeterTotals:
-    """Raw meter totals per account of one period, from usage_daily (plain GROUP BY)."""
+def meter_totals(
+    warehouse: Warehouse, period: Period, book: PriceBook | None = None
+) -> MeterTotals:
+    """Raw meter totals (before multipliers) per account of one period, from usage_daily
+    (plain GROUP BY), for every meter of `book`."""
+    names, sums, params = meter_sums(book)
     rows = warehouse.query_rows(
         f"""
-        SELECT account_id, {METER_SUMS}
+        SELECT account_id, {sums}
         FROM {warehouse.table("usage_daily")}
         WHERE day >= {{start:Date}} AND day < {{end:Date}}
         GROUP BY account_id
         ORDER BY account_id
         """,
-        {"start": period.start, "end": period.end},
+        {"start": period.start, "end": period.end, **params},
     )
-    return {r[0]: _meters(r[1:]) for r in rows}
+    return {r[0]: dict(zip(names, (int(v) for v in r[1:]), strict=True)) for r in rows}
 
 
-def meter_totals_by_period(warehouse: Warehouse, before: Period) -> dict[Period, MeterTotals]:
-    """Meter totals of every period before `before`, in one pass."""
-    rows = warehouse.query_rows(
-        f"""
-        SELECT toStartOfMonth(day) AS period, account_id, {METER_SUMS}
-        FROM {warehouse.table("usage_daily")}
-        WHERE day < {{end:Date}}
-        GROUP BY period, account_id
-        """,
-        {"end": before.start},
-    )
-    totals: dict[Period, MeterTotals] = {}
-    for period, account, *sums in rows:
-        totals.setdefault(Period(period), {})[account] = _meters(sums)
+def meter_totals_by_period(
+    warehouse: Warehouse, books: dict[Period, PriceBook]
+) -> dict[Period, MeterTotals]:
+    """Meter totals of each period in `books`, each with the meters of its own book: one
+    query per distinct set of meter definitions."""
+    groups: dict[str, list[Period]] = {}
+    for period, book in books.items():
+        key = json.dumps(
+            {name: book.meter_definition(name).model_dump() for name in book.meter_names()},
+            sort_keys=True,
+            default=str,
+        )
+        groups.setdefault(key, []).append(period)
+    totals: dict[Period, MeterTotals] = {period: {} for period in books}
+    for periods in groups.values():
+        names, sums, params = meter_sums(books[periods[0]])
+        rows = warehouse.query_rows(
+            f"""
+            SELECT toStartOfMonth(day) AS period, account_id, {sums}
+            FROM {warehouse.table("usage_daily")}
+            WHERE toStartOfMonth(day) IN {{periods:Array(Date)}}
+            GROUP BY period, account_id
+            """,
+            {"periods": [p.start for p in periods], **params},
+        )
+        for period, account, *values in rows:
+            totals[Period(period)][account] = dict(
+                zip(names, (int(v) for v in values), strict=True)
+            )
     return totals
-
-
-def _meters(sums) -> dict[str, int]:
-    egress, ingress, requests = (int(v) for v in sums)
-    return {"egress_bytes": egress, "ingress_bytes": ingress, "requests": requests}
 
 
 def published_days(warehouse: Warehouse, period: Period) -> set[date]:
@@ -156,7 +197,7 @@ def billed_charges(warehouse: Warehouse, before: Period) -> dict[Period, dict[Ch
                argMax(plan, period_start), argMax(unit, period_start),
                argMax(unit_price, period_start)
         FROM {warehouse.table(LINES)}
-        WHERE status = 'final' AND period_start < {{end:Date}}
+        WHERE status = 'final' AND period_start < {{end:Date}} AND kind IN ('usage', 'adjustment')
         GROUP BY billed, account_id, meter, tier
         """,
         {"end": before.start},
@@ -168,13 +209,62 @@ def billed_charges(warehouse: Warehouse, before: Period) -> dict[Period, dict[Ch
     return billed
 
 
+def billed_period_amounts(
+    warehouse: Warehouse, before: Period, kind: str
+) -> dict[Period, dict[str, Decimal]]:
+    """What FINAL `kind` lines (fixed or minimum) billed for each period before `before`,
+    per account: the period's own lines plus the lines that corrected it."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT ifNull(corrected_period_start, period_start) AS billed, account_id, sum(amount)
+        FROM {warehouse.table(LINES)}
+        WHERE status = 'final' AND period_start < {{end:Date}} AND kind = {{kind:String}}
+        GROUP BY billed, account_id
+        """,
+        {"end": before.start, "kind": kind},
+    )
+    billed: dict[Period, dict[str, Decimal]] = {}
+    for period, account, amount in rows:
+        billed.setdefault(Period(period), {})[account] = amount
+    return billed
+
+
+def credits_consumed(
+    warehouse: Warehouse, before: Period, grants: Iterable[str] | None = None
+) -> dict[str, Decimal]:
+    """Per grant id (all of them, or only `grants`): what the stored credit lines of periods
+    before `before` (draft or final) consumed, as a positive amount."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT reference, -sum(amount) FROM {warehouse.table(LINES)}
+        WHERE kind = 'credit' AND period_start < {{end:Date}}
+        GROUP BY reference
+        """,
+        {"end": before.start},
+    )
+    wanted = None if grants is None else set(grants)
+    return {r[0]: r[1] for r in rows if wanted is None or r[0] in wanted}
+
+
+def credits_consumed_all(warehouse: Warehouse) -> dict[str, Decimal]:
+    """Per grant id: what every stored credit line (all periods) consumed."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT reference, -sum(amount) FROM {warehouse.table(LINES)}
+        WHERE kind = 'credit' GROUP BY reference
+        """
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 def read_lines(warehouse: Warehouse, period: Period, account_id: str | None = None) -> list[dict]:
     account_filter = "AND account_id = {account:String}" if account_id is not None else ""
     return warehouse.query_dicts(
         f"""
         SELECT {", ".join(LINE_COLUMNS)} FROM {warehouse.table(LINES)}
         WHERE period_start = {{p:Date}} {account_filter}
-        ORDER BY account_id, kind = 'adjustment', corrected_period_start, meter, tier, line_id
+        ORDER BY account_id, kind = 'adjustment', corrected_period_start, meter, tier, reference,
+                 line_id
         """,
         {"p": period.start, "account": account_id},
     )
@@ -209,11 +299,19 @@ def _canonical(value) -> str:
     return str(value)
 
 
+CHECKSUM_COLUMNS = tuple(c for c in LINE_COLUMNS if c != "reference")
+
+
 def lines_checksum(rows: Iterable[dict]) -> str:
-    """sha256 of the lines as stored (all columns, ordered by line_id)."""
+    """sha256 of the lines as stored (all columns, ordered by line_id).
+
+    `reference` (added with price book v2) is hashed only when it is not '', so the checksum
+    of a period finalized before the column existed is unchanged."""
     h = hashlib.sha256()
     for row in sorted(rows, key=lambda r: r["line_id"]):
-        h.update("\x1f".join(_canonical(row[c]) for c in LINE_COLUMNS).encode())
+        h.update("\x1f".join(_canonical(row[c]) for c in CHECKSUM_COLUMNS).encode())
+        if row.get("reference"):
+            h.update(b"\x1freference=" + row["reference"].encode())
         h.update(b"\n")
     return h.hexdigest()
 
