@@ -36,9 +36,18 @@ OCT, NOV = Period.parse("2026-10"), Period.parse("2026-11")
 FLEET = FleetSpec(nodes=3, accounts=6, rows_per_day=300, seed=11)
 FAULTS = FaultSpec(redelivery_rate=0.2, correction_rate=0.1, conflict_rate=0.02)
 OCTOBER_DAYS = [date(2026, 10, d) for d in (1, 5, 10, 16, 23, 31)]
-# Small tier bounds, so the simulated accounts cross several tiers of every meter.
+# Small tier bounds, so the simulated accounts cross several tiers of every meter. A v2 book:
+# defined meters (a where, a multiplier), a fixed fee and a minimum on pro, a plan change
+# (initech: free, then pro from November), an account without usage (wayne) and two grants.
 BOOK = parse_price_book({
     "version": "test-1", "currency": "USD", "grace_days": 3, "default_plan": "free",
+    "meters": {
+        "eu_egress": {"measure": "bytes", "unit": "GiB", "multiplier": "0.5", "where": {
+            "direction": ["egress"], "region": ["eu-west-1"],
+            "network_path": {"not": ["private_network"]}}},
+        "calls": {"measure": "request_count", "unit": "unit", "multiplier": "1.5",
+                  "where": {"artifact_kind": {"not": ["xcode"]}}},
+    },
     "plans": {
         "free": {
             "egress_bytes": {"unit": "GiB", "tiers": [
@@ -49,14 +58,28 @@ BOOK = parse_price_book({
                 {"up_to": "0.2", "unit_price": "0"}, {"up_to": None, "unit_price": "0.004"}]},
         },
         "pro": {
+            "fixed_fee": "0.50", "minimum": "2.00",
             "egress_bytes": {"unit": "GiB", "tiers": [
                 {"up_to": 1, "unit_price": "0.05"}, {"up_to": None, "unit_price": "0.033333"}]},
             "ingress_bytes": {"unit": "GiB", "tiers": [
                 {"up_to": "0.1", "unit_price": "0"}, {"up_to": None, "unit_price": "0.011"}]},
             "requests": {"unit": "1k", "tiers": [{"up_to": None, "unit_price": "0.002"}]},
+            "eu_egress": {"tiers": [
+                {"up_to": 2, "unit_price": "0.02"}, {"up_to": None, "unit_price": "0.01"}]},
+            "calls": {"tiers": [
+                {"up_to": 500, "unit_price": "0"}, {"up_to": None, "unit_price": "0.0001"}]},
         },
     },
-    "accounts": {"acme": "pro", "initech": "pro"},
+    "accounts": {
+        "acme": "pro", "wayne": "pro",
+        "initech": [{"plan": "free", "from": "2026-01-01"}, {"plan": "pro", "from": "2026-11-01"}],
+    },
+    "credits": [
+        {"id": "grant-a", "account": "acme", "amount": "2.50", "from": "2026-10-01",
+         "until": "2026-12-01"},
+        {"id": "grant-b", "account": "acme", "amount": "5.00", "from": "2026-11-01",
+         "until": "2027-06-01"},
+    ],
 })  # fmt: skip
 COMPLETE = Completeness(unpublished_days=[])
 
@@ -129,6 +152,7 @@ def explain_all(warehouse, period):
     found = {}
     for invoice in read_invoices(warehouse, period):
         explained = explain_invoice(warehouse, invoice["invoice_id"])
+        assert explained.checks and all(c.ok for c in explained.checks)  # lines = subtotal
         for line in explained.lines:
             found[line.line["line_id"]] = line
     assert set(found) == {line["line_id"] for line in read_lines(warehouse, period)}
@@ -139,6 +163,10 @@ def assert_exact(explanation):
     line = explanation.line
     assert explanation.ok, [c for c in explanation.checks if not c.ok]
     assert explanation.total == line["quantity"]
+    assert Decimal(dict(explanation.figures)["explained amount"]) == line["amount"]
+    if line["kind"] in ("fixed", "minimum", "credit"):
+        assert line["quantity"] == 1 and explanation.usage is None
+        return
     usage = explanation.usage
     # The walk, recomputed here from its parts: raw → exact quantity → the tier's slice.
     days = sum(usage.days.values())
@@ -158,20 +186,30 @@ def assert_exact(explanation):
 def test_explain_accounts_for_every_line_exactly(month):
     october = month.october
     assert len(october) > 10
-    assert {e.line["kind"] for e in october.values()} == {"usage"}
+    assert {e.line["kind"] for e in october.values()} == {"usage", "fixed", "minimum", "credit"}
     assert {e.line["tier"] for e in october.values()} >= {1, 2, 3}
+    assert {"eu_egress", "calls"} <= {e.line["meter"] for e in october.values()}
     for explanation in october.values():
         assert_exact(explanation)
-    objects = [o for e in october.values() for o in e.usage.objects]
+    objects = [o for e in october.values() if e.usage for o in e.usage.objects]
     # The faults reached the explanation: copies and corrections are named, never counted.
     assert any(o.redelivered_rows for o in objects) and any(o.superseded_rows for o in objects)
     prefix = month.settings.landing_prefix
     assert all(o.etag and o.object_key.startswith(prefix) for o in objects)
 
     november = explain_all(month.warehouse, NOV)
-    assert {e.line["kind"] for e in november.values()} == {"usage", "adjustment"}
+    kinds = {e.line["kind"] for e in november.values()}
+    assert kinds == {"usage", "adjustment", "fixed", "minimum", "credit"}
     for explanation in november.values():
         assert_exact(explanation)
+    # Late October usage lowered acme's October true-up: a negative minimum correction.
+    (lowered,) = [e for e in november.values()
+                  if e.line["kind"] == "minimum" and e.line["corrected_period_start"]]
+    assert lowered.line["amount"] < 0
+    # grant-a: 2.50 spread over October and November, then grant-b.
+    credits = [e.line for e in {**october, **november}.values() if e.line["kind"] == "credit"]
+    assert sum(c["amount"] for c in credits if c["reference"] == "grant-a") == Decimal("-2.50")
+    assert {c["period_start"].month for c in credits if c["reference"] == "grant-a"} == {10, 11}
     adjustment = next(e for e in november.values() if e.line["kind"] == "adjustment")
     assert adjustment.billed and "2026-10-20" in " ".join(adjustment.notes)
 
@@ -188,6 +226,8 @@ def test_final_lines_against_late_usage_add_up_with_the_adjustments(month):
     stale = 0
     for explanation in now.values():
         line = explanation.line
+        if line["kind"] != "usage":
+            continue
         key = (line["account_id"], line["meter"], line["tier"])
         assert explanation.total == line["quantity"] + adjustments.get(key, Decimal(0))
         stale += not explanation.ok

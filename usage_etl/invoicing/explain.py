@@ -15,7 +15,11 @@ files the nodes wrote:
   usage exactly.
 
 An `adjustment` line is the same walk over the corrected (final) period with today's usage,
-minus what final lines already billed for that (meter, tier).
+minus what final lines already billed for that (meter, tier). A `fixed` line shows the plan's
+fee; a `minimum` line the true-up max(0, minimum − (usage lines + fixed fee)) (for a correction
+of a final period: the true-up on today's usage minus the one billed); a `credit` line the
+grant, what earlier periods consumed of it, the invoice's total before credits and what this
+invoice consumes.
 
 Which staged rows count is publish's own rule: `current_rows_sql` (the loads that count) and
 its content hash; among the versions of one event_id, the greatest (emitted_at, content hash)
@@ -34,9 +38,10 @@ from fractions import Fraction
 
 from usage_etl.ingest.publish import CONTENT_HASH, current_rows_sql
 from usage_etl.invoicing.exact import exact_text, nine
-from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_meters
+from usage_etl.invoicing.lines import price_usage
+from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_fees, plan_meters
 from usage_etl.invoicing.periods import Period
-from usage_etl.invoicing.store import LINES, latest_book, read_lines
+from usage_etl.invoicing.store import LINES, latest_book, meter_totals, read_lines
 from usage_etl.pricing import PriceBook, TierCharge
 from usage_etl.warehouse.client import Warehouse
 
@@ -358,10 +363,18 @@ class LineExplanation:
 class InvoiceExplanation:
     invoice: dict
     lines: list[LineExplanation]
+    whole: bool = True  # every line of the invoice (not one --line)
+
+    @property
+    def checks(self) -> list[Check]:
+        if not self.whole:
+            return []
+        total = sum((line.line["amount"] for line in self.lines), Decimal(0))
+        return [check("lines add up to the subtotal", total, self.invoice["subtotal"])]
 
     @property
     def ok(self) -> bool:
-        return all(line.ok for line in self.lines)
+        return all(line.ok for line in self.lines) and all(c.ok for c in self.checks)
 
     def as_dict(self) -> dict:
         inv = self.invoice
@@ -373,6 +386,7 @@ class InvoiceExplanation:
             "subtotal": format(inv["subtotal"], "f"),
             "currency": inv["currency"],
             "ok": self.ok,
+            "checks": [c.as_dict() for c in self.checks],
             "lines": [line.as_dict() for line in self.lines],
         }
 
@@ -391,6 +405,7 @@ class _Context:
         self._cells: dict[Period, list[UsageCell]] = {}
         self._sources: dict[Period, list[SourceGroup]] = {}
         self._books: dict[Period, PriceBook | None] = {}
+        self._lines: dict[Period, list[dict]] = {}
 
     def book(self, period: Period) -> PriceBook:
         if period not in self._books:
@@ -412,6 +427,17 @@ class _Context:
                 g for day in days for g in read_sources(self.warehouse, self.account_id, day)
             ]
         return self._sources[period]
+
+    def lines(self, period: Period) -> list[dict]:
+        if period not in self._lines:
+            self._lines[period] = read_lines(self.warehouse, period, self.account_id)
+        return self._lines[period]
+
+    def repriced_usage(self, period: Period, book: PriceBook) -> Decimal:
+        """The account's usage of `period` priced now with `book` (the invoicing code)."""
+        totals = meter_totals(self.warehouse, period, book)
+        mine = {self.account_id: totals[self.account_id]} if self.account_id in totals else {}
+        return sum((c.amount for c in price_usage(mine, book, period.start)), Decimal(0))
 
     def pricing(self, period: Period, plan: str, meter: str) -> MeterPricing:
         meters = plan_meters(self.book(period), plan)
@@ -449,15 +475,16 @@ def explain_invoice(
     whose price book was never recorded (the books of published periods are)."""
     invoice = find_invoice(warehouse, invoice_id)
     period = Period(invoice["period_start"])
+    context = _Context(warehouse, invoice["account_id"], book)
     lines = [
         line
-        for line in read_lines(warehouse, period, invoice["account_id"])
+        for line in context.lines(period)
         if line["invoice_id"] == invoice_id and (line_id is None or line["line_id"] == line_id)
     ]
     if line_id is not None and not lines:
         raise UnknownInvoiceError(f"invoice {invoice_id} has no line {line_id!r}")
-    context = _Context(warehouse, invoice["account_id"], book)
-    return InvoiceExplanation(invoice, [explain_line(context, line) for line in lines])
+    explained = [explain_line(context, line) for line in lines]
+    return InvoiceExplanation(invoice, explained, whole=line_id is None)
 
 
 def explain_line(context: _Context, line: dict) -> LineExplanation:
@@ -625,4 +652,161 @@ def _explain_adjustment(context: _Context, line: dict) -> LineExplanation:
 
 
 def _explain_other(context: _Context, line: dict) -> LineExplanation:
-    return LineExplanation(line, rule=f"{line['kind']}: no explanation for this kind of line")
+    kind = line["kind"]
+    if kind == "fixed":
+        return _explain_fixed(context, line)
+    if kind == "minimum":
+        return _explain_minimum(context, line)
+    if kind == "credit":
+        return _explain_credit(context, line)
+    return LineExplanation(line, rule=f"{kind}: no explanation for this kind of line")
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _period_line_checks(explanation: LineExplanation, amount: Decimal) -> None:
+    """A fixed, minimum or credit line: quantity 1, unit_price = amount = the rule's figure."""
+    line = explanation.line
+    explanation.figures += [("explained quantity", "1"), ("explained amount", _money(amount))]
+    explanation.checks += [
+        check("quantity is 1 period", line["quantity"], Decimal(1)),
+        check("unit price = amount", line["unit_price"], line["amount"]),
+        check("rule's amount = line amount", amount, line["amount"]),
+    ]
+
+
+def _invoice_lines(context: _Context, line: dict) -> list[dict]:
+    period = Period(line["period_start"])
+    return [
+        other
+        for other in context.lines(period)
+        if other["invoice_id"] == line["invoice_id"]
+    ]
+
+
+def _explain_fixed(context: _Context, line: dict) -> LineExplanation:
+    period = Period(line["period_start"])
+    fixed, _ = plan_fees(context.book(period), line["plan"])
+    explanation = LineExplanation(
+        line, rule=f"fixed: the fixed fee of plan {line['plan']!r}, on every invoice of the plan"
+    )
+    explanation.figures.append(("plan fixed_fee", _money(fixed or Decimal(0))))
+    _period_line_checks(explanation, fixed or Decimal(0))
+    return explanation
+
+
+def _explain_minimum(context: _Context, line: dict) -> LineExplanation:
+    if line["corrected_period_start"] is not None:
+        return _explain_minimum_correction(context, line)
+    period = Period(line["period_start"])
+    _, minimum = plan_fees(context.book(period), line["plan"])
+    minimum = minimum or Decimal(0)
+    own = _invoice_lines(context, line)
+    usage = sum((o["amount"] for o in own if o["kind"] == "usage"), Decimal(0))
+    fixed = sum((o["amount"] for o in own if o["kind"] == "fixed"), Decimal(0))
+    true_up = max(Decimal(0), minimum - (usage + fixed))
+    explanation = LineExplanation(
+        line,
+        rule="minimum: commitment true-up = max(0, minimum − (the period's own usage lines + "
+        "fixed fee)); adjustments for earlier periods do not count",
+    )
+    explanation.figures += [
+        ("plan minimum", _money(minimum)),
+        ("usage lines", _money(usage)),
+        ("fixed fee", _money(fixed)),
+        ("true-up", f"max(0, {minimum} − ({usage} + {fixed})) = {true_up}"),
+    ]
+    _period_line_checks(explanation, true_up)
+    return explanation
+
+
+def _explain_minimum_correction(context: _Context, line: dict) -> LineExplanation:
+    corrected = Period(line["corrected_period_start"])
+    book = context.book(corrected)
+    _, minimum = plan_fees(book, line["plan"])
+    minimum = minimum or Decimal(0)
+    usage_now = context.repriced_usage(corrected, book)
+    billed = context.warehouse.query_rows(
+        f"""
+        SELECT kind, sum(amount) FROM {context.warehouse.table(LINES)}
+        WHERE status = 'final' AND account_id = {{account:String}}
+          AND kind IN ('fixed', 'minimum') AND period_start < {{target:Date}}
+          AND ifNull(corrected_period_start, period_start) = {{corrected:Date}}
+        GROUP BY kind
+        """,
+        {"account": line["account_id"], "target": line["period_start"],
+         "corrected": corrected.start},
+    )  # fmt: skip
+    amounts = {kind: amount for kind, amount in billed}
+    fixed = amounts.get("fixed", Decimal(0))
+    billed_true_up = amounts.get("minimum", Decimal(0))
+    now = max(Decimal(0), minimum - (usage_now + fixed))
+    explanation = LineExplanation(
+        line,
+        rule=f"minimum (correction of final {corrected}): the true-up recomputed on today's "
+        "usage of that period, minus the true-up its final lines billed",
+    )
+    explanation.figures += [
+        ("plan minimum", _money(minimum)),
+        (f"usage of {corrected} repriced today", _money(usage_now)),
+        (f"fixed fee billed for {corrected}", _money(fixed)),
+        ("true-up now", f"max(0, {minimum} − ({usage_now} + {fixed})) = {now}"),
+        ("true-up billed", _money(billed_true_up)),
+        ("change", f"{now} − {billed_true_up} = {now - billed_true_up}"),
+    ]
+    _period_line_checks(explanation, now - billed_true_up)
+    return explanation
+
+
+def _explain_credit(context: _Context, line: dict) -> LineExplanation:
+    period = Period(line["period_start"])
+    book = context.book(period)
+    grants = book.grants_usable(line["account_id"], period.start)
+    grant = next((g for g in grants if g.id == line["reference"]), None)
+    explanation = LineExplanation(
+        line,
+        rule="credit: the invoice consumes its usable grants (earliest `until`, then id), each "
+        "up to its remaining balance, until its total before credits reaches 0",
+    )
+    if grant is None:
+        explanation.notes.append(f"grant {line['reference']!r} is not usable on {period}")
+        return explanation
+    consumed_before = consumed_by_earlier(context.warehouse, period, grant.id)
+    own = _invoice_lines(context, line)
+    total = sum((o["amount"] for o in own if o["kind"] != "credit"), Decimal(0))
+    order = [g.id for g in grants]
+    earlier_credits = -sum(
+        (o["amount"] for o in own
+         if o["kind"] == "credit" and o["reference"] in order
+         and order.index(o["reference"]) < order.index(grant.id)),
+        Decimal(0),
+    )  # fmt: skip
+    remaining = grant.amount - consumed_before
+    left = total - earlier_credits
+    take = min(remaining, left)
+    explanation.figures += [
+        ("grant", f"{grant.id}: {grant.amount} usable on periods in [{grant.from_}, "
+                  f"{grant.until})"),
+        ("consumed by earlier periods", _money(consumed_before)),
+        ("remaining before this invoice", f"{grant.amount} − {consumed_before} = {remaining}"),
+        ("invoice total before credits", _money(total)),
+        ("taken by grants used before it", _money(earlier_credits)),
+        ("this invoice consumes", f"min({remaining}, {total} − {earlier_credits}) = {take}"),
+        ("remaining after this invoice", _money(remaining - take)),
+    ]  # fmt: skip
+    _period_line_checks(explanation, -take)
+    return explanation
+
+
+def consumed_by_earlier(warehouse: Warehouse, period: Period, grant_id: str) -> Decimal:
+    """What stored credit lines of periods before `period` (draft or final) took from a grant."""
+    value = warehouse.query_one(
+        f"""
+        SELECT -sum(amount) FROM {warehouse.table(LINES)}
+        WHERE kind = 'credit' AND reference = {{grant:String}} AND period_start < {{p:Date}}
+        """,
+        {"grant": grant_id, "p": period.start},
+    )
+    return Decimal(value or 0)

@@ -20,10 +20,7 @@ from fractions import Fraction
 from usage_etl import pricing
 from usage_etl.invoicing.periods import Period
 
-WHERE_KEYS = (
-    "region", "node_id", "direction", "operation", "artifact_kind", "network_path", "project_id",
-)  # fmt: skip
-UNIT_SIZES = {"GiB": 2**30, "1k": 1000, "unit": 1}
+UNIT_SIZES = pricing.UNITS
 
 
 @dataclass(frozen=True)
@@ -79,22 +76,6 @@ class MeterDefinition:
         }
 
 
-def _v1(name: str, measure: str, unit: str, *where: Condition) -> MeterDefinition:
-    return MeterDefinition(name, measure, unit, tuple(where))
-
-
-# Contract §3: the three predefined meters (their unit comes from the plan).
-PREDEFINED = {
-    "egress_bytes": _v1(
-        "egress_bytes", "bytes", "GiB",
-        Condition("direction", ("egress",)),
-        Condition("network_path", ("private_network",), negated=True),
-    ),
-    "ingress_bytes": _v1("ingress_bytes", "bytes", "GiB", Condition("direction", ("ingress",))),
-    "requests": _v1("requests", "request_count", "1k"),
-}  # fmt: skip
-
-
 @dataclass(frozen=True)
 class MeterPricing:
     """One meter as one plan bills it: its definition and its graduated tiers."""
@@ -129,18 +110,25 @@ class MeterPricing:
 
 
 def plan_meters(book: pricing.PriceBook, plan: str) -> dict[str, MeterPricing]:
-    """Every meter `plan` bills, in the invoice's meter order."""
+    """Every meter `plan` bills, in the invoice's line order, with its unit resolved (from
+    the plan for a predefined meter, from its definition for a defined one)."""
     meters = {}
-    for name, price in book.plans[plan].items():
-        if name not in PREDEFINED:
-            continue
-        base = PREDEFINED[name]
-        definition = MeterDefinition(name, base.measure, price.unit, base.where, base.multiplier)
+    for name in book.billed_meters(plan):
+        found = book.meter_definition(name)
+        price = book.meter_price(plan, name)
+        where = tuple(Condition(key, c.values, c.negate) for key, c in found.where.items())
+        definition = MeterDefinition(name, found.measure, str(price.unit), where,
+                                     found.multiplier)  # fmt: skip
         meters[name] = MeterPricing(definition, tuple(price.tiers))
-    order = {name: i for i, name in enumerate(pricing.METERS)}
-    return dict(sorted(meters.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+    return meters
 
 
 def plan_for(book: pricing.PriceBook, account_id: str, period: Period) -> str:
-    """The plan `account_id` is billed under in `period`."""
-    return book.plan_for(account_id)
+    """The plan `account_id` is billed under in `period` (plan history, §3.1)."""
+    return book.plan_for(account_id, period.start)
+
+
+def plan_fees(book: pricing.PriceBook, plan: str) -> tuple[Decimal | None, Decimal | None]:
+    """(fixed_fee, minimum) of the plan; None where it has none."""
+    found = book.plan(plan)
+    return found.fixed_fee, found.minimum
