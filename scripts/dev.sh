@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/dagster_home}"
+export USAGE_ETL_PRICE_BOOK="${USAGE_ETL_PRICE_BOOK:-$PWD/config/price_book.demo.yaml}"
 eval "$(.venv/bin/python - <<'PY'
 from usage_etl.demo import DEMO_DIR, DEMO_S3_PORT
 from usage_etl.services import start_seaweed

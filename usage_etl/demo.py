@@ -28,6 +28,8 @@ from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
 DEMO_DIR = REPO_ROOT / ".demo"
 DEMO_S3_PORT = 18333  # fixed so `scripts/dev.sh` finds the same endpoint for the UI
+# The demo bills with a v2 price book (defined meters, fees, a minimum, a credit, a plan change).
+DEMO_PRICE_BOOK = REPO_ROOT / "config" / "price_book.demo.yaml"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home))
+    os.environ.setdefault("USAGE_ETL_PRICE_BOOK", str(DEMO_PRICE_BOOK))
     with seaweed(DEMO_DIR / "seaweedfs", s3_port=DEMO_S3_PORT) as s3:
         os.environ.update(s3.env())
         settings = Settings()

@@ -2,7 +2,7 @@
 
 import typer
 
-from usage_etl.cli import bill, demo, explain, invoices, simulate, usage, warehouse
+from usage_etl.cli import bill, demo, explain, invoices, price_book, simulate, usage, warehouse
 
 app = typer.Typer(
     name="usage-etl",
@@ -17,7 +17,7 @@ def _root() -> None:
     """Billing-grade usage metering: simulate a fleet, run and inspect the pipeline."""
 
 
-for module in (warehouse, simulate, demo, invoices, usage, explain, bill):
+for module in (warehouse, simulate, demo, invoices, usage, price_book, explain, bill):
     module.register(app)
 
 

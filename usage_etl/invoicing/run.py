@@ -32,6 +32,7 @@ from usage_etl.invoicing.store import (
     credits_consumed,
     finalizations,
     meter_totals,
+    periods_with_lines,
     periods_with_usage,
     publish_lines,
     record_publication,
@@ -75,7 +76,9 @@ def finalization_blockers(
     completeness: Completeness,
 ) -> list[str]:
     blockers = []
-    earlier = sorted(p for p in periods_with_usage(warehouse, period) if p not in finals)
+    # Periods with draft lines count too: this period's credits depend on what they consumed.
+    pending = periods_with_usage(warehouse, period) | periods_with_lines(warehouse, period)
+    earlier = sorted(p for p in pending if p not in finals)
     if earlier:
         blockers.append(
             "earlier periods with usage are not final yet (finalize them first): "

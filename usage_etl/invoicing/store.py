@@ -146,6 +146,18 @@ def periods_with_usage(warehouse: Warehouse, before: Period) -> set[Period]:
     return {Period(r[0]) for r in rows}
 
 
+def periods_with_lines(warehouse: Warehouse, before: Period) -> set[Period]:
+    """Periods before `before` that have stored invoice lines (fee-only invoices included)."""
+    rows = warehouse.query_rows(
+        f"""
+        SELECT DISTINCT period_start FROM {warehouse.table(LINES)}
+        WHERE period_start < {{end:Date}}
+        """,
+        {"end": before.start},
+    )
+    return {Period(r[0]) for r in rows}
+
+
 # -- invoice state --------------------------------------------------------------------------
 
 

@@ -36,8 +36,9 @@ def period_of(context) -> Period:
             LINES_KEY,
             deps=[dg.AssetKey("usage_daily")],
             description="Invoice line items of one billing period (contract §5): usage lines, "
-            "and adjustment lines for late usage of final periods. Draft until as-of >= "
-            "period_end + grace_days, then final and never rewritten.",
+            "adjustment lines for late usage of final periods, and (price book v2) fixed fees, "
+            "minimum true-ups and credits. Draft until as-of >= period_end + grace_days, then "
+            "final and never rewritten.",
             group_name=INVOICING_GROUP,
             kinds={"clickhouse"},
         ),
@@ -99,6 +100,7 @@ def lines_metadata(outcome: PeriodOutcome, lines: list[dict], book) -> dict:
         "written": outcome.written,
         "lines": len(lines),
         "adjustment_lines": sum(1 for line in lines if line["kind"] == "adjustment"),
+        "credit_lines": sum(1 for line in lines if line["kind"] == "credit"),
         "accounts": len({line["account_id"] for line in lines}),
         "lines_checksum": outcome.checksum,
         "price_book_version": book.version,
