@@ -234,3 +234,31 @@ def test_bill_command_formats_and_exit_codes(warehouse, monkeypatch, tmp_path):
     empty = invoke("bill", "nobody", "--period", "2026-12", "--format", "json")
     assert empty.exit_code == 0 and json.loads(empty.output)["projection"] is None
     assert invoke("bill", "acme", "--period", "Nov").exit_code == 2
+
+
+def test_monthly_job_exports_the_usage_statement(warehouse, settings, monkeypatch):
+    from test_invoices_job import execute
+
+    from usage_etl.resources import s3_client
+
+    add_usage(warehouse, date(2026, 10, 3), "beta", egress=25, requests=150_000)
+    add_usage(warehouse, date(2026, 10, 31), "acme", egress=150)
+    publish_days(warehouse, OCT.days)
+    monkeypatch.setenv("USAGE_ETL_AS_OF", "2026-11-04T00:00:00Z")
+    assert execute("2026-10-01").success
+    prefix = settings.landing_prefix.rsplit("/", 1)[0] + "/exports/invoices/period=2026-10/"
+    s3 = s3_client()
+    manifest = json.loads(
+        s3.get_object(Bucket=settings.landing_bucket, Key=prefix + "manifest.json")["Body"].read()
+    )
+    assert manifest["usage_statement"]["adds_up_to_usage_lines"] is True
+    body = s3.get_object(Bucket=settings.landing_bucket, Key=prefix + "usage_statement.csv")
+    rows = list(csv.DictReader(io.StringIO(body["Body"].read().decode())))
+    assert manifest["files"]["usage_statement.csv"]["rows"] == len(rows)
+    # beta (free): 25 GiB egress on 2026-10-03 = 10 + 15 in two tiers; 150k requests.
+    assert {(r["account_id"], r["day"], r["meter"], r["measure_total"], r["quantity"])
+            for r in rows} == {
+        ("beta", "2026-10-03", "egress_bytes", str(25 * GIB), "25.000000000"),
+        ("beta", "2026-10-03", "requests", "150000", "150.000000000"),
+        ("acme", "2026-10-31", "egress_bytes", str(150 * GIB), "150.000000000"),
+    }
