@@ -262,3 +262,34 @@ def test_monthly_job_exports_the_usage_statement(warehouse, settings, monkeypatc
         ("beta", "2026-10-03", "requests", "150000", "150.000000000"),
         ("acme", "2026-10-31", "egress_bytes", str(150 * GIB), "150.000000000"),
     }
+
+
+def test_usage_billable_option_splits_per_meter_and_leaves_the_default_alone(warehouse):
+    from test_invoices import USAGE_COLUMNS
+
+    # pro (sample book): p1/xcode 2 GiB public egress + 500 requests, 1 GiB ingress, 1 GiB
+    # private egress (no meter counts it); no project/script: 3 GiB public egress, 100 requests.
+    add_usage(warehouse, date(2026, 10, 3), "acme", egress=2, ingress=1, private=1,
+              requests=500)  # fmt: skip
+    warehouse.insert_rows("usage_daily", [[
+        date(2026, 10, 4), "acme", "", "eu", "n2", "egress", "download", "script",
+        "public_internet", 3 * GIB, 100]], USAGE_COLUMNS)  # fmt: skip
+    window = ("--range", "2026-10-01..2026-10-31")
+    plain = invoke("usage", "acme", *window, "--format", "json")
+    assert plain.exit_code == 0 and "billable" not in json.loads(plain.output)
+    result = invoke("usage", "acme", *window, "--format", "json", "--billable")
+    assert result.exit_code == 0, result.output
+    split = json.loads(result.output)["billable"]
+    assert split["plan"] == "pro" and split["units"]["requests"] == "1k"
+    groups = {(g["by"], g["key"]): g for g in split["groups"]}
+    assert groups[("project_id", "p1")]["meters"] == {
+        "egress_bytes": "2", "ingress_bytes": "1", "requests": "0.5"}
+    assert groups[("project_id", "p1")]["unbilled_bytes"] == GIB
+    assert groups[("artifact_kind", "script")]["meters"] == {
+        "egress_bytes": "3", "ingress_bytes": "0", "requests": "0.1"}
+    assert groups[("project_id", "")]["unbilled_bytes"] == 0
+    assert set(groups) == {("project_id", "p1"), ("project_id", ""),
+                           ("artifact_kind", "xcode"), ("artifact_kind", "script")}
+    table = invoke("usage", "acme", *window, "--billable")
+    assert table.exit_code == 0 and "Billable per project_id (plan pro)" in table.output
+    assert "Billable" not in invoke("usage", "acme", *window).output

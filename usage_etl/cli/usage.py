@@ -73,6 +73,12 @@ def usage(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="ISO-8601 UTC 'now' (default USAGE_ETL_AS_OF).")
     ] = None,
+    billable: Annotated[
+        bool,
+        typer.Option(
+            "--billable", help="Also: billable vs non-billable per meter of the account's plan."
+        ),
+    ] = False,
 ) -> None:
     """Usage of one account: totals and trend, series per region, nodes, artifact kinds."""
     settings = load_settings()
@@ -84,15 +90,23 @@ def usage(
     with open_warehouse(settings.clickhouse_dsn, settings.database) as warehouse:
         try:
             report = usage_report(warehouse, query)
+            split = billable_split(warehouse, query, settings) if billable else None
         except WarehouseError as error:
             Console(stderr=True).print(f"cannot read usage: {error}", markup=False)
             raise typer.Exit(1) from None
     if fmt is Format.json:
-        print(json.dumps(as_json(report), indent=2))
+        payload = as_json(report)
+        if split is not None:
+            payload["billable"] = billable_json(split)
+        print(json.dumps(payload, indent=2))
     elif fmt is Format.csv:
         write_csv(report)
+        if split is not None:
+            write_billable_csv(split)
     else:
         print_tables(Console(), report)
+        if split is not None:
+            print_billable(Console(), split)
     if chart is not None:
         from usage_etl.cli.usage_chart import write_chart
 
@@ -213,4 +227,66 @@ def print_tables(console: Console, report: UsageReport) -> None:
     for k in report.kinds:
         kinds.add_row(k.artifact_kind, *(_n(v) for v in _metrics(k.totals).values()))
     for table in (series, nodes, kinds):
+        console.print(table if table.row_count else f"{table.title}: no usage")
+
+
+# -- --billable -----------------------------------------------------------------------------
+
+
+def billable_split(warehouse, query: UsageQuery, settings):
+    from usage_etl.pricing import PriceBookError, load_price_book
+    from usage_etl.usage import billable_usage
+
+    try:
+        book = load_price_book(settings.price_book)
+    except PriceBookError as error:
+        Console(stderr=True).print(str(error), markup=False)
+        raise typer.Exit(1) from None
+    return billable_usage(warehouse, query, book)
+
+
+def billable_json(split) -> dict:
+    from usage_etl.invoicing.exact import exact_text
+
+    return {
+        "plan": split.plan,
+        "units": split.units,
+        "groups": [
+            {"by": g.by, "key": g.key,
+             "meters": {m: exact_text(q) for m, q in g.meters.items()},
+             "unbilled_bytes": g.unbilled_bytes, "unbilled_requests": g.unbilled_requests}
+            for g in split.groups
+        ],
+    }  # fmt: skip
+
+
+def write_billable_csv(split) -> None:
+    """A second CSV block (after a blank line): one row per group and meter."""
+    from usage_etl.invoicing.exact import exact_text
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([])
+    writer.writerow(["by", "key", "meter", "quantity", "unit", "unbilled_bytes",
+                     "unbilled_requests"])  # fmt: skip
+    for g in split.groups:
+        for meter, quantity in g.meters.items():
+            writer.writerow([g.by, g.key, meter, exact_text(quantity), split.units[meter],
+                             g.unbilled_bytes, g.unbilled_requests])  # fmt: skip
+
+
+def print_billable(console: Console, split) -> None:
+    from usage_etl.invoicing.exact import exact_text
+
+    for by in ("project_id", "artifact_kind"):
+        table = Table(title=f"Billable per {by} (plan {split.plan})", title_justify="left")
+        table.add_column(by)
+        for meter, unit in split.units.items():
+            table.add_column(f"{meter} ({unit})", justify="right")
+        table.add_column("not billed: bytes", justify="right")
+        table.add_column("requests", justify="right")
+        for g in split.of(by):
+            table.add_row(
+                g.key or "(none)", *(exact_text(q) for q in g.meters.values()),
+                _n(g.unbilled_bytes), _n(g.unbilled_requests),
+            )  # fmt: skip
         console.print(table if table.row_count else f"{table.title}: no usage")
