@@ -21,8 +21,8 @@ of a final period: the true-up on today's usage minus the one billed); a `credit
 grant, what earlier periods consumed of it, the invoice's total before credits and what this
 invoice consumes.
 
-Which staged rows count is publish's own rule: `current_rows_sql` (the loads that count) and
-its content hash; among the versions of one event_id, the greatest (emitted_at, content hash)
+Which staged rows count is the ingest code's own rule (the counting rows SQL the publish uses)
+and its content hash; among the versions of one event_id, the greatest (emitted_at, content hash)
 wins, as in `latest_versions_sql`. Every explanation carries checks (the equalities above);
 `ok` is False when usage changed after the line was computed (a stale draft, or late usage of
 a final period that an adjustment line on a later invoice bills).
@@ -36,7 +36,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from usage_etl.ingest.publish import CONTENT_HASH, current_rows_sql
+# The ingest code's own rules: which staged rows count (contract §1) and the content hash of
+# the equal-emitted_at tie-break. (Named counting_rows_sql / versions.CONTENT_HASH once the
+# "a version once read stays delivered" change is in; current_rows_sql before it.)
+try:
+    from usage_etl.ingest.ledger import counting_rows_sql
+except ImportError:  # pragma: no cover - before that change
+    from usage_etl.ingest.publish import current_rows_sql as counting_rows_sql
+try:
+    from usage_etl.ingest.versions import CONTENT_HASH
+except ImportError:  # pragma: no cover - before that change
+    from usage_etl.ingest.publish import CONTENT_HASH
 from usage_etl.invoicing.exact import exact_text, nine
 from usage_etl.invoicing.lines import price_usage
 from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_fees, plan_meters
@@ -115,7 +125,7 @@ def read_sources(warehouse: Warehouse, account_id: str, day: date) -> list[Sourc
     """Every staged row of the day's counting loads that is a version of one of the account's
     rollups, by object and role. The counted copy of a version is the first by (object key,
     ETag, row) among its identical copies."""
-    rows_sql = current_rows_sql(warehouse)
+    rows_sql = counting_rows_sql(warehouse)
     winner = ", ".join(f"winner.{i + 2} AS w_{d}" for i, d in enumerate(DIMENSIONS))
     sql = f"""
         SELECT source_key, source_etag, role, {", ".join(f"w_{d}" for d in DIMENSIONS)},
@@ -632,22 +642,19 @@ def _explain_adjustment(context: _Context, line: dict) -> LineExplanation:
         check("quantity now − billed = line quantity", quantity, line["quantity"]),
         check("amount now − billed = line amount", amount, line["amount"]),
     ]
-    finalized = min((b["period_start"] for b in billed), default=None)
-    if finalized is not None:
-        moment = context.warehouse.query_one(
-            f"""
-            SELECT min(finalized_at) FROM {context.warehouse.table("invoice_periods")}
-            WHERE period_start = {{p:Date}} AND status = 'final'
-            """,
-            {"p": corrected.start},
+    moment = context.warehouse.query_one(
+        f"""
+        SELECT min(finalized_at) FROM {context.warehouse.table("invoice_periods")}
+        WHERE period_start = {{p:Date}} AND status = 'final' HAVING count() > 0
+        """,
+        {"p": corrected.start},
+    )
+    late = republished_after(context.warehouse, corrected, moment) if moment else []
+    if late:
+        explanation.notes.append(
+            "days republished after the period was finalized: "
+            + ", ".join(d.isoformat() for d in late)
         )
-        if moment is not None:
-            late = republished_after(context.warehouse, corrected, moment)
-            if late:
-                explanation.notes.append(
-                    "days republished after the period was finalized: "
-                    + ", ".join(d.isoformat() for d in late)
-                )
     return explanation
 
 
