@@ -15,6 +15,7 @@ from rollup_files import Landing, parquet_bytes, rollup
 from test_invoices import GIB, add_usage, publish_days
 from typer.testing import CliRunner
 
+from usage_etl import usage
 from usage_etl.cli import app
 from usage_etl.defs.usage.assets import _day_state
 from usage_etl.ingest.load import ingest_day
@@ -71,6 +72,8 @@ def test_explain_walks_a_line_back_to_its_files(warehouse, s3_server, settings):
     run(warehouse, SAMPLE, OCT, "2026-10-20T00:00:00")
     explained = explain_invoice(warehouse, invoice_id("acme", OCT.start))
     assert explained.ok
+    assert usage.explain_invoice(warehouse, explained.invoice["invoice_id"]).as_dict() == (
+        explained.as_dict())
     by_meter = {(e.line["meter"], e.line["tier"]): e for e in explained.lines}
     # acme is on pro: egress 100 GiB at 0.05 first. 3 GiB (e1's correction) + 0.5 GiB (e2).
     egress = by_meter[("egress_bytes", 1)]
@@ -202,7 +205,7 @@ def test_bill_cost_to_date_previous_and_exact_projection(warehouse):
         ("credit", "", 0): (Decimal(1), Decimal("-5.00")),
     }
     assert p.total == Decimal("18.30")
-    final = account_bill(warehouse, BOOK, "acme", OCT)
+    final = usage.account_bill(warehouse, BOOK, "acme", OCT)  # the read API's entry
     assert final.status == "final" and final.projection is None
     assert final.to_date == Decimal("0.00")
 

@@ -407,3 +407,20 @@ def billable_usage(warehouse: Warehouse, query: UsageQuery, book) -> BillableUsa
         for (by, key), (q, unbilled_bytes, unbilled_requests) in sorted(groups.items())
     ]  # fmt: skip
     return BillableUsage(plan, {m: p.definition.unit for m, p in meters.items()}, result)
+
+
+# -- the money view (re-exported here so one module is the read API) ------------------------
+
+
+def explain_invoice(warehouse: Warehouse, invoice_id: str, line_id: str | None = None, book=None):
+    """Structured explanation of an invoice's lines (`usage_etl.invoicing.explain`)."""
+    from usage_etl.invoicing.explain import explain_invoice as explain
+
+    return explain(warehouse, invoice_id, line_id, book)
+
+
+def account_bill(warehouse: Warehouse, book, account_id: str, period):
+    """Cost to date, previous final bill and projection (`usage_etl.invoicing.bill`)."""
+    from usage_etl.invoicing.bill import account_bill as bill
+
+    return bill(warehouse, book, account_id, period)
