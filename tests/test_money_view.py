@@ -128,7 +128,9 @@ def month(s3_server, clickhouse_dsn, tmp_path_factory):
             patch.setenv(key, value)
         patch.delenv("USAGE_ETL_AS_OF", raising=False)
         settings = Settings()
-        warehouse = Warehouse.open(settings.clickhouse_dsn, settings.database, 60)
+        warehouse = Warehouse.open(
+            settings.clickhouse_dsn, settings.database, lock_timeout_seconds=60
+        )
         try:
             apply_migrations(warehouse, DdlOptions.from_settings(settings))
             s3 = s3_server.client()
