@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from fractions import Fraction
 
 from usage_etl.settings import parse_as_of
 from usage_etl.warehouse.client import Warehouse
@@ -378,3 +379,90 @@ def latest_data_end(warehouse: Warehouse, whole_days: bool = False) -> datetime 
     if hour is None or _as_utc(hour).date() != day:
         return _as_utc(day) + DAY
     return _as_utc(hour) + HOUR
+
+
+# -- billable vs non-billable (price book meters) -------------------------------------------
+
+BILLABLE_DIMENSIONS = (
+    "project_id", "region", "node_id", "direction", "operation", "artifact_kind", "network_path",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BillableGroup:
+    """One project (`''` = none) or artifact kind: each meter's exact quantity (in its unit)
+    and the bytes and requests no meter of the plan counts."""
+
+    by: str  # project_id | artifact_kind
+    key: str
+    meters: dict[str, Fraction]
+    unbilled_bytes: int
+    unbilled_requests: int
+
+
+@dataclass(frozen=True)
+class BillableUsage:
+    plan: str
+    units: dict[str, str]  # meter -> unit
+    groups: list[BillableGroup]
+
+    def of(self, by: str) -> list[BillableGroup]:
+        return [g for g in self.groups if g.by == by]
+
+
+def billable_usage(warehouse: Warehouse, query: UsageQuery, book) -> BillableUsage:
+    """Per project and per artifact kind: what each meter of the account's plan (the plan in
+    force for the month the window starts in) counts, and what none of them counts."""
+    from usage_etl.invoicing.meter_view import plan_for, plan_meters
+    from usage_etl.invoicing.periods import Period
+
+    plan = plan_for(book, query.account_id, Period.containing(query.window.start.date()))
+    meters = plan_meters(book, plan)
+    table, _, time_condition = _source(warehouse, query.window)
+    filters, params = _where(query, query.window)
+    dims = ", ".join(BILLABLE_DIMENSIONS)
+    rows = warehouse.query_rows(
+        f"SELECT {dims}, sum(toUInt128(bytes)), sum(toUInt128(request_count)) FROM {table} "
+        f"WHERE {filters} AND {time_condition} GROUP BY {dims}",
+        params,
+    )
+    groups: dict[tuple[str, str], list] = {}
+    n = len(BILLABLE_DIMENSIONS)
+    for row in rows:
+        cell = dict(zip(BILLABLE_DIMENSIONS, row[:n], strict=True))
+        measures = {"bytes": int(row[n]), "request_count": int(row[n + 1])}
+        hits = {
+            name: measures[pricing.definition.measure]
+            for name, pricing in meters.items()
+            if pricing.definition.matches(cell)
+        }
+        counted = {meters[name].definition.measure for name in hits}
+        for by in ("project_id", "artifact_kind"):
+            entry = groups.setdefault((by, cell[by]), [{m: 0 for m in meters}, 0, 0])
+            for name, raw in hits.items():
+                entry[0][name] += raw
+            entry[1] += 0 if "bytes" in counted else measures["bytes"]
+            entry[2] += 0 if "request_count" in counted else measures["request_count"]
+    result = [
+        BillableGroup(by, key, {m: meters[m].definition.quantity(raw) for m, raw in q.items()},
+                      unbilled_bytes, unbilled_requests)
+        for (by, key), (q, unbilled_bytes, unbilled_requests) in sorted(groups.items())
+    ]  # fmt: skip
+    return BillableUsage(plan, {m: p.definition.unit for m, p in meters.items()}, result)
+
+
+# -- the money view (re-exported here so one module is the read API) ------------------------
+
+
+def explain_invoice(warehouse: Warehouse, invoice_id: str, line_id: str | None = None, book=None):
+    """Structured explanation of an invoice's lines (`usage_etl.invoicing.explain`)."""
+    from usage_etl.invoicing.explain import explain_invoice as explain
+
+    return explain(warehouse, invoice_id, line_id, book)
+
+
+def account_bill(warehouse: Warehouse, book, account_id: str, period):
+    """Cost to date, previous final bill and projection (`usage_etl.invoicing.bill`)."""
+    from usage_etl.invoicing.bill import account_bill as bill
+
+    return bill(warehouse, book, account_id, period)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from usage_etl.cli import demo, invoices, price_book, simulate, usage, warehouse
+from usage_etl.cli import bill, demo, explain, invoices, price_book, simulate, usage, warehouse
 from usage_etl.cli.errors import CliGroup
 
 app = typer.Typer(
@@ -32,7 +32,7 @@ def _root(
     """Billing-grade usage metering: simulate a fleet, run and inspect the pipeline."""
 
 
-for module in (warehouse, simulate, demo, invoices, usage, price_book):
+for module in (warehouse, simulate, demo, invoices, usage, price_book, explain, bill):
     module.register(app)
 
 

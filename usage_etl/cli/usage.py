@@ -95,6 +95,12 @@ def usage(
     raw: Annotated[
         bool, typer.Option("--raw", help="Tables show exact byte counts instead of GiB/MiB.")
     ] = False,
+    billable: Annotated[
+        bool,
+        typer.Option(
+            "--billable", help="Also: billable vs non-billable per meter of the account's plan."
+        ),
+    ] = False,
 ) -> None:
     """Usage of one account: totals and trend, series per region, nodes, artifact kinds."""
     settings = load_settings()
@@ -116,15 +122,23 @@ def usage(
                 )
         query = UsageQuery(account, parse_window(range_, now), project_filter(project), kind)
         report = usage_report(warehouse, query)
+        split = billable_split(warehouse, query, settings) if billable else None
     empty = not any(report.totals.get(m) for m in METRICS)
     if empty:
         note(f"no usage for account {account} in {report.window.label} UTC")
     if fmt is Format.json:
-        print(json.dumps(as_json(report), indent=2))
+        payload = as_json(report)
+        if split is not None:
+            payload["billable"] = billable_json(split)
+        print(json.dumps(payload, indent=2))
     elif fmt is Format.csv:
         write_csv(report)
+        if split is not None:
+            write_billable_csv(split)
     elif not empty:
         print_tables(stdout_console(), report, raw=raw)
+        if split is not None:
+            print_billable(stdout_console(), split)
     if chart is not None:
         from usage_etl.cli.usage_chart import write_chart
 
@@ -275,3 +289,60 @@ def print_tables(console: Console, report: UsageReport, raw: bool = False) -> No
         console.print(table if table.row_count else f"{table.title}: no usage")
     if not raw:
         console.print("bytes in binary units (1 GiB = 2^30 bytes); --raw for exact counts")
+
+
+# -- --billable -----------------------------------------------------------------------------
+
+
+def billable_split(warehouse, query: UsageQuery, settings):
+    from usage_etl.pricing import load_price_book
+    from usage_etl.usage import billable_usage
+
+    return billable_usage(warehouse, query, load_price_book(settings.price_book))
+
+
+def billable_json(split) -> dict:
+    from usage_etl.invoicing.exact import exact_text
+
+    return {
+        "plan": split.plan,
+        "units": split.units,
+        "groups": [
+            {"by": g.by, "key": g.key,
+             "meters": {m: exact_text(q) for m, q in g.meters.items()},
+             "unbilled_bytes": g.unbilled_bytes, "unbilled_requests": g.unbilled_requests}
+            for g in split.groups
+        ],
+    }  # fmt: skip
+
+
+def write_billable_csv(split) -> None:
+    """A second CSV block (after a blank line): one row per group and meter."""
+    from usage_etl.invoicing.exact import exact_text
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([])
+    writer.writerow(["by", "key", "meter", "quantity", "unit", "unbilled_bytes",
+                     "unbilled_requests"])  # fmt: skip
+    for g in split.groups:
+        for meter, quantity in g.meters.items():
+            writer.writerow([g.by, g.key, meter, exact_text(quantity), split.units[meter],
+                             g.unbilled_bytes, g.unbilled_requests])  # fmt: skip
+
+
+def print_billable(console: Console, split) -> None:
+    from usage_etl.invoicing.exact import exact_text
+
+    for by in ("project_id", "artifact_kind"):
+        table = Table(title=f"Billable per {by} (plan {split.plan})", title_justify="left")
+        table.add_column(by)
+        for meter, unit in split.units.items():
+            table.add_column(f"{meter} ({unit})", justify="right")
+        table.add_column("not billed: bytes", justify="right")
+        table.add_column("requests", justify="right")
+        for g in split.of(by):
+            table.add_row(
+                g.key or "(none)", *(exact_text(q) for q in g.meters.values()),
+                _n(g.unbilled_bytes), _n(g.unbilled_requests),
+            )  # fmt: skip
+        console.print(table if table.row_count else f"{table.title}: no usage")

@@ -2,7 +2,9 @@
 
 Files go to `s3://<landing bucket>/<parent of the landing prefix>/exports/invoices/
 period=YYYY-MM/` (for the default landing prefix `rollups`: `exports/invoices/period=...`),
-next to the rollups but outside the prefix the ingestion lists. The manifest is written last,
+next to the rollups but outside the prefix the ingestion lists. With a usage statement
+(usage_etl.invoicing.statement) the export also holds usage_statement.csv/.parquet: one row per
+invoice × day × project × meter, adding up exactly to the usage lines. The manifest is written last,
 so a manifest present means every file it lists is complete; each file's sha256 lets finance
 verify what they loaded.
 """
@@ -22,6 +24,12 @@ import pyarrow.parquet as pq
 
 from usage_etl.invoicing.lines import LINE_COLUMNS
 from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.statement import (
+    STATEMENT_COLUMNS,
+    STATEMENT_RULE,
+    STATEMENT_SCHEMA,
+    check_statement,
+)
 
 INVOICE_COLUMNS = (
     "invoice_id", "account_id", "period_start", "period_end", "currency", "subtotal", "status",
@@ -105,6 +113,7 @@ def export_period(
     lines: list[dict],
     invoices: list[dict],
     extra: dict | None = None,
+    statement: list[dict] | None = None,
 ) -> ExportResult:
     prefix = exports_prefix(landing_prefix, period)
     files = {
@@ -114,6 +123,9 @@ def export_period(
         "invoices.parquet": (to_parquet(invoices, INVOICE_SCHEMA), len(invoices)),
     }
     manifest = {"period": period.label, **(extra or {}), "files": {}}
+    if statement is not None:
+        files.update(statement_files(statement))
+        manifest["usage_statement"] = statement_manifest(statement, lines)
     for name, (body, rows) in files.items():
         s3.put_object(Bucket=bucket, Key=prefix + name, Body=body)
         manifest["files"][name] = {
@@ -126,3 +138,24 @@ def export_period(
         Bucket=bucket, Key=prefix + "manifest.json", Body=body, ContentType="application/json"
     )
     return ExportResult(bucket, prefix, manifest)
+
+
+def statement_files(statement: list[dict]) -> dict[str, tuple[bytes, int]]:
+    return {
+        "usage_statement.csv": (to_csv(statement, STATEMENT_COLUMNS), len(statement)),
+        "usage_statement.parquet": (to_parquet(statement, STATEMENT_SCHEMA), len(statement)),
+    }
+
+
+def statement_manifest(statement: list[dict], lines: list[dict]) -> dict:
+    """The statement's rule, and whether it adds up to the usage lines of every invoice."""
+    checks = check_statement(statement, lines)
+    return {
+        "rule": STATEMENT_RULE,
+        "adds_up_to_usage_lines": all(c.ok for c in checks),
+        "mismatches": [
+            {"invoice_id": c.invoice_id, "meter": c.meter, "statement": format(c.statement, "f"),
+             "lines": format(c.lines, "f")}
+            for c in checks if not c.ok
+        ],
+    }  # fmt: skip

@@ -12,6 +12,7 @@ from usage_etl.invoicing.completeness import check_completeness
 from usage_etl.invoicing.export import export_period
 from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.run import PeriodOutcome, run_period
+from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
 from usage_etl.pricing import load_price_book
 from usage_etl.resources import (
@@ -138,8 +139,8 @@ def invoices_metadata(invoices: list[dict]) -> dict:
     pool="warehouse",
     kinds={"s3", "parquet", "csv"},
     owners=["team:finance", "team:metering"],
-    description="The period's lines and invoices as CSV and Parquet under exports/invoices/"
-    "period=YYYY-MM/ next to the landing prefix, with a sha256 manifest for finance.",
+    description="The period's lines, invoices and usage statement as CSV and Parquet under "
+    "exports/invoices/period=YYYY-MM/ next to the landing prefix, with a sha256 manifest.",
 )
 def invoice_exports(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, landing: LandingResource
@@ -157,6 +158,7 @@ def invoice_exports(
         lines,
         invoices,
         {"status": "/".join(statuses) or "empty", "lines_checksum": lines_checksum(lines)},
+        statement=statement_rows(warehouse, period, lines),
     )
     return dg.MaterializeResult(
         metadata={
