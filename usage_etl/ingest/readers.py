@@ -100,7 +100,14 @@ def read_parquet(body: bytes) -> ParsedFile:
             raise FileQuarantined(
                 FileRule.UNREADABLE, f"not a readable Parquet file: {exc}"
             ) from None
-        frame, problems = _read_parquet_text_as_bytes(body)
+        try:
+            frame, problems = _read_parquet_text_as_bytes(body)
+        except FileQuarantined:
+            raise
+        except _DECODE_ERRORS as again:  # damaged beyond text values (a column name, a page)
+            raise FileQuarantined(
+                FileRule.UNREADABLE, f"not a readable Parquet file: {exc}; {again}"
+            ) from None
     missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
     if missing:
         raise FileQuarantined(FileRule.MISSING_COLUMNS, f"missing columns: {', '.join(missing)}")
