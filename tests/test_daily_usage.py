@@ -134,11 +134,11 @@ def test_rerun_picks_up_late_and_overwritten_objects_without_double_counting(lan
     assert run_daily(DAY).success
     assert usage_rows(warehouse)[0][-2] == 300
 
-    # A late file for another hour, and second.parquet replaced with a corrected content.
+    # A late file for another hour, and second.parquet replaced with a corrected version
+    # (emitted later: contract §1, only a greater emitted_at replaces a delivered version).
     landing.put("late.ndjson.gz", ndjson_gz_bytes([rollup("e3", hour=7, bytes=30)]), hour=7)
-    landing.client.put_object(
-        Bucket=landing.bucket, Key=overwritten, Body=parquet_bytes([rollup("e2", bytes=250)])
-    )
+    corrected = parquet_bytes([rollup("e2", bytes=250, emitted_minute=45)])
+    landing.client.put_object(Bucket=landing.bucket, Key=overwritten, Body=corrected)
     second = run_daily(DAY)
 
     assert second.success

@@ -22,8 +22,9 @@ import pytest
 from rollup_files import PARQUET_SCHEMA, Landing, json_line, ndjson_gz_bytes, parquet_bytes, rollup
 
 from usage_etl.ingest import native
+from usage_etl.ingest.ledger import counting_rows_sql
 from usage_etl.ingest.load import ingest_day
-from usage_etl.ingest.publish import current_rows_sql, publish_day
+from usage_etl.ingest.publish import publish_day
 from usage_etl.rollups.schema import RollupKey
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def _put_day(landing: Landing, files: dict) -> None:
 def _state(warehouse) -> dict[str, list]:
     return {
         "staged": warehouse.query_rows(
-            f"SELECT {STAGED} FROM ({current_rows_sql(warehouse)}) ORDER BY ALL", {"day": DAY}
+            f"SELECT {STAGED} FROM ({counting_rows_sql(warehouse)}) ORDER BY ALL", {"day": DAY}
         ),
         "quarantined": warehouse.query_rows(
             f"SELECT source_key, toString(scope), source_row, rule, field, value "

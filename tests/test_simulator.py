@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from usage_etl.ingest.versions import content_hash
 from usage_etl.rollups.schema import (
     DIRECTIONS,
     FIELDS,
@@ -352,13 +353,19 @@ def test_conflicts_are_off_by_default_and_named_when_injected(clean, heavy):
     day = day_with(conflict_rate=0.05)
     twins = pl.concat([f.rows for f in day.with_fault(Fault.CONFLICT)])
     assert day.conflicting_event_ids() == set(twins["event_id"])
-    # Ties resolve to the greater bytes: the twin, which carries more.
-    extra = total(twins) - total(
-        pl.concat([f.valid_rows for f in clean.files]).filter(
-            pl.col("event_id").is_in(twins["event_id"].implode())
-        )
-    )
-    assert extra > 0
+    # Ties resolve to the greater content hash, as in the pipeline (ingest/versions.py): the
+    # twin (which carries more bytes) wins some conflicts and loses others.
+    originals = {
+        row["event_id"]: row
+        for row in pl.concat([f.valid_rows for f in clean.files])
+        .filter(pl.col("event_id").is_in(twins["event_id"].implode()))
+        .iter_rows(named=True)
+    }
+    extra = 0
+    for twin in twins.iter_rows(named=True):
+        original = originals[twin["event_id"]]
+        extra += max(original, twin, key=content_hash)["bytes"] - original["bytes"]
+    assert 0 < extra < total(twins) - sum(r["bytes"] for r in originals.values())
     assert total(day.expected_usage_daily()) == total(clean.expected_usage_daily()) + extra
 
 

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from usage_etl.ingest.ledger import counting_loads_sql
 from usage_etl.warehouse.client import Warehouse
 
 MIB = 2**20
@@ -164,7 +165,8 @@ def ratio(rollup_bytes: int, cache_bytes: int) -> Decimal | None:
 
 
 # Both sides as one UNION ALL, then GROUP BY: equivalent to a FULL OUTER JOIN on the group key,
-# without relying on how the join fills keys of one-sided rows.
+# without relying on how the join fills keys of one-sided rows. Sums in UInt128: a report figure
+# never wraps, even where several usage_daily groups near 2^64 meet.
 _GROUPS_SQL = """
 SELECT account_id, project_id, artifact_kind, action,
        sum(rollup) AS rollup_bytes, sum(cache) AS cache_bytes,
@@ -182,14 +184,14 @@ SELECT account_id, project_id, artifact_kind, action,
 FROM (
     SELECT account_id, project_id, toString(artifact_kind) AS artifact_kind,
            if(direction = 'egress', 'download', 'upload') AS action,
-           toString(node_id) AS node_id, bytes AS rollup, toUInt64(0) AS cache
+           toString(node_id) AS node_id, toUInt128(bytes) AS rollup, toUInt128(0) AS cache
     FROM {usage_daily}
     WHERE day = {{day:Date}} AND project_id != ''
       AND ((direction = 'egress' AND operation = 'download')
            OR (direction = 'ingress' AND operation = 'upload'))
     UNION ALL
     SELECT account_id, project_id, toString(artifact_kind), toString(action),
-           '', toUInt64(0), size_bytes
+           '', toUInt128(0), toUInt128(size_bytes)
     FROM {cache_events}
     WHERE project_id != ''
       AND occurred_at >= {{start:DateTime64(3, 'UTC')}}
@@ -285,13 +287,16 @@ class Completeness:
         return self.newest_last_modified - day_window(self.day)[1]
 
 
-# The current state of each object is its ledger row with the greatest recorded_at.
+# The current state of each object is its ledger row with the greatest recorded_at; `delivered`:
+# some version of it was loaded and its rows count (ledger.counting_loads_sql), even if the
+# object was overwritten since (contract §1: nothing is retracted).
 _CURRENT_OBJECTS_SQL = """
 SELECT object_key,
        argMax(node_id, recorded_at) AS node_id,
        argMax(hour, recorded_at) AS hour,
        argMax(status, recorded_at) AS status,
-       argMax(last_modified, recorded_at) AS last_modified
+       argMax(last_modified, recorded_at) AS last_modified,
+       object_key IN (SELECT object_key FROM ({counting})) AS delivered
 FROM {ingest_objects}
 WHERE day = {{day:Date}}
 GROUP BY object_key
@@ -313,7 +318,7 @@ FROM (
            quarantined
     FROM (
         SELECT node_id,
-               groupUniqArrayIf(hour, status = 'loaded') AS loaded,
+               groupUniqArrayIf(hour, delivered) AS loaded,
                groupUniqArrayIf(hour, status = 'quarantined') AS quarantined
         FROM ({current})
         WHERE status != 'ignored' AND node_id != ''
@@ -328,7 +333,9 @@ LIMIT {{limit:UInt32}}
 
 def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Completeness:
     """Which node-hours of the day have no loaded object, for nodes that reported that day."""
-    current = _CURRENT_OBJECTS_SQL.format(ingest_objects=warehouse.table("ingest_objects"))
+    current = _CURRENT_OBJECTS_SQL.format(
+        ingest_objects=warehouse.table("ingest_objects"), counting=counting_loads_sql(warehouse)
+    )
     loaded, quarantined, ignored, seen, newest, nodes = warehouse.query_rows(
         _LEDGER_SUMMARY_SQL.format(current=current), {"day": day}
     )[0]

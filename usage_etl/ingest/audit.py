@@ -7,7 +7,9 @@ from datetime import date
 
 import dagster as dg
 
-from usage_etl.ingest.publish import CONTENT_HASH, current_rows_sql, dedupe_buckets
+from usage_etl.ingest.ledger import counting_rows_sql, decided_versions_sql
+from usage_etl.ingest.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
+from usage_etl.ingest.versions import CONTENT_HASH
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -17,7 +19,7 @@ def _md_cell(value: object) -> str:
 
 @dataclass(frozen=True)
 class Recomputation:
-    published: tuple[int, int, int]  # bytes, requests, rollups
+    published: tuple[int, int, int]  # bytes, requests, rollups (+ those quarantined as overflow)
     recomputed: tuple[int, int, int]  # the rollups recomputed = the day's distinct event_ids
 
     @property
@@ -41,11 +43,15 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     An event_id whose hash occurs once among the counting rows has one version: its row counts
     as it is. The rest are resolved per event_id by sorting (ORDER BY event_id, emitted_at DESC,
     content_hash DESC LIMIT 1 BY event_id) rather than the publish's argMax. Buckets of
-    event_hash keep the memory flat, as in the publish.
+    event_hash keep the memory flat, as in the publish. Sums stay in UInt128 (Python ints).
+
+    The published side is what usage_daily holds plus the rollups the latest publication
+    quarantined as `group_sum_overflow` (their staged rows' values): every winning rollup must
+    be in exactly one of the two.
     """
     params = {"day": day}
     buckets = dedupe_buckets(warehouse, day)
-    rows = current_rows_sql(warehouse)
+    rows = counting_rows_sql(warehouse)
     totals = [0, 0, 0]
     for bucket in range(buckets):
         bucket_params = {**params, "buckets": buckets, "bucket": bucket}
@@ -56,8 +62,7 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         # One statement, so ClickHouse builds the set of repeated hashes once for both halves.
         row = warehouse.query_rows(
             f"""
-            SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))),
-                   count()
+            SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
             FROM (
                 SELECT bytes, request_count FROM ({in_bucket})
                 WHERE event_hash NOT IN ({repeated})
@@ -74,7 +79,7 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         )[0]
         totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
     daily = warehouse.query_rows(
-        f"SELECT toUInt64(sum(toUInt128(bytes))), toUInt64(sum(toUInt128(request_count))) "
+        f"SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
         params,
     )[0]
@@ -82,10 +87,36 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         f"SELECT sum(rollups) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
         params,
     )
+    held = warehouse.query_rows(
+        f"""
+        SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
+        FROM ({rows})
+        WHERE (source_key, source_etag, source_row) IN (
+            SELECT source_key, source_etag, source_row {_overflow_quarantine_sql(warehouse)}
+        )
+        """,
+        params,
+    )[0]
     return Recomputation(
-        published=(int(daily[0] or 0), int(daily[1] or 0), int(rollups or 0)),
+        published=(
+            int(daily[0] or 0) + int(held[0] or 0),
+            int(daily[1] or 0) + int(held[1] or 0),
+            int(rollups or 0) + int(held[2] or 0),
+        ),
         recomputed=(totals[0], totals[1], totals[2]),
     )
+
+
+def _overflow_quarantine_sql(warehouse: Warehouse) -> str:
+    """FROM … WHERE of what the day's latest publication quarantined (group_sum_overflow)."""
+    return f"""
+        FROM {warehouse.table("quarantined_rows")}
+        WHERE day = {{day:Date}} AND rule = '{GROUP_SUM_OVERFLOW}' AND run_id = (
+            SELECT argMax(run_id, published_at)
+            FROM {warehouse.table("usage_day_publications")}
+            WHERE day = {{day:Date}}
+        )
+    """
 
 
 @dataclass
@@ -137,13 +168,20 @@ class QuarantineSummary:
 
 
 def _current_quarantine_sql(warehouse: Warehouse) -> str:
+    """What is quarantined in the day's counting state: the rows and files of the latest
+    decision about every object version (ledger.decided_versions_sql, the versions whose rows
+    count), and the groups the latest publication held back (group_sum_overflow)."""
     return f"""
         FROM {warehouse.table("quarantined_rows")}
-        WHERE day = {{day:Date}} AND (source_key, source_etag, run_id) IN (
-            SELECT object_key, argMax(etag, recorded_at), argMax(run_id, recorded_at)
-            FROM {warehouse.table("ingest_objects")}
-            WHERE day = {{day:Date}}
-            GROUP BY object_key
+        WHERE day = {{day:Date}} AND (
+            (source_key, source_etag, run_id) IN (
+                SELECT object_key, etag, run_id FROM ({decided_versions_sql(warehouse)})
+            )
+            OR run_id = (
+                SELECT argMax(run_id, published_at)
+                FROM {warehouse.table("usage_day_publications")}
+                WHERE day = {{day:Date}}
+            )
         )
     """
 
@@ -207,9 +245,9 @@ def conflicts(warehouse: Warehouse, day: date, limit: int = 20) -> Conflicts:
         FROM (
             SELECT event_id, node_id, emitted_at, {CONTENT_HASH} AS content_hash,
                    max(emitted_at) OVER (PARTITION BY event_id) AS latest
-            FROM ({current_rows_sql(warehouse)})
+            FROM ({counting_rows_sql(warehouse)})
             WHERE event_hash IN (
-                SELECT event_hash FROM ({current_rows_sql(warehouse)})
+                SELECT event_hash FROM ({counting_rows_sql(warehouse)})
                 GROUP BY event_hash HAVING count() > 1
             )
         )

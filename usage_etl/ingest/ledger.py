@@ -1,9 +1,17 @@
 """The object ledger (`ingest_objects`): what each object under a day's prefix became.
 
-Append-only: a run appends one row per object it decided about. The *current* entry of a key
-is its latest row, so an overwritten object (new ETag) is simply decided again, and rows loaded
-from an earlier version stop counting. Loaded rows count only when their (key, etag, load_id)
-is the key's current entry: leftovers of a crashed or retried attempt never do.
+Append-only: a run appends one row per object version (key, ETag) it decided about. The
+*current* entry of a key is its latest row: it tells what to skip on the next run (same ETag)
+and what the object is now.
+
+Which staged rows count (contract §1, "a version, once read from any object, stays delivered")
+is decided by `counting_loads_sql` alone, and every reader of staged rows goes through it
+(`counting_rows_sql`): the rows of every object version ever loaded, not only the current one.
+Overwriting an object with other content, or deleting it, therefore retracts nothing; only a
+version with a greater emitted_at replaces one, at dedupe. Per (key, ETag) the latest decision
+names the load whose rows count, so the same content loaded twice (concurrent runs, or judged
+again under a changed node registry) counts once and under the rules in force. Rows with no
+ledger entry (a crashed or retried attempt, a native attempt handed back) never count.
 """
 
 from __future__ import annotations
@@ -48,15 +56,61 @@ def current_entries(warehouse: Warehouse, day: date) -> dict[str, LedgerEntry]:
     return {r[0]: LedgerEntry(*r) for r in rows}
 
 
-def current_loads_sql(warehouse: Warehouse) -> str:
-    """A subquery of (key, etag, load_id) whose rows count for `{day:Date}`."""
+def counting_loads_sql(warehouse: Warehouse) -> str:
+    """THE rule: a subquery of (object_key, etag, run_id), the loads whose rows count for
+    `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest decision,
+    if that decision was `loaded`. (The ledger's `run_id` column holds load ids.)"""
     return f"""
-        SELECT object_key, argMax(etag, recorded_at), argMax(run_id, recorded_at)
+        SELECT object_key, etag, argMax(run_id, recorded_at) AS run_id
         FROM {warehouse.table("ingest_objects")}
         WHERE day = {{day:Date}}
-        GROUP BY object_key
+        GROUP BY object_key, etag
         HAVING argMax(status, recorded_at) = 'loaded'
     """
+
+
+def decided_versions_sql(warehouse: Warehouse) -> str:
+    """(object_key, etag, run_id) of the latest decision about every object version of
+    `{day:Date}`, whatever it was: the quarantine that belongs to the counting state."""
+    return f"""
+        SELECT object_key, etag, argMax(run_id, recorded_at) AS run_id
+        FROM {warehouse.table("ingest_objects")}
+        WHERE day = {{day:Date}}
+        GROUP BY object_key, etag
+    """
+
+
+def counting_rows_sql(warehouse: Warehouse) -> str:
+    """The staged rows of `{day:Date}` that count (before dedupe): those of the counting loads.
+
+    Rows are matched on load_key, the 128-bit hash of their (source_key, source_etag, run_id)
+    computed on insert (sql/005): the odds that a stale load's key equals a counting one's are
+    ~1e-34 per pair, far below any hardware error rate, at 1/40 of the cost of the tuple."""
+    return f"""
+        SELECT * FROM {warehouse.table("rollup_rows")}
+        WHERE day = {{day:Date}}
+          AND load_key IN (
+              SELECT sipHash128(object_key, etag, run_id)
+              FROM ({counting_loads_sql(warehouse)})
+          )
+    """
+
+
+def counting_row_count(warehouse: Warehouse, day: date) -> int:
+    """Staged rows that count for the day, from the ledger (no scan of the staged rows)."""
+    total = warehouse.query_one(
+        f"""
+        SELECT sum(rows) FROM (
+            SELECT argMax(rows_loaded, recorded_at) AS rows
+            FROM {warehouse.table("ingest_objects")}
+            WHERE day = {{day:Date}}
+            GROUP BY object_key, etag
+            HAVING argMax(status, recorded_at) = 'loaded'
+        )
+        """,
+        {"day": day},
+    )
+    return int(total or 0)
 
 
 def record(warehouse: Warehouse, rows: list[list]) -> None:

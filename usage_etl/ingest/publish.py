@@ -1,15 +1,21 @@
 """Deduplicate a day's staged rollups and publish `usage_hourly` and `usage_daily` atomically.
 
-Dedupe (contract §1): per event_id, the version with the greatest emitted_at wins; between
-versions with equal emitted_at the one with the greatest content hash wins, so the choice is
-the same whatever order files arrived or were processed in. Identical re-deliveries have the
-same hash and count once; equal emitted_at with different contents is a *conflict*, counted
-and reported.
+Dedupe (contract §1): per event_id, the version with the greatest emitted_at wins among every
+version ever delivered (the counting rows of `ledger.counting_rows_sql`: overwriting or deleting
+an object retracts nothing); between versions with equal emitted_at the one with the greatest
+content hash wins (`versions.py`), so the choice is the same whatever order files arrived or
+were processed in. Identical re-deliveries have the same hash and count once; equal emitted_at
+with different contents is a *conflict*, counted and reported.
 
 Publish: the day is computed into per-load build tables, then swapped in with
 `ALTER TABLE … REPLACE PARTITION`, which is atomic per table: readers see the old day or the
-new one, never half or double. Sums are taken in UInt128 and cast back with accurateCast, so a
-total that does not fit UInt64 fails the run loudly instead of wrapping.
+new one, never half or double.
+
+Overflow: sums are taken in UInt128. A usage_daily group (day and dimensions) whose exact sum of
+bytes or request_count does not fit UInt64 is not published, in neither table: its winning rows
+are quarantined under `group_sum_overflow` (naming the group) and every other group of the day
+publishes exactly. Summary figures (the day's totals) stay in UInt128 / Python int and never
+fail the day.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from usage_etl import faults
-from usage_etl.ingest.ledger import current_entries, current_loads_sql
+from usage_etl.ingest.ledger import counting_row_count, counting_rows_sql
+from usage_etl.ingest.versions import CONTENT_HASH
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
@@ -45,34 +52,18 @@ class PublishReport:
     bytes: int
     request_count: int
     groups: int
+    publish_id: str = ""  # run_id of what this publication quarantined (group_sum_overflow)
+    overflow_groups: int = 0  # usage_daily groups not published: their sum exceeds UInt64
+    overflow_rows: int = 0  # their winning rows, quarantined
 
     @property
     def duplicates(self) -> int:
         return self.versions - self.rollups
 
 
-# Tie-breaker between versions of an event_id with equal emitted_at (contract §1): computed
-# only for event_ids with several versions (a few percent of a day).
-CONTENT_HASH = (
-    "cityHash64(node_id, region, account_id, project_id, direction, operation, artifact_kind, "
-    "network_path, window_start, window_seconds, bytes, request_count)"
-)
-
-
-def current_rows_sql(warehouse: Warehouse) -> str:
-    """The staged rows of `{day:Date}` that count: those of each object's current load.
-
-    Rows are matched on load_key, the 128-bit hash of their (source_key, source_etag, run_id)
-    computed on insert (sql/005): the odds that a stale load's key equals a current one's are
-    ~1e-34 per pair, far below any hardware error rate, at 1/40 of the cost of the tuple."""
-    return f"""
-        SELECT * FROM {warehouse.table("rollup_rows")}
-        WHERE day = {{day:Date}}
-          AND load_key IN (
-              SELECT sipHash128(object_key, etag, run_id)
-              FROM ({current_loads_sql(warehouse)}) AS loads (object_key, etag, run_id)
-          )
-    """
+# The quarantine rule of a group whose exact sum does not fit usage_daily's UInt64 columns.
+GROUP_SUM_OVERFLOW = "group_sum_overflow"
+UINT64_MAX = 2**64 - 1
 
 
 def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
@@ -89,15 +80,11 @@ def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
                 != argMin(content_hash, (-toUnixTimestamp64Micro(emitted_at), content_hash))
                 AS conflict
         FROM (
-            SELECT *, {CONTENT_HASH} AS content_hash FROM ({current_rows_sql(warehouse)})
+            SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
             WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
         )
         GROUP BY event_id
     """
-
-
-def _sum(column: str) -> str:
-    return f"accurateCast(sum(toUInt128({column})), 'UInt64')"
 
 
 # Runs of the same day may overlap on a ClickHouse server (no engine lock): one that built its
@@ -109,9 +96,9 @@ MAX_PUBLISH_ATTEMPTS = 5
 
 
 def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
-    for _ in range(MAX_PUBLISH_ATTEMPTS):
+    for attempt in range(1, MAX_PUBLISH_ATTEMPTS + 1):
         version = _ledger_version(warehouse, day)
-        report = _publish_once(warehouse, day, load_id)
+        report = _publish_once(warehouse, day, load_id, f"{load_id}.publish.{attempt}")
         if _ledger_version(warehouse, day) == version:
             return report
     raise WarehouseError(
@@ -128,7 +115,9 @@ def _ledger_version(warehouse: Warehouse, day: date) -> int:
     )
 
 
-def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
+def _publish_once(
+    warehouse: Warehouse, day: date, load_id: str, publish_id: str
+) -> PublishReport:
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
     build_hourly = f"{BUILD_PREFIX}usage_hourly_{suffix}"
     build_daily = f"{BUILD_PREFIX}usage_daily_{suffix}"
@@ -137,8 +126,8 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str) -> PublishRepor
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
             create_build_table(warehouse, build, target)  # plain MergeTree if replicated
-        _dedupe_into(warehouse, build_hourly, build_daily, day, suffix)
-        report = _report(warehouse, build_hourly, build_daily, day)
+        overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, suffix, publish_id)
+        report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
         faults.fault_point("publish.before_swap")
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             # An empty day (everything quarantined or deleted) has no partition to swap in:
@@ -178,7 +167,7 @@ def find_duplicates(warehouse: Warehouse, day: date, duplicates: str) -> None:
         warehouse.command(
             f"""
             INSERT INTO {warehouse.table(duplicates)}
-            SELECT event_hash FROM ({current_rows_sql(warehouse)})
+            SELECT event_hash FROM ({counting_rows_sql(warehouse)})
             WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
             GROUP BY event_hash
             HAVING count() > 1
@@ -188,8 +177,13 @@ def find_duplicates(warehouse: Warehouse, day: date, duplicates: str) -> None:
 
 
 def _dedupe_into(
-    warehouse: Warehouse, build_hourly: str, build_daily: str, day: date, suffix: str
-) -> None:
+    warehouse: Warehouse,
+    build_hourly: str,
+    build_daily: str,
+    day: date,
+    suffix: str,
+    publish_id: str,
+) -> tuple[int, int]:
     """Latest version per event_id, aggregated per hour and per day, into the build tables.
 
     Most event_ids have one version. Those rows are aggregated as they are, with no per-event_id
@@ -204,23 +198,32 @@ def _dedupe_into(
     daily rows are spelled out. account_id is a dimension of both tables, so every hourly and
     every daily group lies in exactly one bucket, and memory is bounded by the bucket, not the
     day.
+
+    Returns (groups, rows) quarantined because their sum does not fit UInt64 (`_spell_out`).
     """
     duplicates = f"{BUILD_PREFIX}duplicate_ids_{suffix}"
     winners = f"{BUILD_PREFIX}winners_{suffix}"
     grouped = f"{BUILD_PREFIX}grouped_{suffix}"
     dimensions = f"{BUILD_PREFIX}dimensions_{suffix}"
+    overflow = f"{BUILD_PREFIX}overflow_{suffix}"
     try:
         find_duplicates(warehouse, day, duplicates)
         _resolve_duplicates(warehouse, day, duplicates, winners)
         counts = _store_dimensions(warehouse, day, dimensions)
         ids, names, key = _dimension_ids(warehouse, dimensions, counts)
-        buckets = max(1, math.ceil(_counting_rows(warehouse, day) / GROUP_BUCKET_ROWS))
+        buckets = max(1, math.ceil(counting_row_count(warehouse, day) / GROUP_BUCKET_ROWS))
+        overflowed = False
         for bucket in range(buckets):
             params = {"day": day, "buckets": buckets, "bucket": bucket}
             _group_hourly(warehouse, params, duplicates, winners, grouped, ids, key)
-            _spell_out(warehouse, params, grouped, build_hourly, build_daily, names, key)
+            overflowed |= _spell_out(
+                warehouse, params, grouped, build_hourly, build_daily, names, key, overflow
+            )
+        if not overflowed:
+            return 0, 0
+        return _quarantine_overflow(warehouse, day, overflow, publish_id)
     finally:
-        for table in (duplicates, winners, grouped, dimensions):
+        for table in (duplicates, winners, grouped, dimensions, overflow):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(table)}")
 
 
@@ -259,7 +262,7 @@ def _group_hourly(
             FROM (
                 SELECT window_start, {DIMENSIONS}, bytes, request_count,
                        1 AS rollup, 1 AS versions, 0 AS conflict
-                FROM ({current_rows_sql(warehouse)})
+                FROM ({counting_rows_sql(warehouse)})
                 WHERE {in_bucket} AND event_hash NOT IN (
                     SELECT event_hash FROM {warehouse.table(duplicates)}
                 )
@@ -283,13 +286,50 @@ def _spell_out(
     build_daily: str,
     names: str,
     key: HourlyKey,
-) -> None:
+    overflow: str,
+) -> bool:
     """A bucket's hourly groups, and their sums per day, into the build tables with the
-    dimension values in place of their ids."""
+    dimension values in place of their ids.
+
+    A daily group whose sum exceeds UInt64 goes to the table `overflow` (its dimension values
+    and sums) instead, with none of its hourly groups (an hourly sum is at most its day's, so
+    every other hourly group fits). Returns whether the bucket had such a group. A bucket whose
+    hourly sums add up within UInt64 cannot have one: the common case costs one small query."""
     unpacked = (
         f"SELECT sort_key, {key.decode}, b, r, rollups, versions, conflicts "
         f"FROM {warehouse.table(grouped)}"
     )
+    params = {**params, "max": UINT64_MAX}
+    fits = warehouse.query_one(
+        f"SELECT sum(b) <= {{max:UInt64}} AND sum(r) <= {{max:UInt64}} "
+        f"FROM {warehouse.table(grouped)}",
+        params,
+    )
+    published = ""
+    if not fits:
+        warehouse.command(
+            f"""
+            CREATE TABLE IF NOT EXISTS {warehouse.table(overflow)} ENGINE = MergeTree
+            ORDER BY tuple() AS
+            SELECT {DIMENSIONS}, toUInt128(0) AS b, toUInt128(0) AS r
+            FROM {warehouse.table(build_daily)} WHERE 0
+            """
+        )
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(overflow)} ({DIMENSIONS}, b, r)
+            SELECT {names}, b_day, r_day FROM (
+                SELECT {ID_COLUMNS}, sum(b) AS b_day, sum(r) AS r_day
+                FROM ({unpacked}) GROUP BY {ID_COLUMNS}
+                HAVING b_day > {{max:UInt64}} OR r_day > {{max:UInt64}}
+            )
+            """,
+            params,
+        )
+        published = f"""WHERE ({ID_COLUMNS}) NOT IN (
+            SELECT {ID_COLUMNS} FROM ({unpacked}) GROUP BY {ID_COLUMNS}
+            HAVING sum(b) > {{max:UInt64}} OR sum(r) > {{max:UInt64}}
+        )"""
     warehouse.command(
         f"""
         INSERT INTO {warehouse.table(build_hourly)}
@@ -297,6 +337,7 @@ def _spell_out(
         SELECT {{day:Date}}, toDateTime({{day:Date}}, 'UTC') + hour_of_day * 3600, {names},
                accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64'), rollups, versions, conflicts
         FROM ({unpacked})
+        {published}
         ORDER BY sort_key
         """,
         params,
@@ -308,11 +349,82 @@ def _spell_out(
         FROM (
             SELECT {ID_COLUMNS}, sum(b) AS b, sum(r) AS r
             FROM ({unpacked})
+            {published}
             GROUP BY {ID_COLUMNS}
         )
         """,
         params,
     )
+    return not fits
+
+
+def overflow_winners_sql(warehouse: Warehouse, groups: str) -> str:
+    """The winning version of every event_id whose winner falls in one of the groups listed in
+    the table `groups` (dimension columns): one row each, with its source row. Identical copies
+    of a winner are told apart by their source, so the chosen copy does not depend on order."""
+    n = len(USAGE_DIMENSIONS)
+    dims = ", ".join(f"v.{i + 4} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    in_groups = f"({DIMENSIONS}) IN (SELECT {DIMENSIONS} FROM {warehouse.table(groups)})"
+    return f"""
+        SELECT * FROM (
+            SELECT event_id, v.1 AS source_key, v.2 AS source_etag, v.3 AS source_row, {dims},
+                   v.{n + 4} AS bytes, v.{n + 5} AS request_count
+            FROM (
+                SELECT event_id,
+                       argMax((source_key, source_etag, source_row, {DIMENSIONS}, bytes,
+                               request_count),
+                              (emitted_at, {CONTENT_HASH}, source_key, source_etag,
+                               source_row)) AS v
+                FROM ({counting_rows_sql(warehouse)})
+                WHERE event_id IN (
+                    SELECT event_id FROM ({counting_rows_sql(warehouse)}) WHERE {in_groups}
+                )
+                GROUP BY event_id
+            )
+        )
+        WHERE {in_groups}
+    """
+
+
+def _group_label_sql() -> str:
+    """`account_id=…, project_id=…, …` of a row's dimensions, as a SQL expression."""
+    parts = []
+    for i, name in enumerate(USAGE_DIMENSIONS):
+        parts += [f"'{', ' if i else ''}{name}='", f"toString({name})"]
+    return f"concat({', '.join(parts)})"
+
+
+def _quarantine_overflow(
+    warehouse: Warehouse, day: date, overflow: str, publish_id: str
+) -> tuple[int, int]:
+    """Quarantine the winning rows of the groups in `overflow` (rule group_sum_overflow, one
+    row per rollup, naming the group and its sums) under this publication's own run_id. The
+    field named is the measure that overflowed (bytes when both did)."""
+    groups = warehouse.query_one(f"SELECT count() FROM {warehouse.table(overflow)}")
+    params = {"day": day, "rule": GROUP_SUM_OVERFLOW, "max": UINT64_MAX, "publish_id": publish_id}
+    warehouse.command(
+        f"""
+        INSERT INTO {warehouse.table("quarantined_rows")}
+            (day, source_key, source_etag, scope, source_row, rule, field, value, detail, run_id,
+             quarantined_at)
+        SELECT {{day:Date}}, w.source_key, w.source_etag, 'row', w.source_row,
+               {{rule:String}}, if(g.b > {{max:UInt64}}, 'bytes', 'request_count'),
+               toString(if(g.b > {{max:UInt64}}, w.bytes, w.request_count)),
+               concat('the usage_daily group (day=', toString({{day:Date}}), ', ',
+                      {_group_label_sql()}, ') sums to ', toString(g.b), ' bytes and ',
+                      toString(g.r), ' requests, beyond UInt64 (2^64-1): not published'),
+               {{publish_id:String}}, now64(6, 'UTC')
+        FROM ({overflow_winners_sql(warehouse, overflow)}) AS w
+        INNER JOIN {warehouse.table(overflow)} AS g USING ({DIMENSIONS})
+        """,
+        params,
+    )
+    rows = warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('quarantined_rows')} "
+        "WHERE day = {day:Date} AND run_id = {publish_id:String}",
+        params,
+    )
+    return int(groups), int(rows)
 
 
 def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
@@ -343,7 +455,7 @@ def _store_dimensions(warehouse: Warehouse, day: date, dimensions: str) -> dict[
     warehouse.command(f"DROP TABLE IF EXISTS {table}")
     warehouse.command(
         f"CREATE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS "
-        f"SELECT {arrays} FROM ({current_rows_sql(warehouse)})",
+        f"SELECT {arrays} FROM ({counting_rows_sql(warehouse)})",
         {"day": day},
     )
     counts = warehouse.query_rows(
@@ -409,22 +521,27 @@ def _hourly_key(counts: dict[str, int]) -> HourlyKey:
     return HourlyKey(" + ".join(encode), ", ".join(decode))
 
 
-def _counting_rows(warehouse: Warehouse, day: date) -> int:
-    """Rows the current ledger says count for the day (no scan of the staged rows)."""
-    entries = current_entries(warehouse, day).values()
-    return sum(e.rows_loaded for e in entries if e.status == "loaded")
-
-
-def _report(warehouse: Warehouse, build_hourly: str, build_daily: str, day: date) -> PublishReport:
+def _report(
+    warehouse: Warehouse,
+    build_hourly: str,
+    build_daily: str,
+    day: date,
+    publish_id: str,
+    overflow: tuple[int, int],
+) -> PublishReport:
+    # Day totals in UInt128 (returned as Python ints): a summary figure never fails the day.
     rollups, versions, conflicts, total_bytes, requests = warehouse.query_rows(
         f"""
-        SELECT sum(rollups), sum(versions), sum(conflicts), {_sum("bytes")},
-               {_sum("request_count")}
+        SELECT sum(rollups), sum(versions), sum(conflicts), sum(toUInt128(bytes)),
+               sum(toUInt128(request_count))
         FROM {warehouse.table(build_hourly)}
         """
     )[0]
     groups = warehouse.query_one(f"SELECT count() FROM {warehouse.table(build_daily)}")
-    return PublishReport(day, rollups, versions, conflicts, total_bytes, requests, groups)
+    return PublishReport(
+        day, int(rollups), int(versions), int(conflicts), int(total_bytes), int(requests),
+        int(groups), publish_id, *overflow,
+    )  # fmt: skip
 
 
 def record_publication(
@@ -436,9 +553,9 @@ def record_publication(
     warehouse.insert_rows(
         "usage_day_publications",
         [[
-            report.day, load_id, datetime.now(UTC), objects["loaded"], objects["quarantined"],
-            objects["ignored"], report.versions, report.rollups, report.duplicates,
-            report.conflicts, report.bytes, report.request_count,
+            report.day, report.publish_id or load_id, datetime.now(UTC), objects["loaded"],
+            objects["quarantined"], objects["ignored"], report.versions, report.rollups,
+            report.duplicates, report.conflicts, report.bytes, report.request_count,
         ]],
         [
             "day", "run_id", "published_at", "objects_loaded", "objects_quarantined",
@@ -452,9 +569,9 @@ def top_accounts(warehouse: Warehouse, day: date, limit: int = 10) -> list[dict]
     return warehouse.query_dicts(
         f"""
         SELECT account_id,
-               sumIf(bytes, direction = 'egress') AS egress_bytes,
-               sumIf(bytes, direction = 'ingress') AS ingress_bytes,
-               sum(request_count) AS requests
+               sumIf(toUInt128(bytes), direction = 'egress') AS egress_bytes,
+               sumIf(toUInt128(bytes), direction = 'ingress') AS ingress_bytes,
+               sum(toUInt128(request_count)) AS requests
         FROM {warehouse.table("usage_daily")}
         WHERE day = {{day:Date}}
         GROUP BY account_id

@@ -5,6 +5,11 @@ NDJSON rows are judged by the same code. A reader raises `FileQuarantined` only 
 whole file unusable: it cannot be decoded, a required column is missing, or a Parquet column has
 a type that cannot hold its field.
 
+Text that is not UTF-8 is a row problem, not a file one: polars refuses a whole Parquet file
+with one such string, so that file is read again with pyarrow (which does not check), its text
+columns as bytes, and each row whose text field is not UTF-8 is reported under that field's
+rule. NDJSON lines with such bytes are judged the same way by the careful path.
+
 NDJSON has two paths. The fast path lets polars parse the whole file against the expected
 schema; if any line is off (bad JSON, a string where an int belongs, an int ≥ 2^63…) polars
 refuses the file and the careful path parses line by line, so each bad line becomes one
@@ -83,11 +88,26 @@ def read_rollup_file(body: bytes, fmt: str) -> ParsedFile:
 _DECODE_ERRORS = (Exception, pl.exceptions.PanicException)
 
 
+_NOT_UTF8 = re.compile(r"utf-?8", re.I)
+
+
 def read_parquet(body: bytes) -> ParsedFile:
+    problems = None
     try:
         frame = pl.read_parquet(io.BytesIO(body))
     except _DECODE_ERRORS as exc:
-        raise FileQuarantined(FileRule.UNREADABLE, f"not a readable Parquet file: {exc}") from None
+        if not _NOT_UTF8.search(str(exc)):
+            raise FileQuarantined(
+                FileRule.UNREADABLE, f"not a readable Parquet file: {exc}"
+            ) from None
+        try:
+            frame, problems = _read_parquet_text_as_bytes(body)
+        except FileQuarantined:
+            raise
+        except _DECODE_ERRORS as again:  # damaged beyond text values (a column name, a page)
+            raise FileQuarantined(
+                FileRule.UNREADABLE, f"not a readable Parquet file: {exc}; {again}"
+            ) from None
     missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
     if missing:
         raise FileQuarantined(FileRule.MISSING_COLUMNS, f"missing columns: {', '.join(missing)}")
@@ -100,11 +120,68 @@ def read_parquet(body: bytes) -> ParsedFile:
     try:
         parsed = frame.select(columns).with_columns(
             pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("_row"),
-            *[pl.lit(None, pl.String).alias(c) for c in ("_rule", "_field", "_value")],
+            *(
+                [pl.lit(None, pl.String).alias(c) for c in ("_rule", "_field", "_value")]
+                if problems is None
+                else problems
+            ),
         )
     except _DECODE_ERRORS as exc:
         raise FileQuarantined(FileRule.UNREADABLE, f"undecodable values: {exc}") from None
     return ParsedFile(parsed, missing_network_path="network_path" not in frame.columns)
+
+
+def _read_parquet_text_as_bytes(body: bytes) -> tuple[pl.DataFrame, list[pl.Series]]:
+    """A Parquet file with text that is not UTF-8, read with pyarrow: each text field of the
+    contract is decoded row by row (a value that does not decode becomes null), and the first
+    such field of a row, in contract order, is its problem (`_rule`, `_field`, `_value`). Text
+    columns outside the contract are dropped. Anything pyarrow cannot read quarantines the
+    file, as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(body))
+    except Exception as exc:  # any failure: the file is unreadable
+        raise FileQuarantined(FileRule.UNREADABLE, f"not a readable Parquet file: {exc}") from None
+    rows = table.num_rows
+    rule: list[str | None] = [None] * rows
+    field: list[str | None] = [None] * rows
+    value: list[str | None] = [None] * rows
+
+    def is_text(kind: pa.DataType) -> bool:
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        return pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
+            pa.types.is_string_view(kind)
+        )
+
+    for name in [n for n in table.column_names if n not in STRING_FIELDS]:
+        if is_text(table.schema.field(name).type):
+            table = table.drop_columns([name])
+    for name in [n for n in FIELDS if n in STRING_FIELDS and n in table.column_names]:
+        index = table.column_names.index(name)
+        if not is_text(table.schema.field(name).type):
+            continue  # a wrong type: _parquet_column quarantines the file, as before
+        texts: list[str | None] = []
+        for row, raw in enumerate(table.column(index).cast(pa.large_binary()).to_pylist()):
+            try:
+                texts.append(None if raw is None else raw.decode())
+            except UnicodeDecodeError:
+                texts.append(None)
+                if rule[row] is None:
+                    rule[row], field[row] = _RULE_FOR_FIELD[name].value, name
+                    value[row] = _clip(f"not UTF-8: {raw!r}")
+        table = table.set_column(index, name, pa.array(texts, pa.large_string()))
+    try:
+        frame = pl.from_arrow(table)
+    except _DECODE_ERRORS as exc:
+        raise FileQuarantined(FileRule.UNREADABLE, f"undecodable values: {exc}") from None
+    problems = [
+        pl.Series(name, values, dtype=pl.String)
+        for name, values in (("_rule", rule), ("_field", field), ("_value", value))
+    ]
+    return frame, problems
 
 
 def _parquet_column(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -291,8 +368,14 @@ def _parse_line(number: int, line: bytes) -> dict:
     """
     record: dict = {"_row": number, "_rule": None, "_field": None, "_value": None}
     try:
-        obj = json.loads(line, object_pairs_hook=_first_wins)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        try:
+            obj = json.loads(line, object_pairs_hook=_first_wins)
+        except UnicodeDecodeError:
+            # Bytes that are not UTF-8: decoded as lone surrogates, so a text field holding
+            # them is reported under that field's rule (as a "\ud800" escape is) and the
+            # line's other fields are still read.
+            obj = json.loads(line.decode("utf-8", "surrogateescape"), object_pairs_hook=_first_wins)
+    except (ValueError, RecursionError):
         return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}
     if not isinstance(obj, dict):
         return {**record, "_rule": RowRule.INVALID_JSON.value, "_value": _clip(repr(line))}

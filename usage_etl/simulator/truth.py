@@ -3,7 +3,8 @@
 Computed from the rows the simulator knows it wrote, never by reading the files back:
 rows of unreadable files and rows it broke on purpose are excluded; per event_id the version
 with the greatest emitted_at wins. Conflicts (same event_id and emitted_at, other values) are
-resolved by the greatest (bytes, request_count), and `conflicting_event_ids` names them.
+resolved as the pipeline resolves them, by the greatest content hash (`ingest/versions.py`),
+and `conflicting_event_ids` names them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from usage_etl.ingest.versions import content_hash
 from usage_etl.rollups.schema import FIELDS, USAGE_DIMENSIONS
 
 if TYPE_CHECKING:
@@ -61,12 +63,25 @@ def valid_rows(files: Sequence[SimFile]) -> pl.DataFrame:
     return pl.concat(frames) if frames else empty_rows()
 
 
+_CONTENT = [f for f in FIELDS if f not in ("event_id", "emitted_at", "schema_version")]
+
+
 def latest_versions(rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per event_id: greatest emitted_at, ties by greatest (bytes, request_count)."""
-    return rows.sort(
-        ["event_id", "emitted_at", "bytes", "request_count"],
-        descending=[False, True, True, True],
-    ).unique(subset="event_id", keep="first", maintain_order=True)
+    """One row per event_id: greatest emitted_at; between different contents at that
+    emitted_at (a conflict), the greatest content hash, as the pipeline picks."""
+    top = rows.filter(pl.col("emitted_at") == pl.col("emitted_at").max().over("event_id"))
+    top = top.unique(subset=["event_id", "emitted_at", *_CONTENT], keep="first")
+    tied = pl.col("event_id").is_duplicated()
+    single, conflicts = top.filter(~tied), top.filter(tied)
+    if conflicts.height:
+        hashes = [content_hash(row) for row in conflicts.iter_rows(named=True)]
+        conflicts = (
+            conflicts.with_columns(pl.Series("_hash", hashes, dtype=pl.Binary))
+            .sort(["event_id", "_hash"], descending=[False, True])
+            .unique(subset="event_id", keep="first", maintain_order=True)
+            .drop("_hash")
+        )
+    return pl.concat([single, conflicts]).sort("event_id")
 
 
 def aggregate_usage(rows: pl.DataFrame, sort: bool = True) -> pl.DataFrame:
@@ -108,9 +123,8 @@ def merge_usage(frames: Sequence[pl.DataFrame], sort: bool = True) -> pl.DataFra
 def conflicting_event_ids(files: Sequence[SimFile]) -> set[str]:
     """event_ids whose winning emitted_at carries more than one distinct content."""
     rows = valid_rows(files)
-    content = [f for f in FIELDS if f not in ("event_id", "emitted_at", "schema_version")]
     top = rows.filter(pl.col("emitted_at") == pl.col("emitted_at").max().over("event_id"))
-    distinct = top.unique(subset=["event_id", *content]).group_by("event_id").len()
+    distinct = top.unique(subset=["event_id", *_CONTENT]).group_by("event_id").len()
     return set(distinct.filter(pl.col("len") > 1)["event_id"].to_list())
 
 

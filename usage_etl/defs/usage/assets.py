@@ -154,9 +154,14 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
     day = _day(context)
     warehouse = clickhouse.get_warehouse()
     load_id = _load_id(context)
-    # A total that does not fit UInt64 fails accurateCast: a data error, not retried.
     with retry_only_transient(f"publishing {day} (nothing was published)"):
         report = publish_day(warehouse, day, load_id)
+    if report.overflow_groups:
+        context.log.warning(
+            f"{day}: {report.overflow_groups} usage_daily group(s) sum beyond UInt64 and were not "
+            f"published; their {report.overflow_rows} rollup(s) are quarantined as "
+            "group_sum_overflow (quarantined_rows names each group). Every other group is exact."
+        )
     state = _day_state(warehouse, day)
     record_publication(warehouse, report, load_id, state)
     preview = _markdown_top_accounts(top_accounts(warehouse, day))
@@ -171,6 +176,8 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
             "rows_considered": report.versions,
             "duplicates_removed": report.duplicates,
             "conflicts": report.conflicts,
+            "groups_overflowed": report.overflow_groups,
+            "rows_quarantined_overflow": report.overflow_rows,
             "bytes": report.bytes,
             "request_count": report.request_count,
             "objects_loaded": state["loaded"],
