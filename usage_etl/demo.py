@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from usage_etl.instance import prepare_instance
 from usage_etl.services import seaweed
 from usage_etl.settings import REPO_ROOT, Settings, dagster_home
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator, date_range
@@ -50,6 +51,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home))
+    prepare_instance(home)  # before any run: two first runs must not both create its tables
     with seaweed(DEMO_DIR / "seaweedfs", s3_port=DEMO_S3_PORT) as s3:
         os.environ.update(s3.env())
         settings = Settings()

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ import dagster as dg
 import pytest
 from reliability_harness import (
     DAY,
+    REPO,
     daily_table,
     expected_daily,
     failure_message,
@@ -31,6 +35,7 @@ from reliability_harness import (
 from rollup_files import Landing
 
 from usage_etl import faults
+from usage_etl.warehouse.client import is_embedded
 
 # Short bounds so a frozen dependency costs seconds, not minutes; the arithmetic that bounds a
 # step is the same as with the defaults (docs/operations.md, "Timeouts and failures").
@@ -206,3 +211,38 @@ def test_a_bad_setting_fails_the_run_on_the_first_attempt_in_one_line(
     (message,) = _step_failures(result)
     assert "\n" not in message and expected in message, message
     assert "pydantic" not in message and "pw" not in message
+
+
+@pytest.mark.skipif(
+    not is_embedded(os.environ.get("USAGE_ETL_CLICKHOUSE_DSN", "chdb:")),
+    reason="the single-writer lock exists for the embedded engine only",
+)
+def test_a_run_waiting_for_the_engine_lock_fails_once_naming_the_holder(
+    pipeline, landing, monkeypatch
+):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from usage_etl.warehouse.client import Warehouse
+            wh = Warehouse.open({pipeline.dsn!r}, "usage")
+            print("holding", flush=True)
+            sys.stdin.readline()
+            wh.close()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    upload(landing, first_delivery())
+    monkeypatch.setenv("USAGE_ETL_CHDB_LOCK_TIMEOUT_SECONDS", "1")
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        busy = run_job("daily_usage", DAY.isoformat())  # retries enabled, as in production
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)
+
+    assert not busy.success
+    assert _retries(busy) == 0  # the lock wait was the retry
+    (message,) = _step_failures(busy)
+    assert f"held by another process (pid {holder.pid}); waited 1s" in message, message
+    assert "Exceeded max_retries" not in failure_message(busy)

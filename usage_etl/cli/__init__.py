@@ -2,7 +2,7 @@
 
 import typer
 
-from usage_etl.cli import demo, invoices, simulate, usage, warehouse
+from usage_etl.cli import demo, doctor, invoices, simulate, usage, warehouse
 
 app = typer.Typer(
     name="usage-etl",
@@ -17,9 +17,10 @@ def _root() -> None:
     """Billing-grade usage metering: simulate a fleet, run and inspect the pipeline."""
 
 
-for module in (warehouse, simulate, demo, invoices, usage):
+for module in (warehouse, simulate, demo, invoices, usage, doctor):
     module.register(app)
 
 
 def main() -> None:
-    app()
+    with doctor.exit_on_bad_settings():
+        app()

@@ -58,7 +58,7 @@ def s3_cause(exc: BaseException) -> tuple[str, bool] | None:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in PERMANENT_S3_CODES:
-            return f"{code}: {PERMANENT_S3_CODES[code]}", True
+            return PERMANENT_S3_CODES[code], True
         return code, False
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", True
