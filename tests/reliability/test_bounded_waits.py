@@ -61,8 +61,16 @@ def _step_failures(result) -> list[str]:
     ]
 
 
+# USAGE_ETL_TEST_DEFAULT_BOUNDS=1 runs the stall tests with the shipped defaults instead, to
+# measure the documented ~2 min bound (slow: minutes per test).
+DEFAULT_BOUNDS = bool(os.environ.get("USAGE_ETL_TEST_DEFAULT_BOUNDS"))
+LIMIT = 150 if DEFAULT_BOUNDS else 60
+
+
 @pytest.fixture
 def short_bounds(monkeypatch) -> None:
+    if DEFAULT_BOUNDS:
+        return
     for key, value in SHORT.items():
         monkeypatch.setenv(key, value)
 
@@ -91,8 +99,9 @@ def test_a_frozen_s3_fails_the_step_within_the_bound_and_the_rerun_is_exact(
     # Retried while the 20 s budget lasted, then failed with the cause, not "Exceeded
     # max_retries"; an attempt is bounded by the timeouts (2 x (1 + 2) s per request, once for
     # ClickHouse's s3() and once for boto3) and the budget caps the retries.
-    assert elapsed < 60, elapsed
     (message,) = _step_failures(stalled)
+    print(f"frozen S3: failed after {elapsed:.0f} s: {message}")
+    assert elapsed < LIMIT, elapsed
     port = urlsplit(server.endpoint).port
     assert f"127.0.0.1:{port}" in message, message
     assert f"s3://landing/{settings.landing_prefix}/date={DAY.isoformat()}/" in message, message
@@ -150,8 +159,9 @@ def test_a_silent_clickhouse_server_fails_the_step_within_the_bound(
 
     assert not result.success
     assert silent_server.accepted  # it did connect: the receive timeout ended the wait
-    assert elapsed < 60, elapsed
     (message,) = _step_failures(result)
+    print(f"silent ClickHouse: failed after {elapsed:.0f} s: {message}")
+    assert elapsed < LIMIT, elapsed
     assert f"cannot connect to ClickHouse at http://etl:***@127.0.0.1:{silent_server.port}" in (
         message
     ), message
@@ -174,6 +184,7 @@ def test_a_wrong_s3_secret_fails_on_the_first_attempt_in_one_line(
     assert not result.success
     assert _retries(result) == 0
     (message,) = _step_failures(result)
+    print(f"wrong secret: {message}")
     assert "\n" not in message
     assert "SignatureDoesNotMatch" in message and "AWS_SECRET_ACCESS_KEY" in message, message
     assert usage_env["AWS_ENDPOINT_URL_S3"] in message, message
@@ -188,6 +199,7 @@ def test_a_missing_bucket_fails_on_the_first_attempt_in_one_line(pipeline, monke
     assert not result.success
     assert _retries(result) == 0
     (message,) = _step_failures(result)
+    print(f"missing bucket: {message}")
     assert "NoSuchBucket" in message and "USAGE_ETL_LANDING_URL" in message, message
 
 
@@ -209,6 +221,7 @@ def test_a_bad_setting_fails_the_run_on_the_first_attempt_in_one_line(
     assert not result.success
     assert _retries(result) == 0
     (message,) = _step_failures(result)
+    print(f"bad setting: {message}")
     assert "\n" not in message and expected in message, message
     assert "pydantic" not in message and "pw" not in message
 
