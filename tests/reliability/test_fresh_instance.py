@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from reliability_harness import DAGSTER, REPO
 
 from usage_etl.instance import instance_problems
@@ -38,6 +39,7 @@ def _first_run(home, engine) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.timeout(1800)  # 20 `dagster job execute` runs: ~2 min per race on a busy 2-core box
 def test_two_first_runs_at_once_on_a_fresh_instance(usage_env, tmp_path):
     import dagster as dg
 
