@@ -21,3 +21,8 @@ fi
 
 uv sync --frozen --python 3.11 -q
 echo "setup: .venv ready ($(.venv/bin/python --version))"
+
+# Set the Dagster instance up once, before anything can start a run: two first runs at once on a
+# new SQLite instance would both create its tables (docs/operations.md, "A fresh instance").
+DAGSTER_HOME="${DAGSTER_HOME:-$PWD/dagster_home}" .venv/bin/python -c \
+  "from usage_etl.instance import prepare_instance; prepare_instance()"

@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from usage_etl.automation.tags import day_tags, month_tags
+from usage_etl.instance import prepare_instance
 from usage_etl.invoicing.periods import Period
 from usage_etl.pricing import load_price_book
 from usage_etl.services import SeaweedS3, start_seaweed
@@ -232,6 +233,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    prepare_instance(home)  # before any run: two first runs must not both create its tables
     os.environ.setdefault("USAGE_ETL_PRICE_BOOK", str(DEMO_PRICE_BOOK))
     load_price_book(Settings().price_book)  # a missing or broken price book fails first
     days = month_days(options.month, options.days, options.start_day)

@@ -17,14 +17,18 @@ from pydantic import PrivateAttr
 from usage_etl.ingest.native import S3Access, s3_access_from_client
 from usage_etl.ingest.registry import NodeRegistryResource
 from usage_etl.s3 import s3_client
-from usage_etl.settings import Settings, parse_as_of
+from usage_etl.settings import Settings, SettingsError, parse_as_of
 from usage_etl.warehouse.build_tables import drop_stale_build_tables
-from usage_etl.warehouse.client import Warehouse
+from usage_etl.warehouse.client import ConnectOptions, Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The settings a run uses; a bad one fails the step at once, in one line, not retried."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise dg.Failure(f"bad setting: {exc}", allow_retries=False) from None
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -52,17 +56,23 @@ class ClickHouseResource(dg.ConfigurableResource):
 
     def get_warehouse(self) -> Warehouse:
         if self._warehouse is None:
+            # Imported here: errors.py imports the ingest modules, which import this one.
+            from usage_etl.defs.usage.errors import retry_only_transient
+
             settings = self.settings()
-            warehouse = Warehouse.open(
-                settings.clickhouse_dsn, settings.database, settings.chdb_lock_timeout_seconds
-            )
+            with retry_only_transient("opening the warehouse"):
+                warehouse = Warehouse.open(
+                    settings.clickhouse_dsn, settings.database,
+                    settings.chdb_lock_timeout_seconds, ConnectOptions.from_settings(settings),
+                )  # fmt: skip
             try:
-                apply_migrations(warehouse, DdlOptions.from_settings(settings))
-                for name in drop_stale_build_tables(warehouse):
-                    dg.get_dagster_logger().warning(
-                        f"dropped {name}: a build table left by a run killed mid-publish"
-                    )
-            except Exception:
+                with retry_only_transient("preparing the warehouse"):
+                    apply_migrations(warehouse, DdlOptions.from_settings(settings))
+                    for name in drop_stale_build_tables(warehouse):
+                        dg.get_dagster_logger().warning(
+                            f"dropped {name}: a build table left by a run killed mid-publish"
+                        )
+            except BaseException:
                 warehouse.close()
                 raise
             self._warehouse = warehouse
@@ -78,7 +88,8 @@ class LandingResource(dg.ConfigurableResource):
     """The S3-compatible landing area (boto3 honours AWS_ENDPOINT_URL_S3 and the AWS_* keys)."""
 
     landing_url: str | None = None
-    max_attempts: int = 5
+    # Attempts per S3 request, the first included; None: USAGE_ETL_S3_MAX_ATTEMPTS.
+    max_attempts: int | None = None
 
     def settings(self) -> Settings:
         return _settings(landing_url=self.landing_url)
@@ -92,7 +103,7 @@ class LandingResource(dg.ConfigurableResource):
         return self.settings().landing_prefix
 
     def get_client(self):
-        return s3_client(self.max_attempts)
+        return s3_client(self.max_attempts, self.settings())
 
     def clickhouse_access(self, client) -> S3Access | None:
         """Endpoint and credentials for ClickHouse's own s3() reads, when enabled."""

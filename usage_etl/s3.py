@@ -1,17 +1,43 @@
-"""The boto3 S3 client every part of the project uses (no Dagster import: the CLI stays fast)."""
+"""The boto3 S3 client every part of the project uses (no Dagster import: the CLI stays fast).
+
+Every request is bounded: a connect timeout, a read timeout (the longest a single socket read may
+block, so a large object still streams as long as bytes keep coming) and a few attempts with
+backoff for transient faults (timeouts, 5xx, throttling, connection resets). A stalled endpoint
+therefore fails a call after at most about attempts x (connect + read timeout) plus the backoff
+(docs/operations.md, "Timeouts and failures").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
+if TYPE_CHECKING:
+    from usage_etl.settings import Settings
 
-def s3_client(max_attempts: int = 5):
-    """A boto3 S3 client with bounded, backed-off retries for transient errors."""
-    config = Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=120,
+
+def s3_config(max_attempts: int | None = None, settings: Settings | None = None) -> Config:
+    """The botocore configuration of every client: `max_attempts` counts the first request."""
+    if settings is None:
+        from usage_etl.settings import Settings
+
+        settings = Settings()
+    return Config(
+        retries={
+            "total_max_attempts": max_attempts or settings.s3_max_attempts,
+            "mode": "standard",
+        },
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
         s3={"addressing_style": "path"},
     )
+
+
+def s3_client(max_attempts: int | None = None, settings: Settings | None = None):
+    """A boto3 S3 client with bounded timeouts and bounded, backed-off retries."""
+    config = s3_config(max_attempts, settings)
     # A fresh session per client: boto3's default session caches the first credentials it
     # resolves, so a long-lived process (code server, daemon) would miss rotated AWS_* keys.
     return boto3.session.Session().client("s3", config=config)

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +21,12 @@ SQL_DIR = REPO_ROOT / "sql"
 SAMPLE_PRICE_BOOK = REPO_ROOT / "config" / "price_book.yaml"
 SAMPLE_NODE_REGISTRY = REPO_ROOT / "config" / "nodes.yaml"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# DSN schemes the warehouse client understands: the embedded engine, or a server over HTTP(S).
+DSN_SCHEMES = ("chdb", "http", "https", "clickhouse")
+
+
+class SettingsError(ValueError):
+    """One or more settings are wrong; the message is one line naming each variable."""
 
 
 def dagster_home() -> Path:
@@ -78,6 +84,33 @@ class Settings(BaseSettings):
     # ClickHouse reads rollup objects from S3 itself (ingest/native.py). Turn off when
     # the ClickHouse server cannot reach the landing endpoint the pipeline uses.
     native_s3_reads: bool = True
+    # Bounded waits (docs/operations.md, "Timeouts and failures"). A dependency that stops
+    # answering fails the step within these bounds instead of hanging the run.
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    s3_read_timeout_seconds: float = Field(default=10.0, gt=0)  # per socket read, not per file
+    s3_max_attempts: int = Field(default=3, ge=1, le=10)  # per S3 request, the first included
+    clickhouse_connect_timeout_seconds: int = Field(default=5, ge=1)
+    clickhouse_receive_timeout_seconds: int = Field(default=30, ge=1)  # server keeps alive
+    # Dagster retries a step that failed on a transient fault only while the step's attempts
+    # so far, plus the backoff and one more attempt as long as the last, fit in this budget.
+    retry_budget_seconds: float = Field(default=120.0, ge=0)
+
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(describe_validation_error(exc)) from None
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme if "://" in value else value.partition(":")[0]
+        if scheme not in DSN_SCHEMES:
+            schemes = ", ".join(f"{s}://" for s in DSN_SCHEMES)
+            raise ValueError(
+                f"USAGE_ETL_CLICKHOUSE_DSN must start with {schemes}, got {redact_url(value)!r}"
+            )
+        return value
 
     @field_validator("database", "cache_events_table")
     @classmethod
@@ -106,7 +139,12 @@ class Settings(BaseSettings):
     @field_validator("as_of")
     @classmethod
     def _as_of_is_iso(cls, value: str | None) -> str | None:
-        parse_as_of(value)  # raises a clear ValueError on garbage
+        try:
+            parse_as_of(value)
+        except ValueError:
+            raise ValueError(
+                f"USAGE_ETL_AS_OF must be an ISO 8601 time like 2026-10-05T00:00:00Z, got {value!r}"
+            ) from None
         return value or None
 
     @cached_property
@@ -126,6 +164,23 @@ class Settings(BaseSettings):
             "price_book": str(self.price_book),
             "as_of": self.as_of or "now",
         }
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """pydantic's report as one line an operator can act on: `USAGE_ETL_X: what is wrong`."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+        name = f"USAGE_ETL_{field.upper()}"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if message.startswith(name):  # our validators name the variable themselves
+            parts.append(message)
+            continue
+        value = error.get("input")
+        hidden = isinstance(value, dict) or "dsn" in field or "got " in message
+        shown = "" if hidden else f" (got {value!r})"
+        parts.append(f"{name}: {message}{shown}")
+    return "; ".join(parts)
 
 
 def load_settings() -> Settings:

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from usage_etl.cli import bill, demo, explain, invoices, price_book, simulate, usage, warehouse
+from usage_etl.cli import (
+    bill,
+    demo,
+    doctor,
+    explain,
+    invoices,
+    price_book,
+    simulate,
+    usage,
+    warehouse,
+)
 from usage_etl.cli.errors import CliGroup
 
 app = typer.Typer(
@@ -32,7 +42,7 @@ def _root(
     """Billing-grade usage metering: simulate a fleet, run and inspect the pipeline."""
 
 
-for module in (warehouse, simulate, demo, invoices, usage, price_book, explain, bill):
+for module in (warehouse, simulate, demo, invoices, usage, price_book, explain, bill, doctor):
     module.register(app)
 
 

@@ -111,11 +111,13 @@ def _register_defaults() -> None:
 
     from usage_etl.pricing import PriceBookError
     from usage_etl.services import ServiceError
+    from usage_etl.settings import SettingsError
     from usage_etl.warehouse.client import WarehouseError
 
     user_error(OSError, _os_message)
     user_error(ServiceError)
     user_error(PriceBookError)
+    user_error(SettingsError)
     user_error(WarehouseError, _warehouse_message)
     user_error(ValidationError, _validation_message)
     user_error(UserError)

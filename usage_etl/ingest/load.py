@@ -275,13 +275,19 @@ def ingest_day(
         return _read_and_validate(s3, bucket, obj, tenant_for_node)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup-read") as pool:
-        for done, outcome in enumerate(_prefetched(pool, todo, work, prefetch), start=1):
-            _account(report, batch, outcome)
-            if batch.rows >= BATCH_ROWS:
-                batch.flush()
-                faults.fault_point("ingest.batch_flushed")
-            if on_progress:
-                on_progress(done, len(todo))
+        try:
+            for done, outcome in enumerate(_prefetched(pool, todo, work, prefetch), start=1):
+                _account(report, batch, outcome)
+                if batch.rows >= BATCH_ROWS:
+                    batch.flush()
+                    faults.fault_point("ingest.batch_flushed")
+                if on_progress:
+                    on_progress(done, len(todo))
+        except BaseException:
+            # A failed read fails the step now: reads still queued would each wait out the
+            # S3 timeouts again against the same endpoint (docs/operations.md, timeouts).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     batch.flush()
     return report
 

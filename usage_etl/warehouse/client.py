@@ -33,7 +33,7 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from usage_etl.settings import redact_url
+from usage_etl.settings import Settings, SettingsError, redact_url
 
 
 class WarehouseError(RuntimeError):
@@ -180,6 +180,49 @@ class _EngineLock:
         self.handle = None
 
 
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Bounds of every wait on ClickHouse and of ClickHouse's own waits on S3 (settings.py).
+
+    `connect`/`receive` bound a server's HTTP connection (clickhouse-connect's connect_timeout
+    and send_receive_timeout; the server sends progress headers more often than `receive`, so
+    a long query is not cut). `s3_settings` go with every query, so ClickHouse's s3() reads
+    (ingest/native.py) stop waiting on a stalled endpoint too."""
+
+    connect: int = 5
+    receive: int = 30
+    s3_connect_ms: int = 5000
+    s3_request_ms: int = 10000
+    s3_read_retries: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectOptions:
+        return cls(
+            connect=settings.clickhouse_connect_timeout_seconds,
+            receive=settings.clickhouse_receive_timeout_seconds,
+            s3_connect_ms=int(settings.s3_connect_timeout_seconds * 1000),
+            s3_request_ms=int(settings.s3_read_timeout_seconds * 1000),
+            s3_read_retries=max(settings.s3_max_attempts - 1, 0),
+        )
+
+    @classmethod
+    def from_env(cls) -> ConnectOptions:
+        try:
+            return cls.from_settings(Settings())
+        except SettingsError:  # the caller validated what it needs; the defaults bound waits
+            return cls()
+
+    def query_settings(self) -> dict[str, Any]:
+        return {
+            "s3_connect_timeout_ms": self.s3_connect_ms,
+            "s3_request_timeout_ms": self.s3_request_ms,
+            "s3_max_single_read_retries": self.s3_read_retries,
+            # The first attempts use shorter timeouts than s3_request_timeout_ms when adaptive:
+            # the bound an operator sets is the one that holds.
+            "s3_use_adaptive_timeouts": 0,
+        }
+
+
 @dataclass
 class Warehouse:
     """A connected ClickHouse client plus the database every table lives in."""
@@ -274,7 +317,14 @@ class Warehouse:
     # -- lifecycle -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, dsn: str, database: str, lock_timeout_seconds: float = 600.0) -> Warehouse:
+    def open(
+        cls,
+        dsn: str,
+        database: str,
+        lock_timeout_seconds: float = 600.0,
+        options: ConnectOptions | None = None,
+    ) -> Warehouse:
+        options = options or ConnectOptions.from_env()
         lock = None
         if is_embedded(dsn):
             path = embedded_path(dsn)
@@ -284,14 +334,22 @@ class Warehouse:
             dsn = f"chdb://{path}"
             configure_embedded_allocator()
         try:
-            client = clickhouse_connect.get_client(dsn=dsn)
+            if is_embedded(dsn):
+                client = clickhouse_connect.get_client(dsn=dsn, settings=options.query_settings())
+            else:
+                client = clickhouse_connect.get_client(
+                    dsn=dsn,
+                    connect_timeout=options.connect,
+                    send_receive_timeout=options.receive,
+                    settings=options.query_settings(),
+                )
         except Exception as exc:
             if lock:
                 lock.release()
-            message = str(exc).replace(dsn, redact_url(dsn))
+            message = " ".join(str(exc).replace(dsn, redact_url(dsn)).split())
             raise WarehouseError(
                 f"cannot connect to ClickHouse at {redact_url(dsn)}: {message}",
-                transient=not is_embedded(dsn),
+                transient=not is_embedded(dsn) and _is_transient(exc),
             ) from None
         return cls(dsn=dsn, database=database, client=client, _lock=lock)
 

@@ -80,7 +80,7 @@ def rollup_rows(
         warehouse = clickhouse.get_warehouse()
     registry = node_registry.load()
     client = landing.get_client()
-    with retry_only_transient(f"ingesting {day}"):
+    with retry_only_transient(f"ingesting {day}", s3_endpoint=client.meta.endpoint_url):
         report = ingest_day(
             warehouse, client, landing.bucket, landing.prefix, day,
             load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
