@@ -233,9 +233,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    prepare_instance(home)  # before any run: two first runs must not both create its tables
     os.environ.setdefault("USAGE_ETL_PRICE_BOOK", str(DEMO_PRICE_BOOK))
     load_price_book(Settings().price_book)  # a missing or broken price book fails first
+    prepare_instance(home)  # before any run: two first runs must not both create its tables
     days = month_days(options.month, options.days, options.start_day)
     first_day = demo_first_day(days)
     # Read when the definitions load (below): the partitions start at the demo's first day.
