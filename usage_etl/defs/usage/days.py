@@ -14,6 +14,7 @@ failed days.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 
@@ -22,9 +23,21 @@ import dagster as dg
 from usage_etl.ingest.load import StorageError
 from usage_etl.warehouse.client import WarehouseError
 
-# Every partition of the daily assets in a backfill goes to one run: the embedded engine admits
-# one run at a time anyway, and a day failing inside the run fails alone (see above).
-DAILY_BACKFILL_POLICY = dg.BackfillPolicy.single_run()
+
+def backfill_policy(days_per_run: str | None) -> dg.BackfillPolicy:
+    """Default: every day of a backfill in one run (the embedded engine admits one run at a
+    time anyway, and a day failing inside the run fails alone). USAGE_ETL_BACKFILL_DAYS_PER_RUN
+    =N splits a backfill into runs of N days (with a ClickHouse server and a `warehouse` pool
+    above 1 they run in parallel); 1 is one run per day, as before."""
+    if not days_per_run:
+        return dg.BackfillPolicy.single_run()
+    days = int(days_per_run)
+    if days < 1:
+        raise ValueError(f"USAGE_ETL_BACKFILL_DAYS_PER_RUN must be >= 1, got {days_per_run!r}")
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=days)
+
+
+DAILY_BACKFILL_POLICY = backfill_policy(os.environ.get("USAGE_ETL_BACKFILL_DAYS_PER_RUN"))
 
 
 def run_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[date]:
