@@ -3,6 +3,7 @@ publishes; re-running the range publishes every day exactly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,11 +28,15 @@ DAYS = [DAY + timedelta(days=i) for i in range(3)]
 
 
 def _range_run(first, last) -> subprocess.Popen:
-    """`dagster job execute --partition-range`, the CLI form of a backfill's range run."""
+    """`dagster job execute` of a range of days: the run a backfill launches (its tags)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(FAULT_ENV, None)
     args = [DAGSTER, "job", "execute", "-m", "usage_etl.definitions", "-j", "daily_usage"]
-    args += ["--partition-range", f"{first}...{last}"]
+    span = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    args += ["--tags", json.dumps(span)]
     return subprocess.Popen(
         args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
