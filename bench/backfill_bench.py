@@ -45,9 +45,7 @@ BUCKET = "landing"
 
 
 def simulate(server, prefix: str, days: list[date], rows: int) -> dict[date, pl.DataFrame]:
-    sim = Simulator(
-        FleetSpec(nodes=8, accounts=40, rows_per_day=rows, seed=7), FaultSpec.default()
-    )
+    sim = Simulator(FleetSpec(nodes=8, accounts=40, rows_per_day=rows, seed=7), FaultSpec.default())
     client = server.client()
     truth = {}
     for day in days:
