@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--days-per-run", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args()
     days = [args.first + timedelta(days=i) for i in range(args.days)]
     workroot = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
@@ -136,6 +138,8 @@ def main() -> None:
             stack.stop()
         postgres.stop()
         s3.stop()
+        if not args.keep:
+            shutil.rmtree(workroot, ignore_errors=True)
 
 
 if __name__ == "__main__":
