@@ -130,3 +130,12 @@ def test_a_failing_day_is_named_and_every_other_day_is_published(landing, wareho
         e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
     assert retried == []  # bad data is not retried
+
+
+def test_backfill_policy_is_one_run_unless_days_per_run_is_set():
+    from usage_etl.defs.usage.days import backfill_policy
+
+    assert backfill_policy(None) == dg.BackfillPolicy.single_run()
+    assert backfill_policy("7") == dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        backfill_policy("0")
