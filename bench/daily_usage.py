@@ -13,6 +13,11 @@ peak RSS of the process tree). Afterwards it compares the pipeline's usage_daily
 reference's and the simulator's truth row by row and exits non-zero if they differ.
 
 `--variants` limits the grid to named pairs, e.g. `--variants parquet:10000000,ndjson:10000000`.
+
+`--grid` runs the shape grid instead (bench/shapes.py: accounts, projects, private share,
+event_id length, whole-file and scattered duplicates, nodes and files per node-hour, Parquet
+row groups, NDJSON), each cell at `--grid-rows` rows (default 1M); `--cells a,b` picks cells by
+name. Every cell prints pipeline and reference seconds, their ratio and both peak RSS.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.shapes import Shape, grid, reshape_unit
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.services import SeaweedS3, start_seaweed
 from usage_etl.settings import REPO_ROOT
@@ -114,19 +120,28 @@ class Dataset:
     seconds: float
 
 
-def generate(server: SeaweedS3, fmt: str, rows: int, nodes: int, accounts: int) -> Dataset:
+def generate(server: SeaweedS3, shape: Shape, prefix: str) -> Dataset:
     """One day streamed node-hour by node-hour from the simulator straight into S3."""
-    prefix = f"{fmt}-{rows}/rollups"
+    fmt, rows = shape.fmt, shape.rows
     sim = Simulator(
-        FleetSpec(nodes=nodes, accounts=accounts, rows_per_day=rows, format=fmt, seed=11),
-        FaultSpec(redelivery_rate=0.02),
-    )
+        FleetSpec(
+            nodes=shape.nodes, accounts=shape.accounts, rows_per_day=rows, format=fmt, seed=11,
+            max_projects=shape.max_projects, private_network_share=shape.private_share,
+        ),
+        FaultSpec(redelivery_rate=shape.redelivery),
+    )  # fmt: skip
+    written = [0, 0, 0]  # objects, rows, bytes as uploaded (reshaped)
     client = server.client()
     pending: list[Future] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(4, thread_name_prefix="upload") as pool:
 
         def upload(files) -> None:
+            files = reshape_unit(files, shape)
+            on_time = [f for f in files if not f.is_late]
+            written[0] += len(on_time)
+            written[1] += sum(f.rows.height for f in on_time if f.rows is not None)
+            written[2] += sum(len(f.body) for f in on_time)
             pending.append(pool.submit(Simulator.upload, files, client, BUCKET, prefix))
             while len(pending) > 8:  # bounded: a few node-hours of bodies in flight
                 pending.pop(0).result()
@@ -134,8 +149,10 @@ def generate(server: SeaweedS3, fmt: str, rows: int, nodes: int, accounts: int) 
         result = sim.stream_day(DAY, on_unit=upload, workers=2)
         for future in pending:
             future.result()
+    if not shape.rewrites:
+        written = [result.delivered, result.rows_written, result.bytes_written]
     return Dataset(
-        fmt, rows, prefix, result.delivered, result.rows_written, result.bytes_written,
+        fmt, rows, prefix, written[0], written[1], written[2],
         result.expected_usage_daily(), time.perf_counter() - started,
     )  # fmt: skip
 
@@ -329,14 +346,17 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def run_variant(server: SeaweedS3, workroot: Path, fmt: str, rows: int, args) -> dict:
-    data = generate(server, fmt, rows, args.nodes, args.accounts)
+def run_variant(server: SeaweedS3, workroot: Path, shape: Shape, args) -> dict:
+    fmt, rows = shape.fmt, shape.rows
+    slug = "".join(c if c.isalnum() else "-" for c in shape.name)
+    data = generate(server, shape, f"{fmt}-{rows}-{slug}/rollups")
     print(
-        f"\n== {fmt} {rows:,} rows: {data.objects} objects, {data.rows_written:,} rows written "
+        f"\n== {shape.name} ({shape.describe()}) {fmt} {rows:,} rows: {data.objects} objects, "
+        f"{data.rows_written:,} rows written "
         f"({data.object_bytes / 2**20:,.0f} MiB), generated in {data.seconds:.0f}s",
         flush=True,
     )
-    workdir = workroot / f"{fmt}-{rows}"
+    workdir = workroot / f"{fmt}-{rows}-{slug}"
     workdir.mkdir()
     pipeline, pipeline_out = run_pipeline(server, data, workdir)
     ref, ref_out, ref_timings = run_reference(server, data, workdir)
@@ -348,6 +368,9 @@ def run_variant(server: SeaweedS3, workroot: Path, fmt: str, rows: int, args) ->
     if ref_timings["rows"] != data.rows_written:
         errors.append(f"reference read {ref_timings['rows']:,} rows of {data.rows_written:,}")
     figures = {
+        "cell": shape.name,
+        "shape": shape.describe(),
+        "objects": data.objects,
         "format": fmt,
         "rows": data.rows_written,
         "pipeline_s": round(pipeline.seconds, 2),
@@ -405,12 +428,35 @@ def print_table(results: list[dict]) -> None:
         )  # fmt: skip
 
 
-def variants(args) -> list[tuple[str, int]]:
+def print_grid(results: list[dict]) -> None:
+    print(
+        "\n| cell | objects | rows | pipeline s | reference s | ratio | peak RSS pipeline | "
+        "peak RSS reference | totals |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(
+            f"| {r['cell']} | {r['objects']:,} | {r['rows']:,} | {r['pipeline_s']:.1f} | "
+            f"{r['reference_s']:.1f} | {r['ratio']:.2f} | {gib(r['pipeline_peak_rss'])} | "
+            f"{gib(r['reference_peak_rss'])} | {'match' if r['totals_match'] else 'DIFFER'} |"
+        )
+
+
+def variants(args) -> list[Shape]:
+    if args.grid:
+        cells = grid(args.grid_rows)
+        if args.cells:
+            wanted = [c.strip() for c in args.cells.split(",")]
+            cells = [c for c in cells if any(w in c.name for w in wanted)]
+        return cells
+    base = {"nodes": args.nodes, "accounts": args.accounts}
     if args.variants:
         pairs = [v.split(":") for v in args.variants.split(",")]
-        return [(fmt, int(rows)) for fmt, rows in pairs]
+        return [Shape(f"{fmt}", fmt=fmt, rows=int(rows), **base) for fmt, rows in pairs]
     sizes = [int(r) for r in args.rows.split(",")]
-    return [(fmt, rows) for fmt in args.format.split(",") for rows in sizes]
+    return [
+        Shape(fmt, fmt=fmt, rows=rows, **base) for fmt in args.format.split(",") for rows in sizes
+    ]
 
 
 def main() -> None:
@@ -424,6 +470,9 @@ def main() -> None:
     parser.add_argument("--variants", default="", help="fmt:rows pairs instead of the grid")
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--grid", action="store_true", help="the shape grid (bench/shapes.py)")
+    parser.add_argument("--grid-rows", type=int, default=1_000_000)
+    parser.add_argument("--cells", default="", help="grid cells whose name contains these")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep engines and objects")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
@@ -434,13 +483,13 @@ def main() -> None:
     try:
         server.ensure_bucket(BUCKET)
         warm_bytecode(server, workroot)
-        for fmt, rows in variants(args):
-            results.append(run_variant(server, workroot, fmt, rows, args))
+        for shape in variants(args):
+            results.append(run_variant(server, workroot, shape, args))
     finally:
         server.stop()
         if not args.keep:
             shutil.rmtree(workroot, ignore_errors=True)
-    print_table(results)
+    print_grid(results) if args.grid else print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not all(r["totals_match"] for r in results):

@@ -101,3 +101,46 @@ query Backfills($limit: Int) {
 
 def tags_of(run: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run["tags"]}
+
+
+MATERIALIZED = """
+query Partitions($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset { assetMaterializations(limit: 400) { partition runId } }
+  }
+}
+"""
+
+
+def partition_statuses(stack: DagsterStack, asset: str) -> dict[str, set[str]]:
+    """The partitions of `asset` that have a materialization (any run)."""
+    data = stack.graphql(MATERIALIZED, {"key": {"path": [asset]}})
+    events = data["assetOrError"].get("assetMaterializations", [])
+    return {"materialized": {e["partition"] for e in events if e["partition"]}}
+
+
+RUN_CHECKS = """
+query RunEvents($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on AssetCheckEvaluationEvent {
+          evaluation { checkName partition success }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def check_partitions(stack: DagsterStack, run_id: str, check_name: str) -> dict[str, bool]:
+    """Per partition, whether `check_name` passed in run `run_id`."""
+    events = stack.graphql(RUN_CHECKS, {"runId": run_id})["logsForRun"]["events"]
+    return {
+        e["evaluation"]["partition"]: e["evaluation"]["success"]
+        for e in events
+        if e["__typename"] == "AssetCheckEvaluationEvent"
+        and e["evaluation"]["checkName"] == check_name
+    }

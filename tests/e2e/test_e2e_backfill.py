@@ -1,14 +1,20 @@
 """End to end: a partition backfill launched through the webserver's GraphQL API (the call the
-UI makes) is run by the daemon on a PostgreSQL instance, one day per run, one run at a time
-(embedded chDB), and lands the exact deduplicated usage in ClickHouse."""
+UI makes) is run by the daemon on a PostgreSQL instance as ONE run over the range of days (the
+daily assets' BackfillPolicy.single_run), day by day, and lands the exact deduplicated usage
+in ClickHouse, each day materialized and checked as its own partition."""
 
 from __future__ import annotations
 
 from datetime import date
-from itertools import pairwise
 
 import pytest
-from backfill import launch_asset_backfill, tags_of, wait_for_backfill
+from backfill import (
+    check_partitions,
+    launch_asset_backfill,
+    partition_statuses,
+    tags_of,
+    wait_for_backfill,
+)
 from e2e_stack import stack_settings, stack_warehouse
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, usage_rows
 
@@ -44,13 +50,17 @@ def test_backfill_of_days_through_graphql_lands_exact_usage(dagster_stack, s3_se
 
     assert state["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), state
     assert state["isAssetBackfill"]
-    runs = state["runs"]
-    assert sorted(tags_of(r)["dagster/partition"] for r in runs) == [d.isoformat() for d in DAYS]
-    assert {r["status"] for r in runs} == {"SUCCESS"}
-    assert all(tags_of(r)["usage_etl/trigger"] == "operator_backfill" for r in runs)
-    # The `warehouse` pool (limit 1, run granularity) serialized the runs on embedded chDB.
-    spans = sorted((r["startTime"], r["endTime"]) for r in runs)
-    assert all(later[0] >= earlier[1] for earlier, later in pairwise(spans)), spans
+    (run,) = state["runs"]  # one run for the whole range: one process start, one engine open
+    tags = tags_of(run)
+    assert run["status"] == "SUCCESS"
+    assert tags["usage_etl/trigger"] == "operator_backfill"
+    span = (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])
+    assert span == (DAYS[0].isoformat(), DAYS[-1].isoformat())
+    # Each day is its own materialization and its own exactness check result.
+    per_day = partition_statuses(dagster_stack, "usage_daily")
+    assert {d.isoformat() for d in DAYS} <= per_day["materialized"], per_day
+    exact = check_partitions(dagster_stack, run["runId"], "usage_daily_is_exact")
+    assert exact == {d.isoformat(): True for d in DAYS}
 
     with stack_warehouse(dagster_stack) as warehouse:
         for i, day in enumerate(DAYS):

@@ -5,7 +5,7 @@ check's run (never at definitions load or in sensors), and every aggregation run
 """
 
 import warnings
-from datetime import date
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -16,6 +16,7 @@ from usage_etl.defs.reconciliation.report import (
     reconciliation_description,
     reconciliation_metadata,
 )
+from usage_etl.defs.usage.days import per_day_check
 from usage_etl.reconciliation import Status, Tolerances, completeness, reconcile
 from usage_etl.resources import ClickHouseResource
 
@@ -37,10 +38,6 @@ class ReconciliationConfig(dg.Config):
         return Tolerances(**overrides)
 
 
-def _day(context: dg.AssetCheckExecutionContext) -> date:
-    return context.partition_time_window.start.date()
-
-
 # Partitioned asset checks are a preview feature in Dagster 1.13; the warning is noise here.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -59,22 +56,25 @@ with warnings.catch_warnings():
         context: dg.AssetCheckExecutionContext,
         config: ReconciliationConfig,
         clickhouse: ClickHouseResource,
-    ) -> dg.AssetCheckResult:
+    ) -> Iterator:
         settings = clickhouse.settings()
-        rec = reconcile(
-            clickhouse.get_warehouse(),
-            _day(context),
-            config.tolerances(),
-            settings.cache_events_table,
-        )
-        severity = dg.AssetCheckSeverity.ERROR
-        if rec.status is Status.WARN:
-            severity = dg.AssetCheckSeverity.WARN
-        return dg.AssetCheckResult(
-            passed=rec.status is Status.OK,
-            severity=severity,
-            metadata=reconciliation_metadata(rec),
-            description=reconciliation_description(rec),
+        warehouse = clickhouse.get_warehouse()
+
+        def evaluate(day):
+            rec = reconcile(warehouse, day, config.tolerances(), settings.cache_events_table)
+            severity = dg.AssetCheckSeverity.ERROR
+            if rec.status is Status.WARN:
+                severity = dg.AssetCheckSeverity.WARN
+            return dg.AssetCheckResult(
+                passed=rec.status is Status.OK,
+                severity=severity,
+                metadata=reconciliation_metadata(rec),
+                description=reconciliation_description(rec),
+            )
+
+        # One evaluation per day, also in a backfill's range run.
+        yield from per_day_check(
+            context, "usage_daily", "rollups_cover_cache_events", False, evaluate
         )
 
     @dg.asset_check(
@@ -88,11 +88,16 @@ with warnings.catch_warnings():
     )
     def node_hours_complete(
         context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
-    ) -> dg.AssetCheckResult:
-        comp = completeness(clickhouse.get_warehouse(), _day(context))
-        return dg.AssetCheckResult(
-            passed=comp.nodes > 0 and comp.gap_nodes == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata=completeness_metadata(comp),
-            description=completeness_description(comp),
-        )
+    ) -> Iterator:
+        warehouse = clickhouse.get_warehouse()
+
+        def evaluate(day):
+            comp = completeness(warehouse, day)
+            return dg.AssetCheckResult(
+                passed=comp.nodes > 0 and comp.gap_nodes == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata=completeness_metadata(comp),
+                description=completeness_description(comp),
+            )
+
+        yield from per_day_check(context, "usage_daily", "node_hours_complete", False, evaluate)

@@ -15,6 +15,12 @@ from usage_etl.defs.column_schemas import (
 )
 from usage_etl.defs.jobs import USAGE_GROUP
 from usage_etl.defs.partitions import daily_partitions
+from usage_etl.defs.usage.days import (
+    DAILY_BACKFILL_POLICY,
+    is_range,
+    range_failure,
+    run_days,
+)
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
 from usage_etl.ingest import ledger
 from usage_etl.ingest.load import ingest_day
@@ -44,12 +50,8 @@ cache_events = dg.AssetSpec(
 )
 
 
-def _day(context: dg.AssetExecutionContext) -> date:
-    return context.partition_time_window.start.date()
-
-
 def _load_id(context: dg.AssetExecutionContext) -> str:
-    """Unique per step attempt: a retried attempt never shares rows with a failed one."""
+    """Unique per step attempt and day: a retried attempt never shares rows with a failed one."""
     return f"{context.run.run_id}.{uuid.uuid4().hex[:8]}"
 
 
@@ -63,6 +65,7 @@ def _load_id(context: dg.AssetExecutionContext) -> str:
     owners=["team:metering"],
     metadata=column_schema(ROLLUP_ROWS),
     retry_policy=TRANSIENT_RETRY,
+    backfill_policy=DAILY_BACKFILL_POLICY,
     tags={"usage_etl/layer": "staging"},
 )
 def rollup_rows(
@@ -74,17 +77,60 @@ def rollup_rows(
     """Every rollup row of the day, validated against contract §1 and staged with its source
     object; broken rows and unreadable files go to `quarantined_rows` with the rule they broke.
     Objects already decided (same ETag) are skipped, so a re-run picks up only late and
-    overwritten files."""
-    day = _day(context)
+    overwritten files. A range run (backfill) does this day by day (days.py)."""
     with retry_only_transient("opening the warehouse"):
         warehouse = clickhouse.get_warehouse()
-    registry = node_registry.load()
     client = landing.get_client()
+    s3_access = landing.clickhouse_access(client)
+    days = run_days(context)
+    if not is_range(context):
+        yield dg.MaterializeResult(
+            metadata=_ingest(context, warehouse, client, landing, node_registry, days[0], s3_access)
+        )
+        return
+    done: dict[date, dict] = {}
+    failures: dict[date, BaseException] = {}
+    for day in days:
+        try:
+            done[day] = _ingest(context, warehouse, client, landing, node_registry, day, s3_access)
+        except Exception as exc:  # the day is named, the other days go on (days.py)
+            context.log.error(f"ingesting {day} failed: {exc}")
+            failures[day] = exc
+    if failures:
+        for day, metadata in done.items():
+            yield dg.AssetMaterialization(
+                "rollup_rows", partition=day.isoformat(), metadata=metadata
+            )
+        raise range_failure("ingesting", len(days), failures)
+    for day, metadata in done.items():
+        context.add_asset_metadata(metadata, partition_key=day.isoformat())
+    yield dg.MaterializeResult(metadata=_range_summary(done))
+
+
+def _range_summary(done: dict[date, dict]) -> dict:
+    return {
+        "days": len(done),
+        "first_day": min(done).isoformat(),
+        "last_day": max(done).isoformat(),
+    }
+
+
+def _ingest(
+    context: dg.AssetExecutionContext,
+    warehouse,
+    client,
+    landing: LandingResource,
+    node_registry: NodeRegistryResource,
+    day: date,
+    s3_access,
+) -> dict:
+    """Ingest one day; its materialization metadata."""
+    registry = node_registry.load()
     with retry_only_transient(f"ingesting {day}", s3_endpoint=client.meta.endpoint_url):
         report = ingest_day(
             warehouse, client, landing.bucket, landing.prefix, day,
             load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
-            s3_access=landing.clickhouse_access(client),
+            s3_access=s3_access,
         )  # fmt: skip
     for key, why in report.objects_handed_back.items():
         context.log.info(f"read by Python, not ClickHouse: s3://{landing.bucket}/{key} ({why})")
@@ -94,24 +140,22 @@ def rollup_rows(
         context.log.info(f"ignored object s3://{landing.bucket}/{key}: {reason}")
     unregistered = registry.unregistered_nodes_seen()
     day_state = _day_state(warehouse, day)
-    return dg.MaterializeResult(
-        metadata={
-            "day": day.isoformat(),
-            "objects_listed": report.objects_listed,
-            "objects_new_loaded": report.objects_loaded,
-            "objects_new_quarantined": report.objects_quarantined,
-            "objects_new_ignored": report.objects_ignored,
-            "objects_already_ingested": report.objects_skipped,
-            "objects_read_by_clickhouse": report.objects_read_natively,
-            "rows_read": report.rows_read,
-            "rows_loaded": report.rows_loaded,
-            "rows_quarantined": report.rows_quarantined,
-            "quarantined_by_rule": dict(report.quarantined_by_rule),
-            "unregistered_nodes": sorted(unregistered),
-            **{f"day_objects_{k}": v for k, v in day_state.items()},
-            "dagster/row_count": report.rows_loaded,
-        }
-    )
+    return {
+        "day": day.isoformat(),
+        "objects_listed": report.objects_listed,
+        "objects_new_loaded": report.objects_loaded,
+        "objects_new_quarantined": report.objects_quarantined,
+        "objects_new_ignored": report.objects_ignored,
+        "objects_already_ingested": report.objects_skipped,
+        "objects_read_by_clickhouse": report.objects_read_natively,
+        "rows_read": report.rows_read,
+        "rows_loaded": report.rows_loaded,
+        "rows_quarantined": report.rows_quarantined,
+        "quarantined_by_rule": dict(report.quarantined_by_rule),
+        "unregistered_nodes": sorted(unregistered),
+        **{f"day_objects_{k}": v for k, v in day_state.items()},
+        "dagster/row_count": report.rows_loaded,
+    }
 
 
 def _day_state(warehouse, day: date) -> dict[str, int]:
@@ -147,12 +191,48 @@ def _day_state(warehouse, day: date) -> dict[str, int]:
     partitions_def=daily_partitions,
     pool="warehouse",
     retry_policy=TRANSIENT_RETRY,
+    backfill_policy=DAILY_BACKFILL_POLICY,
 )
 def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource):
     """Pick the latest version of every event_id of the day and swap the day's partitions of
-    usage_hourly and usage_daily in atomically."""
-    day = _day(context)
+    usage_hourly and usage_daily in atomically. A range run publishes day by day (days.py)."""
     warehouse = clickhouse.get_warehouse()
+    days = run_days(context)
+    if not is_range(context):
+        hourly, daily = _publish(context, warehouse, days[0])
+        yield dg.MaterializeResult(asset_key="usage_hourly", metadata=hourly)
+        yield dg.MaterializeResult(asset_key="usage_daily", metadata=daily)
+        return
+    done: dict[date, tuple[dict, dict]] = {}
+    failures: dict[date, BaseException] = {}
+    for day in days:
+        try:
+            done[day] = _publish(context, warehouse, day)
+            context.log.info(f"published {day}")
+        except Exception as exc:  # the day is named, the other days go on (days.py)
+            context.log.error(f"publishing {day} failed: {exc}")
+            failures[day] = exc
+    if failures:
+        for day, (hourly, daily) in done.items():
+            yield dg.AssetMaterialization(
+                "usage_hourly", partition=day.isoformat(), metadata=hourly
+            )
+            yield dg.AssetMaterialization("usage_daily", partition=day.isoformat(), metadata=daily)
+        # The check steps are skipped once this step fails: check the published days here.
+        from usage_etl.defs.usage.checks import range_check_evaluations
+
+        yield from range_check_evaluations(warehouse, sorted(done))
+        raise range_failure("publishing", len(days), failures)
+    for day, (hourly, daily) in done.items():
+        context.add_asset_metadata(hourly, asset_key="usage_hourly", partition_key=day.isoformat())
+        context.add_asset_metadata(daily, asset_key="usage_daily", partition_key=day.isoformat())
+    summary = _range_summary(done)
+    yield dg.MaterializeResult(asset_key="usage_hourly", metadata=summary)
+    yield dg.MaterializeResult(asset_key="usage_daily", metadata=summary)
+
+
+def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[dict, dict]:
+    """Publish one day; the metadata of its usage_hourly and usage_daily materializations."""
     load_id = _load_id(context)
     with retry_only_transient(f"publishing {day} (nothing was published)"):
         report = publish_day(warehouse, day, load_id)
@@ -166,27 +246,23 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
     record_publication(warehouse, report, load_id, state)
     preview = _markdown_top_accounts(top_accounts(warehouse, day))
     shared = {"day": day.isoformat(), "rollups": report.rollups}
-    yield dg.MaterializeResult(
-        asset_key="usage_hourly", metadata={**shared, "dagster/row_count": report.rollups}
-    )
-    yield dg.MaterializeResult(
-        asset_key="usage_daily",
-        metadata={
-            **shared,
-            "rows_considered": report.versions,
-            "duplicates_removed": report.duplicates,
-            "conflicts": report.conflicts,
-            "groups_overflowed": report.overflow_groups,
-            "rows_quarantined_overflow": report.overflow_rows,
-            "bytes": report.bytes,
-            "request_count": report.request_count,
-            "objects_loaded": state["loaded"],
-            "objects_quarantined": state["quarantined"],
-            "objects_ignored": state["ignored"],
-            "dagster/row_count": report.groups,
-            "top_accounts": dg.MetadataValue.md(preview),
-        },
-    )
+    hourly = {**shared, "dagster/row_count": report.rollups}
+    daily = {
+        **shared,
+        "rows_considered": report.versions,
+        "duplicates_removed": report.duplicates,
+        "conflicts": report.conflicts,
+        "groups_overflowed": report.overflow_groups,
+        "rows_quarantined_overflow": report.overflow_rows,
+        "bytes": report.bytes,
+        "request_count": report.request_count,
+        "objects_loaded": state["loaded"],
+        "objects_quarantined": state["quarantined"],
+        "objects_ignored": state["ignored"],
+        "dagster/row_count": report.groups,
+        "top_accounts": dg.MetadataValue.md(preview),
+    }
+    return hourly, daily
 
 
 def _markdown_top_accounts(rows: list[dict]) -> str:

@@ -1,24 +1,23 @@
-"""Checks of one published day: exactness, quarantine and conflicts."""
+"""Checks of one published day: exactness, quarantine and conflicts.
+
+A range run (backfill) evaluates each check once per day, each result stored against its own
+partition (days.check_evaluation); a blocking check that fails on some days fails the step
+after every day was checked, naming those days."""
+
+from collections.abc import Callable, Iterator
+from datetime import date
 
 import dagster as dg
 
 from usage_etl.defs.partitions import daily_partitions
-from usage_etl.defs.usage.assets import _day
+from usage_etl.defs.usage.days import check_evaluation, per_day_check
 from usage_etl.ingest import audit
 from usage_etl.resources import ClickHouseResource
+from usage_etl.warehouse.client import Warehouse
 
 
-@dg.asset_check(
-    asset="usage_daily", blocking=True, pool="warehouse", partitions_def=daily_partitions
-)
-def usage_daily_is_exact(
-    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
-) -> dg.AssetCheckResult:
-    """Recompute the day independently (LIMIT 1 BY event_id instead of argMax) from the staged
-    rows that count, and compare with what usage_daily publishes: no event_id counted twice,
-    none missing."""
-    day = _day(context)
-    result = audit.recompute_day(clickhouse.get_warehouse(), day)
+def _exactness(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
+    result = audit.recompute_day(warehouse, day)
     description = (
         "usage_daily equals an independent recomputation of the staged rollups"
         if result.matches
@@ -33,15 +32,8 @@ def usage_daily_is_exact(
     )
 
 
-@dg.asset_check(
-    asset="rollup_rows", blocking=False, pool="warehouse", partitions_def=daily_partitions
-)
-def quarantine_report(
-    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
-) -> dg.AssetCheckResult:
-    """WARN when any row or file of the day is quarantined, with the rules and the files."""
-    day = _day(context)
-    report = audit.quarantine_summary(clickhouse.get_warehouse(), day)
+def _quarantine(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
+    report = audit.quarantine_summary(warehouse, day)
     return dg.AssetCheckResult(
         passed=report.total_rows == 0 and report.total_files == 0,
         severity=dg.AssetCheckSeverity.WARN,
@@ -50,19 +42,68 @@ def quarantine_report(
     )
 
 
-@dg.asset_check(
-    asset="usage_daily", blocking=False, pool="warehouse", partitions_def=daily_partitions
-)
-def conflict_report(
-    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
-) -> dg.AssetCheckResult:
-    """WARN when versions of one event_id share emitted_at but differ in content. The higher
-    content hash was billed (deterministic); the node that emitted both must be fixed."""
-    day = _day(context)
-    conflicts = audit.conflicts(clickhouse.get_warehouse(), day)
+def _conflicts(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
+    conflicts = audit.conflicts(warehouse, day)
     return dg.AssetCheckResult(
         passed=not conflicts.count,
         severity=dg.AssetCheckSeverity.WARN,
         description=conflicts.description(),
         metadata=conflicts.metadata(),
     )
+
+
+# (asset, check name, blocking, evaluation of one day)
+CHECKS: tuple[tuple[str, str, bool, Callable[[Warehouse, date], dg.AssetCheckResult]], ...] = (
+    ("usage_daily", "usage_daily_is_exact", True, _exactness),
+    ("rollup_rows", "quarantine_report", False, _quarantine),
+    ("usage_daily", "conflict_report", False, _conflicts),
+)
+
+
+def range_check_evaluations(warehouse: Warehouse, days: list[date]) -> Iterator:
+    """The usage_daily checks of the days a range step published before it failed on other
+    days: the check steps are skipped once their upstream step failed."""
+    for asset, name, blocking, evaluate in CHECKS:
+        for day in days if asset == "usage_daily" else ():
+            yield check_evaluation(evaluate(warehouse, day), asset, name, day, blocking)
+
+
+def _per_day(
+    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, name: str
+) -> Iterator:
+    asset, _, blocking, evaluate = next(c for c in CHECKS if c[1] == name)
+    warehouse = clickhouse.get_warehouse()
+    yield from per_day_check(context, asset, name, blocking, lambda day: evaluate(warehouse, day))
+
+
+@dg.asset_check(
+    asset="usage_daily", blocking=True, pool="warehouse", partitions_def=daily_partitions
+)
+def usage_daily_is_exact(
+    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
+) -> Iterator:
+    """Recompute the day independently (LIMIT 1 BY event_id instead of argMax) from the staged
+    rows that count, and compare with what usage_daily publishes: no event_id counted twice,
+    none missing."""
+    yield from _per_day(context, clickhouse, "usage_daily_is_exact")
+
+
+@dg.asset_check(
+    asset="rollup_rows", blocking=False, pool="warehouse", partitions_def=daily_partitions
+)
+def quarantine_report(
+    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
+) -> Iterator:
+    """WARN when any row or file of the day is quarantined, with the rules and the files."""
+    yield from _per_day(context, clickhouse, "quarantine_report")
+
+
+@dg.asset_check(
+    asset="usage_daily", blocking=False, pool="warehouse", partitions_def=daily_partitions
+)
+def conflict_report(
+    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
+) -> Iterator:
+    """WARN when versions of one event_id share emitted_at but differ in content. The higher
+    content hash was billed (deterministic); the node that emitted both must be fixed."""
+    yield from _per_day(context, clickhouse, "conflict_report")
