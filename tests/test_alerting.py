@@ -26,8 +26,10 @@ from usage_etl.defs.alerting.sensors import (
     alert_on_run_failure,
     partition_deadlines,
 )
+from usage_etl.faults import on_fault
 from usage_etl.invoicing.periods import Period
 from usage_etl.resources import ClockResource, PriceBookResource
+from usage_etl.warehouse.client import WarehouseError
 
 DAY = date(2026, 10, 5)
 TOKEN = "T0001/B0002/sekrit-token"
@@ -200,12 +202,13 @@ def at(day: date, hour: int, minute: int = 0) -> datetime:
 def test_a_failed_daily_usage_run_alerts_once_with_its_day_and_cause(
     usage_env, s3_server, settings, warehouse, alert_env, webhook, smtp
 ):
-    # Three rollups of one dimension group whose bytes add up beyond UInt64: publishing the
-    # day is a data error (not retried), so the run fails.
+    # The warehouse refuses the day's swap with a permanent error (not retried): the run fails.
     landing = Landing(s3_server, settings)
-    huge = [rollup(f"e{i}", day=DAY, bytes=2**63 - 1) for i in range(3)]
-    landing.put("huge.parquet", parquet_bytes(huge), day=DAY)
-    with dg.instance_for_test(temp_dir=usage_env["DAGSTER_HOME"]) as instance:
+    landing.put("a.parquet", parquet_bytes([rollup("e1", day=DAY)]), day=DAY)
+    with (
+        dg.instance_for_test(temp_dir=usage_env["DAGSTER_HOME"]) as instance,
+        on_fault("publish.before_swap", _refuse_swap),
+    ):
         result = run_daily(DAY.isoformat(), instance)
         assert not result.success
         with dg.build_run_status_sensor_context(
@@ -231,6 +234,10 @@ def test_a_failed_daily_usage_run_alerts_once_with_its_day_and_cause(
     assert body["text"].startswith(f"[usage_etl] daily_usage failed for {DAY.isoformat()}")
     [mail] = smtp.messages
     assert len(mail["to"]) == 2 and run_id in mail["data"] and DAY.isoformat() in mail["data"]
+
+
+def _refuse_swap() -> None:
+    raise WarehouseError("injected: the table's disk is read-only", transient=False)
 
 
 def test_the_cause_of_a_step_that_used_up_its_retries_is_its_own_error():

@@ -9,9 +9,11 @@ import dagster as dg
 import pytest
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, usage_rows
 
+from usage_etl.faults import on_fault
+from usage_etl.warehouse.client import WarehouseError
+
 FIRST = date(2026, 10, 4)
 DAYS = [FIRST + timedelta(days=i) for i in range(3)]
-MAX = 2**63 - 1
 DIMS = ("proj-1", "node-a", "egress", "download", "xcode", "public_internet")
 
 
@@ -100,22 +102,20 @@ def test_a_range_publishes_each_day_exactly_and_checks_each_day(landing, warehou
 def test_a_failing_day_is_named_and_every_other_day_is_published(landing, warehouse):
     for i, day in enumerate(DAYS):
         _deliver(landing, day, scale=1000 * (i + 1))
-    bad = DAYS[1]
-    # Three rows of 2^63 - 1: the day's total does not fit UInt64, its publish fails.
-    whales = [rollup(f"w{i}", day=bad, account_id="whale", bytes=MAX) for i in range(3)]
-    landing.put("whales.parquet", parquet_bytes(whales), day=bad)
+    bad = DAYS[0]  # the first day the range publishes: the warehouse refuses its swap
 
-    result = run_range(DAYS[0], DAYS[-1])
+    with on_fault("publish.before_swap", _refuse_swap):
+        result = run_range(DAYS[0], DAYS[-1])
 
     assert not result.success
     message = _failure_message(result)
     assert f"publishing failed for 1 of 3 days: {bad}" in message
     assert f"publishing {bad} (nothing was published)" in message
-    # The days before and after the failing one are published exactly; it has nothing.
-    assert usage_rows(warehouse, DAYS[0].isoformat()) == _expected(1000)
+    # The days after the failing one are published exactly; it has nothing.
+    assert usage_rows(warehouse, DAYS[1].isoformat()) == _expected(2000)
     assert usage_rows(warehouse, DAYS[2].isoformat()) == _expected(3000)
     assert usage_rows(warehouse, bad.isoformat()) == []
-    good = [DAYS[0].isoformat(), DAYS[2].isoformat()]
+    good = [DAYS[1].isoformat(), DAYS[2].isoformat()]
     assert _materialized(result, "published_usage", "usage_daily") == good
     assert _materialized(result, "published_usage", "usage_hourly") == good
     # The usage_daily check steps did not run (their upstream failed); the published days
@@ -129,7 +129,11 @@ def test_a_failing_day_is_named_and_every_other_day_is_published(landing, wareho
     retried = [
         e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
-    assert retried == []  # bad data is not retried
+    assert retried == []  # a permanent error is not retried
+
+
+def _refuse_swap() -> None:
+    raise WarehouseError("injected: the table's disk is read-only", transient=False)
 
 
 def test_backfill_policy_is_one_run_unless_days_per_run_is_set():
