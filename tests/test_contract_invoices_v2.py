@@ -190,6 +190,14 @@ def test_v2_meters_fees_minimum_credits_and_plan_history(
     draft_as_of = "2026-11-15T00:00:00Z"  # November draft (October would be final: Nov 4)
     oct_result = execute(OCT, "2026-11-02T00:00:00Z", monkeypatch)
     assert oct_result.success
+    evaluations = {e.check_name: e for e in oct_result.get_asset_check_evaluations()}
+    # pro bills egress_bytes and runner_egress: both can count a public runner egress row
+    overlap = evaluations["meters_disjoint"]
+    assert not overlap.passed and overlap.severity == dg.AssetCheckSeverity.WARN
+    assert "runner_egress" in overlap.metadata["examples"].value
+    assert "what_to_do" in overlap.metadata
+    assert evaluations["credits_within_grants"].passed
+    assert evaluations["subtotal_equals_lines"].passed
     oct_lines = by_key(lines(warehouse, OCT))
     o = None
     # runner_egress 13 GiB: tier 1 10 @ 0.10 = 1.00, tier 2 3 @ 0.05 = 0.15
@@ -456,7 +464,9 @@ def test_late_usage_of_a_final_period_adjusts_usage_minimum_and_keeps_its_credit
     assert {r["status"] for r in nov_final.values()} == {"final"}
     assert {k: money(v) for k, v in nov_final.items()} == {k: money(v) for k, v in nov.items()}
     usage(warehouse, date(2026, 10, 31), "acme", gib=170)
-    assert execute(DEC, final_nov, monkeypatch).success
+    dec_result = execute(DEC, final_nov, monkeypatch)
+    assert dec_result.success
+    assert all(e.passed for e in dec_result.get_asset_check_evaluations())
     dec = by_key(lines(warehouse, DEC))
     assert money(dec[("acme", "adjustment", "egress_bytes", 2, c, "")]) == (
         D("170"), "GiB", D("0.50"), D("85.00"))  # fmt: skip

@@ -34,7 +34,7 @@ def test_job_finalizes_a_complete_month_checks_and_exports_it(warehouse, setting
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {
         "quantities_conserved", "usage_lines_positive", "final_lines_unchanged",
-        "subtotal_equals_lines",
+        "subtotal_equals_lines", "credits_within_grants", "meters_disjoint",
     }  # fmt: skip
     assert all(e.passed for e in evaluations)
     assert {i["status"] for i in read_invoices(warehouse, OCT)} == {"final"}
