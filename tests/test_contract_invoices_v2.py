@@ -330,6 +330,13 @@ BAD_GRANT = BAD_FROM.replace("2026-10-15}", "2026-10-01}") + textwrap.indent(
     """),
     "    ",
 )
+BAD_GRANT_FROM = BAD_FROM.replace("2026-10-15}", "2026-10-01}") + textwrap.indent(
+    textwrap.dedent("""\
+        credits:
+          - {id: g1, account: globex, amount: "1.00", from: 2026-10-15, until: 2027-01-01}
+    """),
+    "    ",
+)
 V1_BOOK = """\
     version: "v1-contract"
     currency: USD
@@ -381,6 +388,7 @@ def test_v1_book_prices_as_before_and_invalid_books_write_nothing(
         ("empty.yaml", BAD_EMPTY_LIST, ("meters.runner_egress.where.region",)),
         ("plan.yaml", BAD_PLAN, ("globex", "gold")),
         ("grant.yaml", BAD_GRANT, ("credits", "g1")),
+        ("grant_from.yaml", BAD_GRANT_FROM, ("credits.0.from", "2026-10-15")),
     ):
         book(tmp_path, monkeypatch, text, name)
         result = execute(OCT, "2026-10-21T00:00:00Z", monkeypatch)
