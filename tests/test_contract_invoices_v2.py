@@ -489,3 +489,94 @@ def test_late_usage_of_a_final_period_adjusts_usage_minimum_and_keeps_its_credit
     # October's and November's final lines, credits included, are untouched
     assert sorted(map(str, lines(warehouse, OCT))) == sorted(map(str, got.values()))
     assert sorted(map(str, lines(warehouse, NOV))) == sorted(map(str, nov_final.values()))
+
+
+SHRINK_BOOK = """\
+    version: "v2-shrink"
+    currency: USD
+    grace_days: 3
+    default_plan: free
+    plans:
+      free:
+        egress_bytes: {unit: GiB, tiers: [{up_to: null, unit_price: "0.09"}]}
+      pro:
+        fixed_fee: "10.00"
+        minimum: "50.00"
+        egress_bytes: {unit: GiB, tiers: [{up_to: null, unit_price: "1.00"}]}
+    accounts:
+      acme: pro
+    credits:
+      - {id: g1, account: acme, amount: "500.00", from: 2026-10-01, until: 2028-01-01}
+"""
+
+
+def test_usage_of_a_final_period_shrinking_gives_negative_adjustments_and_no_credit(
+    warehouse, settings, tmp_path, monkeypatch
+):
+    book(tmp_path, monkeypatch, SHRINK_BOOK)
+    day = date(2026, 10, 2)
+    usage(warehouse, day, "acme", gib=150)
+    # October: 150 GiB @ 1.00 = 150.00 + fee 10.00 = 160.00 >= minimum: no true-up;
+    # credit g1 -160.00
+    as_of = "2026-11-05T00:00:00Z"
+    assert execute(OCT, as_of, monkeypatch).success
+    octo = by_key(lines(warehouse, OCT))
+    assert sorted(octo) == [
+        ("acme", "credit", "", 0, None, "g1"), ("acme", "fixed", "", 0, None, ""),
+        ("acme", "usage", "egress_bytes", 1, None, ""),
+    ]  # fmt: skip
+    flat_shape(octo[("acme", "credit", "", 0, None, "g1")], "-160.00")
+
+    # a node re-emits smaller rollups: the day is re-run and now holds 20 GiB. October would
+    # now be 20 + 10 + true-up 20 = 50.00 against 160.00 finalized: corrections -110.00
+    warehouse.command(
+        f"ALTER TABLE {warehouse.table('usage_daily')} DELETE WHERE day = {{d:Date}}",
+        {"d": day},
+        mutations_sync=2,
+    )
+    usage(warehouse, day, "acme", gib=20)
+    assert execute(NOV, as_of, monkeypatch).success
+    nov = by_key(lines(warehouse, NOV))
+    c = date(2026, 10, 1)
+    assert money(nov[("acme", "adjustment", "egress_bytes", 1, c, "")]) == (
+        D("-130"), "GiB", D("1.00"), D("-130.00"))  # fmt: skip
+    flat_shape(nov[("acme", "minimum", "", 0, c, "")], "20.00")
+    # November's own: fee 10 + true-up 40 = 50.00; with -110.00 of corrections the total is
+    # -60.00: below 0 already, so no credit line (credits only bring a total down to 0)
+    flat_shape(nov[("acme", "fixed", "", 0, None, "")], "10.00")
+    flat_shape(nov[("acme", "minimum", "", 0, None, "")], "40.00")
+    assert len(nov) == 4, sorted(nov)
+    assert D(str(invoices(warehouse, NOV)["acme"]["subtotal"])) == D("-60.00")
+    # October's credit stays as finalized
+    assert by_key(lines(warehouse, OCT)) == octo
+
+
+def test_late_usage_is_priced_with_the_book_the_corrected_period_was_finalized_with(
+    warehouse, settings, tmp_path, monkeypatch
+):
+    first = SHRINK_BOOK.replace('"v2-shrink"', '"book-a"')
+    first = first.replace('        fixed_fee: "10.00"\n', "")
+    book(tmp_path, monkeypatch, first, "a.yaml")
+    usage(warehouse, date(2026, 10, 2), "acme", gib=20)
+    # October under book A: 20 GiB @ 1.00 = 20.00 + true-up 30.00 = 50.00; credit -50.00
+    as_of = "2026-11-05T00:00:00Z"
+    assert execute(OCT, as_of, monkeypatch).success
+    octo = by_key(lines(warehouse, OCT))
+    flat_shape(octo[("acme", "minimum", "", 0, None, "")], "30.00")
+
+    # book B doubles the price and raises the minimum; 40 GiB of October arrive late
+    second = first.replace('"book-a"', '"book-b"').replace('"1.00"', '"2.00"')
+    book(tmp_path, monkeypatch, second.replace('"50.00"', '"70.00"'), "b.yaml")
+    usage(warehouse, date(2026, 10, 20), "acme", gib=40)
+    assert execute(NOV, as_of, monkeypatch).success
+    nov = by_key(lines(warehouse, NOV))
+    c = date(2026, 10, 1)
+    # October with book A: 60 GiB @ 1.00 = 60.00, true-up 0 -> corrections +40 and -30
+    assert money(nov[("acme", "adjustment", "egress_bytes", 1, c, "")]) == (
+        D("40"), "GiB", D("1.00"), D("40.00"))  # fmt: skip
+    flat_shape(nov[("acme", "minimum", "", 0, c, "")], "-30.00")
+    # November's own under book B: no usage, true-up 70.00; total 80.00; credit -80.00
+    flat_shape(nov[("acme", "minimum", "", 0, None, "")], "70.00")
+    flat_shape(nov[("acme", "credit", "", 0, None, "g1")], "-80.00")
+    assert len(nov) == 4, sorted(nov)
+    assert by_key(lines(warehouse, OCT)) == octo
