@@ -32,11 +32,12 @@ D = Decimal
 
 
 def usage(wh, day, account, *, project="p1", region="eu", direction="egress",
-          path="public_internet", gib=0, requests=0):  # fmt: skip
+          path="public_internet", gib=0, requests=0, node="n1", operation="download",
+          kind="xcode", raw_bytes=None):  # fmt: skip
     wh.insert_rows(
         "usage_daily",
-        [[day, account, project, region, "n1", direction, "download", "xcode", path,
-          int(D(str(gib)) * GIB), requests]],
+        [[day, account, project, region, node, direction, operation, kind, path,
+          int(D(str(gib)) * GIB) if raw_bytes is None else raw_bytes, requests]],
         USAGE_COLUMNS,
     )  # fmt: skip
 
@@ -138,6 +139,12 @@ V2_BOOK = """\
         unit: unit
         where:
           project_id: ['']
+      node_reqs: {measure: request_count, unit: 1k, where: {node_id: [n2]}}
+      upload_reqs: {measure: request_count, unit: unit, where: {operation: [upload]}}
+      other_kinds: {measure: request_count, unit: unit, multiplier: "2",
+                    where: {artifact_kind: {not: [xcode, gradle]}}}
+      everything: {measure: bytes, unit: GiB}
+      thirds: {measure: bytes, unit: GiB, multiplier: "0.333", where: {node_id: [n3]}}
     plans:
       free:
         egress_bytes: {unit: GiB, tiers: [{up_to: 10, unit_price: "0"},
@@ -150,10 +157,17 @@ V2_BOOK = """\
         egress_bytes: {unit: GiB, tiers: [{up_to: null, unit_price: "0.01"}]}
       feeonly:
         fixed_fee: "10.00"
+      probe:
+        node_reqs: {tiers: [{up_to: null, unit_price: "1"}]}
+        upload_reqs: {tiers: [{up_to: null, unit_price: "1"}]}
+        other_kinds: {tiers: [{up_to: null, unit_price: "1"}]}
+        everything: {tiers: [{up_to: null, unit_price: "1"}]}
+        thirds: {tiers: [{up_to: null, unit_price: "100000000"}]}
     accounts:
       acme: pro
       big: pro
       idle: feeonly
+      probe: probe
       globex:
         - {plan: free, from: 2026-01-01}
         - {plan: pro, from: 2026-11-01}
@@ -186,6 +200,12 @@ def test_v2_meters_fees_minimum_credits_and_plan_history(
     usage(warehouse, day, "globex", path="private_network", gib=7)
     # big: 100_000 requests without project @ 0.001 = 100.00; + 49 fee > minimum: no true-up
     usage(warehouse, day, "big", project="", requests=100_000)
+    # probe: where on node_id, operation, artifact_kind ({not: ...}); a meter with no where
+    usage(warehouse, day, "probe", node="n2", requests=1500, gib="0.25")
+    usage(warehouse, day, "probe", operation="upload", direction="ingress", requests=7, gib=1)
+    usage(warehouse, day, "probe", kind="reapi", path="private_network", requests=11, gib=2)
+    usage(warehouse, day, "probe", kind="gradle", requests=1000, gib=3)
+    usage(warehouse, day, "probe", node="n3", raw_bytes=3 * GIB + 3)
 
     draft_as_of = "2026-11-15T00:00:00Z"  # November draft (October would be final: Nov 4)
     oct_result = execute(OCT, "2026-11-02T00:00:00Z", monkeypatch)
@@ -230,6 +250,19 @@ def test_v2_meters_fees_minimum_credits_and_plan_history(
         D("5"), "GiB", D("0.09"), D("0.45"))  # fmt: skip
     assert {r["plan"] for r in oct_lines.values() if r["account_id"] == "globex"} == {"free"}
     flat_shape(oct_lines[("globex", "credit", "", 0, o, "grant-g")], "-0.10")
+    # probe: node_reqs 1500 requests on n2 = 1.5k; upload_reqs 7; other_kinds 2 x 11 = 22;
+    # everything: all bytes 0.25 + 1 + 2 + 3 + (3 + 3/2^30) GiB = 9.250000002793967... GiB,
+    # stored 9.250000003, amount 9.25 (each @ 1).
+    # thirds: 0.333 x (3 + 3/2^30) = 0.999000000930385... GiB, stored 0.999000001; amount from
+    # the exact quantity: x 100000000 = 99900000.0930385... -> 99900000.09 (the stored
+    # quantity would give .10)
+    assert {k[2]: money(v) for k, v in oct_lines.items() if k[0] == "probe"} == {
+        "node_reqs": (D("1.5"), "1k", D("1"), D("1.50")),
+        "upload_reqs": (D("7"), "unit", D("1"), D("7.00")),
+        "other_kinds": (D("22"), "unit", D("1"), D("22.00")),
+        "everything": (D("9.250000003"), "GiB", D("1"), D("9.25")),
+        "thirds": (D("0.999000001"), "GiB", D("100000000"), D("99900000.09")),
+    }
     # big: usage over the commitment -> no minimum line
     assert sorted(k for k in oct_lines if k[0] == "big") == [
         ("big", "fixed", "", 0, o, ""), ("big", "usage", "unbound_requests", 1, o, ""),
@@ -245,6 +278,7 @@ def test_v2_meters_fees_minimum_credits_and_plan_history(
     oct_invoices = invoices(warehouse, OCT)
     assert {a: D(str(i["subtotal"])) for a, i in oct_invoices.items()} == {
         "acme": D("0.00"), "globex": D("0.35"), "idle": D("10.00"), "big": D("149.00"),
+        "probe": D("99900039.84"),
     }  # fmt: skip
     for account, inv in oct_invoices.items():
         mine = [D(str(r["amount"])) for r in oct_lines.values() if r["account_id"] == account]
