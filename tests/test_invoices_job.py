@@ -34,7 +34,7 @@ def test_job_finalizes_a_complete_month_checks_and_exports_it(warehouse, setting
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {
         "quantities_conserved", "usage_lines_positive", "final_lines_unchanged",
-        "subtotal_equals_lines",
+        "subtotal_equals_lines", "credits_within_grants", "meters_disjoint",
     }  # fmt: skip
     assert all(e.passed for e in evaluations)
     assert {i["status"] for i in read_invoices(warehouse, OCT)} == {"final"}
@@ -59,3 +59,29 @@ def test_job_fails_an_incomplete_due_month_and_keeps_the_draft(warehouse, settin
     message = failure.step_failure_data.user_failure_data.description
     assert "2026-10-09, 2026-10-10" in message and "daily_usage" in message
     assert {r["status"] for r in read_lines(warehouse, OCT)} == {"draft"}
+
+
+def test_credits_within_grants_catches_months_invoiced_out_of_order(
+    warehouse, settings, tmp_path, monkeypatch
+):
+    """November invoiced before October: each month's 50.00 fee takes 50.00 of the 60.00
+    grant (October has no earlier stored invoice to count), 100.00 in all. The separate
+    ERROR check names the grant and says to re-run the drafts in order."""
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        'version: "t"\ncurrency: USD\ngrace_days: 3\ndefault_plan: free\n'
+        "plans:\n  free: {}\n  pro: {fixed_fee: \"50.00\"}\naccounts:\n  acme: pro\n"
+        "credits:\n"
+        '  - {id: g1, account: acme, amount: "60.00", from: 2026-10-01, until: 2027-10-01}\n'
+    )
+    monkeypatch.setenv("USAGE_ETL_PRICE_BOOK", str(book))
+    monkeypatch.setenv("USAGE_ETL_AS_OF", "2026-10-20T00:00:00Z")
+    assert execute("2026-11-01").success
+    result = execute("2026-10-01")
+    assert result.success  # the check is not blocking: the drafts stay for the operator
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "credits_within_grants"
+    )
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert "g1: consumed 100.00 of a 60.00 grant" in evaluation.metadata["examples"].value
+    assert "in order" in evaluation.metadata["what_to_do"].value

@@ -64,6 +64,9 @@ CHECK_REASONS = {
     "conflict_report": "twins of one event_id with the same emitted_at and other bytes "
     "(conflict_rate)",
     "usage_daily_is_exact": "no fault should cause this: a bug, report it",
+    "credits_within_grants": "no fault should cause this: a bug, report it",
+    "meters_disjoint": "the price book lets two meters of one plan count the same usage row: "
+    "review their `where` conditions (`usage-etl price-book check` lists the pairs)",
 }
 
 

@@ -320,6 +320,14 @@ class Plan(BaseModel):
         return self.fixed_fee is not None or self.minimum is not None
 
 
+def _month_start(value: date) -> date:
+    """Contract §3.1: every `from` of the book (plan history and credit grants) is a month
+    start."""
+    if value.day != 1:
+        raise ValueError(f"{value} is not the first day of a month")
+    return value
+
+
 class PlanChange(BaseModel):
     """One entry of an account's plan history: `plan` applies from `from` (a month start)."""
 
@@ -328,12 +336,7 @@ class PlanChange(BaseModel):
     plan: StrictStr
     from_: date = Field(alias="from")
 
-    @field_validator("from_")
-    @classmethod
-    def _month_start(cls, value: date) -> date:
-        if value.day != 1:
-            raise ValueError(f"{value} is not the first day of a month")
-        return value
+    _month_start = field_validator("from_")(_month_start)
 
 
 class Grant(BaseModel):
@@ -346,6 +349,8 @@ class Grant(BaseModel):
     amount: Decimal
     from_: date = Field(alias="from")
     until: date
+
+    _month_start = field_validator("from_")(_month_start)
 
     @field_validator("id", "account")
     @classmethod

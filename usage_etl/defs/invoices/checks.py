@@ -15,7 +15,7 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 def _result(outcomes: list[tuple[checks.CheckOutcome, dg.AssetCheckSeverity]]):
     """One check result from several invariants: passed if all pass; ERROR if an ERROR
-    invariant failed, else WARN (e.g. only overlapping meters)."""
+    invariant failed, else WARN."""
     failed = [(o, sev) for o, sev in outcomes if not o.passed]
     shown = [o for o, _ in failed] or [o for o, _ in outcomes]
     merged = checks.CheckOutcome(
@@ -24,7 +24,8 @@ def _result(outcomes: list[tuple[checks.CheckOutcome, dg.AssetCheckSeverity]]):
         action=" | ".join(o.action for o in shown if o.action),
         details=[d for o in shown for d in o.details],
     )
-    severity = ERROR if any(sev == ERROR for _, sev in failed) or not failed else WARN
+    relevant = failed or outcomes  # a passing check keeps its declared severity
+    severity = ERROR if any(sev == ERROR for _, sev in relevant) else WARN
     return dg.AssetCheckResult(
         passed=merged.passed,
         severity=severity,
@@ -39,8 +40,9 @@ def _check(
     description: str,
     invariant: Callable,
     *more: tuple[Callable, dg.AssetCheckSeverity],
+    severity: dg.AssetCheckSeverity = ERROR,
 ):
-    invariants = [(invariant, ERROR), *more]
+    invariants = [(invariant, severity), *more]
 
     @dg.asset_check(
         asset=asset,
@@ -63,10 +65,8 @@ conservation = _check(
     "quantities_conserved",
     "For each account and meter, the period's usage lines plus every adjustment correcting "
     "the period add up to the period's usage in usage_daily (each meter's `where` filter and "
-    "multiplier applied), rounded per tier. WARN (not an error) when two meters billed by one "
-    "plan can count the same usage row.",
+    "multiplier applied), rounded per tier.",
     checks.conservation,
-    (checks.meter_overlaps, WARN),
 )
 usage_lines_positive = _check(
     LINES_KEY,
@@ -83,8 +83,22 @@ final_lines_unchanged = _check(
 subtotals_match_lines = _check(
     INVOICES_KEY,
     "subtotal_equals_lines",
-    "Each invoice's subtotal equals the sum of its lines' amounts, credits included; and "
-    "across all periods the credit lines of a grant never consume more than its amount.",
+    "Each invoice's subtotal equals the sum of its lines' amounts, credits included.",
     checks.subtotals,
-    (checks.credits_within_grants, ERROR),
+)
+credits_within_grants = _check(
+    LINES_KEY,
+    "credits_within_grants",
+    "Across all periods (draft and final), the credit lines of each grant used in the period "
+    "consume at most the grant's amount, and each names a grant of the period's price book.",
+    checks.credits_within_grants,
+)
+meters_disjoint = _check(
+    LINES_KEY,
+    "meters_disjoint",
+    "WARN: no plan of the period's price book bills two meters that can count the same usage "
+    "row (same measure, `where` conditions that admit a common row). Meters are independent "
+    "by contract, so an overlap may be intended; the check names each pair to review.",
+    checks.meter_overlaps,
+    severity=WARN,
 )
