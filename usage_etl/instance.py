@@ -14,12 +14,12 @@ import contextlib
 import fcntl
 import io
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from usage_etl.locks import flock_within
 from usage_etl.settings import dagster_home
 
 LOCK_NAME = ".usage_etl_instance.lock"
@@ -42,18 +42,11 @@ def _dagster_version() -> str:
 def _home_lock(home: Path, timeout: float) -> Iterator[None]:
     home.mkdir(parents=True, exist_ok=True)
     with open(home / LOCK_NAME, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"another process is setting up the Dagster instance in {home} "
-                        f"(waited {timeout:.0f}s)"
-                    ) from None
-                time.sleep(0.1)
+        if not flock_within(handle, timeout):
+            raise TimeoutError(
+                f"another process is setting up the Dagster instance in {home} "
+                f"(waited {timeout:.0f}s)"
+            )
         try:
             yield
         finally:

@@ -33,6 +33,7 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from usage_etl.locks import flock_within
 from usage_etl.settings import Settings, SettingsError, redact_url
 
 
@@ -141,24 +142,15 @@ class _EngineLock:
                 return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # kept open while the lock is held
-        deadline = time.monotonic() + timeout_seconds
-        delay = 0.05
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = self.path.read_text().strip() or "unknown"
-                    handle.close()
-                    raise EmbeddedEngineBusy(
-                        f"the embedded ClickHouse engine at {self.path.with_suffix('')} is held "
-                        f"by another process ({holder}); waited {timeout_seconds:.0f}s. Only one "
-                        "process may use an embedded engine at a time: wait for the other run, "
-                        "or point USAGE_ETL_CLICKHOUSE_DSN at a ClickHouse server."
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        if not flock_within(handle, timeout_seconds):
+            holder = self.path.read_text().strip() or "unknown"
+            handle.close()
+            raise EmbeddedEngineBusy(
+                f"the embedded ClickHouse engine at {self.path.with_suffix('')} is held "
+                f"by another process ({holder}); waited {timeout_seconds:.0f}s. Only one "
+                "process may use an embedded engine at a time: wait for the other run, "
+                "or point USAGE_ETL_CLICKHOUSE_DSN at a ClickHouse server."
+            )
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
