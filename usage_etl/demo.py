@@ -433,6 +433,18 @@ def _summary(settings: Settings, days: list[date], month: str, console: Console,
             "WHERE period_start = {period:Date} ORDER BY subtotal DESC, account_id",
             params,
         )
+        contract_lines = warehouse.query_dicts(
+            f"""
+            SELECT kind, meter, reference, groupUniqArray(plan) AS plans,
+                   count() AS lines, groupUniqArray(account_id) AS accounts,
+                   sum(amount) AS amount, any(currency) AS currency
+            FROM {warehouse.table("invoice_line_items")}
+            WHERE period_start = {{period:Date}} AND (kind IN ('fixed', 'minimum', 'credit')
+                  OR meter NOT IN ('egress_bytes', 'ingress_bytes', 'requests'))
+            GROUP BY kind, meter, reference ORDER BY kind, meter, reference
+            """,
+            params,
+        )
     span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
     console.print(
         f"\n[bold]Usage {span}[/]: {loads['rows']:,} rollup rows staged from "
@@ -442,6 +454,7 @@ def _summary(settings: Settings, days: list[date], month: str, console: Console,
         highlight=False,
     )
     print_checks(console, tallies)
+    print_contract_lines(console, contract_lines, month)
     table = Table(title=f"Invoices {month}", title_justify="left")
     for column in ("account", "status", "subtotal"):
         table.add_column(column, justify="right" if column == "subtotal" else "left")
@@ -454,6 +467,23 @@ def _summary(settings: Settings, days: list[date], month: str, console: Console,
     total = ", ".join(f"{amount} {cur}" for cur, amount in sorted(totals.items())) or Decimal(0)
     shown = " (top 15 shown)" if len(invoices) > 15 else ""
     console.print(f"{len(invoices)} invoices, total {total}{shown}", highlight=False)
+
+
+def print_contract_lines(console: Console, rows: list[dict], month: str) -> None:
+    """What the price book's v2 terms billed: defined meters, fixed fees, true-ups, credits."""
+    if not rows:
+        return
+    table = Table(title=f"Price book v2 lines {month}", title_justify="left")
+    for column in ("kind", "meter / grant", "plans", "accounts", "lines", "amount"):
+        table.add_column(column, justify="right" if column in ("lines", "amount") else "left")
+    for row in rows:
+        accounts = sorted(row["accounts"])
+        shown = ", ".join(accounts[:3]) + (f" +{len(accounts) - 3}" if len(accounts) > 3 else "")
+        table.add_row(
+            row["kind"], row["meter"] or row["reference"] or "-", ", ".join(sorted(row["plans"])),
+            shown, str(row["lines"]), f"{row['amount']} {row['currency']}",
+        )  # fmt: skip
+    console.print(table)
 
 
 def print_checks(console: Console, tallies: dict[tuple[str, str], CheckTally]) -> None:
