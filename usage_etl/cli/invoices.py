@@ -22,6 +22,7 @@ from usage_etl.invoicing.export import INVOICE_COLUMNS, export_period
 from usage_etl.invoicing.lines import LINE_COLUMNS
 from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.roles import role_statements
+from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import LINES, lines_checksum, read_invoices, read_lines
 from usage_etl.settings import load_settings
 from usage_etl.warehouse.client import Warehouse, open_warehouse
@@ -134,7 +135,7 @@ class _Folder:
 
 
 def export_to_folder(warehouse: Warehouse, period: Period, folder: Path) -> list[Path]:
-    """The period's CSV + Parquet files and manifest (as the `invoice_exports` asset writes
+    """The period's CSV + Parquet files (lines, invoices, usage statement) and manifest (as the `invoice_exports` asset writes
     them to S3) under `folder/period=YYYY-MM/`. Returns the files written, manifest last."""
     lines = read_lines(warehouse, period)
     found = read_invoices(warehouse, period)
@@ -143,6 +144,7 @@ def export_to_folder(warehouse: Warehouse, period: Period, folder: Path) -> list
     export_period(
         target, "local", "", period, lines, found,
         {"status": "/".join(statuses) or "empty", "lines_checksum": lines_checksum(lines)},
+        statement=statement_rows(warehouse, period, lines),
     )  # fmt: skip
     return target.written
 
@@ -152,7 +154,8 @@ def export(
     period: Annotated[str, typer.Option("--period", help="Billing period: 2026-10.")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write period=YYYY-MM/ into.")],
 ) -> None:
-    """Write a period's lines and invoices as CSV and Parquet, with a sha256 manifest."""
+    """Write a period's lines, invoices and usage statement as CSV and Parquet, with a sha256
+    manifest."""
     billing = _period(period)
     if to.exists() and not to.is_dir():
         raise typer.BadParameter(f"{to} exists and is not a folder", param_hint="--to")
