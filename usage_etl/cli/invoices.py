@@ -135,8 +135,9 @@ class _Folder:
 
 
 def export_to_folder(warehouse: Warehouse, period: Period, folder: Path) -> list[Path]:
-    """The period's CSV + Parquet files (lines, invoices, usage statement) and manifest (as the `invoice_exports` asset writes
-    them to S3) under `folder/period=YYYY-MM/`. Returns the files written, manifest last."""
+    """The period's CSV + Parquet files (lines, invoices, usage statement) and manifest, as the
+    `invoice_exports` asset writes them to S3, under `folder/period=YYYY-MM/`. Returns the files
+    written, manifest last."""
     lines = read_lines(warehouse, period)
     found = read_invoices(warehouse, period)
     statuses = sorted({i["status"] for i in found})
