@@ -123,6 +123,7 @@ def test_explain_command_formats_and_exit_codes(warehouse, s3_server, settings):
         egress["line_id"]]
     table = invoke("explain", invoice)
     assert table.exit_code == 0 and "a.parquet" in table.output and "DIFFERS" not in table.output
+    assert "…" not in table.output  # piped: full width, no figure or key shortened
 
     assert invoke("explain", "inv_nope").exit_code == 1
     assert invoke("explain", invoice, "--line", "li_nope").exit_code == 1
@@ -234,6 +235,7 @@ def test_bill_command_formats_and_exit_codes(warehouse, monkeypatch, tmp_path):
     assert table.exit_code == 0
     assert "cost to date: 15.00 USD" in table.output
     assert "projected period-end total: 18.30 USD" in table.output
+    assert "…" not in table.output  # piped: full width, no figure shortened
     empty = invoke("bill", "nobody", "--period", "2026-12", "--format", "json")
     assert empty.exit_code == 0 and json.loads(empty.output)["projection"] is None
     assert invoke("bill", "acme", "--period", "Nov").exit_code == 2

@@ -16,15 +16,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from usage_etl.cli.output import stdout_console, table
 from usage_etl.invoicing.bill import BILL_LINE_COLUMNS, Bill, account_bill, open_period
 from usage_etl.invoicing.exact import exact_text
 from usage_etl.invoicing.export import cell
 from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import PriceBookError, load_price_book
+from usage_etl.pricing import load_price_book
 from usage_etl.settings import load_settings, parse_as_of
-from usage_etl.warehouse.client import WarehouseError, open_warehouse
+from usage_etl.warehouse.client import open_warehouse
 
 CSV_COLUMNS = ("section", *BILL_LINE_COLUMNS)
 
@@ -56,24 +56,15 @@ def bill(
         billing = Period.parse(period) if period else open_period((now or _utcnow()).date())
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    err = Console(stderr=True)
-    try:
-        book = load_price_book(settings.price_book)
-    except PriceBookError as error:
-        err.print(str(error), markup=False)
-        raise typer.Exit(1) from None
+    book = load_price_book(settings.price_book)  # errors: one line, exit 2 (cli/errors.py)
     with open_warehouse(settings.clickhouse_dsn, settings.database) as warehouse:
-        try:
-            found = account_bill(warehouse, book, account, billing)
-        except WarehouseError as error:
-            err.print(f"cannot read the bill: {error}", markup=False)
-            raise typer.Exit(1) from None
+        found = account_bill(warehouse, book, account, billing)
     if fmt is Format.json:
         print(json.dumps(as_json(found), indent=2))
     elif fmt is Format.csv:
         write_csv(found)
     else:
-        print_bill(Console(), found)
+        print_bill(stdout_console(), found)
 
 
 def _utcnow() -> datetime:
@@ -126,16 +117,15 @@ def write_csv(found: Bill) -> None:
 
 
 def print_bill(console: Console, found: Bill) -> None:
-    table = Table(
-        title=f"Bill {found.account_id} {found.period} ({found.status}, plan {found.plan})",
-        title_justify="left",
+    numeric = ("tier", "quantity", "unit_price", "amount")
+    lines = table(
+        f"Bill {found.account_id} {found.period} ({found.status}, plan {found.plan})",
+        [(column, column in numeric) for column in BILL_LINE_COLUMNS],
     )
-    for column in BILL_LINE_COLUMNS:
-        table.add_column(column, justify="right" if column in ("tier", "quantity",
-                         "unit_price", "amount") else "left")  # fmt: skip
     for line in _lines(found.lines):
-        table.add_row(*(line[c] or "-" for c in BILL_LINE_COLUMNS))
-    console.print(table)
+        lines.add_row(*(str(line[c]) if line[c] not in (None, "") else "-"
+                        for c in BILL_LINE_COLUMNS))  # fmt: skip
+    console.print(lines)
     console.print(f"cost to date: {found.to_date} {found.currency}", highlight=False)
     p = found.projection
     if p:

@@ -9,7 +9,6 @@ draft, or late usage of a final period billed as adjustments on a later invoice)
 from __future__ import annotations
 
 import json
-import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from usage_etl.cli.output import stdout_console, table
 from usage_etl.invoicing.explain import (
     InvoiceExplanation,
     LineExplanation,
@@ -25,10 +25,9 @@ from usage_etl.invoicing.explain import (
 )
 from usage_etl.pricing import PriceBookError, load_price_book
 from usage_etl.settings import load_settings
-from usage_etl.warehouse.client import WarehouseError, open_warehouse
+from usage_etl.warehouse.client import open_warehouse
 
 CHECK_FAILED = 3
-WIDE = 200
 
 
 class Format(StrEnum):
@@ -58,13 +57,10 @@ def explain(
         except (UnknownInvoiceError, LookupError) as error:
             err.print(str(error).strip("'\""), markup=False)
             raise typer.Exit(1) from None
-        except WarehouseError as error:
-            err.print(f"cannot read the invoice: {error}", markup=False)
-            raise typer.Exit(1) from None
     if fmt is Format.json:
         print(json.dumps(explained.as_dict(), indent=2))
     else:
-        print_explanation(Console() if sys.stdout.isatty() else Console(width=WIDE), explained)
+        print_explanation(stdout_console(), explained)
     if not explained.ok:
         raise typer.Exit(CHECK_FAILED)
 
@@ -89,11 +85,8 @@ def _print_check(console: Console, c) -> None:
 
 
 def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("day", "node_id", "region",
-                         "project_id", "object_key", "etag") else "right")  # fmt: skip
-    return table
+    text = ("day", "node_id", "region", "project_id", "object_key", "etag")
+    return table(title, [(column, column not in text) for column in columns])
 
 
 def print_line(console: Console, explanation: LineExplanation) -> None:
