@@ -167,7 +167,7 @@ class Settings(BaseSettings):
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """pydantic's report as one line an operator can act on: `USAGE_ETL_X: what is wrong`."""
+    """pydantic's report as one line an operator can act on: `<variable>: what is wrong`."""
     parts = []
     for error in exc.errors(include_url=False):
         field = ".".join(str(p) for p in error.get("loc", ())) or "settings"
