@@ -23,8 +23,8 @@ from usage_etl.invoicing.store import (
     LINES,
     credits_consumed_all,
     finalizations,
-    latest_book,
     meter_totals,
+    period_book,
     stored_checksum,
 )
 from usage_etl.pricing import PriceBook
@@ -53,7 +53,7 @@ class CheckOutcome:
 
 def conservation(warehouse: Warehouse, period: Period) -> CheckOutcome:
     finals = finalizations(warehouse)
-    book = finals[period].book if period in finals else latest_book(warehouse, period)
+    book = period_book(warehouse, period, finals)
     if book is None:
         return CheckOutcome(True, f"{period} has not been invoiced yet: nothing to conserve")
     expected: dict[tuple[str, str], Decimal] = {}
@@ -163,8 +163,7 @@ def final_unchanged(warehouse: Warehouse, period: Period) -> CheckOutcome:
 def credits_within_grants(warehouse: Warehouse, period: Period) -> CheckOutcome:
     """§3.1: across all periods, the credit lines of a grant never consume more than its
     amount, and every credit line of the period names a grant of the period's price book."""
-    finals = finalizations(warehouse)
-    book = finals[period].book if period in finals else latest_book(warehouse, period)
+    book = period_book(warehouse, period)
     references = {
         r[0]
         for r in warehouse.query_rows(
@@ -246,8 +245,7 @@ def _can_meet(first: dict, second: dict) -> bool:
 
 def meter_overlaps(warehouse: Warehouse, period: Period) -> CheckOutcome:
     """WARN: meters of one plan that can count the same row (in the period's price book)."""
-    finals = finalizations(warehouse)
-    book = finals[period].book if period in finals else latest_book(warehouse, period)
+    book = period_book(warehouse, period)
     if book is None:
         return CheckOutcome(True, f"{period} has not been invoiced yet")
     overlaps = overlapping_meters(book)

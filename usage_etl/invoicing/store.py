@@ -199,6 +199,15 @@ def latest_book(warehouse: Warehouse, period: Period) -> PriceBook | None:
     return price_book_from_json(text) if text else None
 
 
+def period_book(
+    warehouse: Warehouse, period: Period, finals: dict[Period, Finalization] | None = None
+) -> PriceBook | None:
+    """The book the period is priced with: its finalization's, else its latest publication's;
+    None when the period was never invoiced. `finals`: `finalizations()` if already read."""
+    finals = finalizations(warehouse) if finals is None else finals
+    return finals[period].book if period in finals else latest_book(warehouse, period)
+
+
 def billed_charges(warehouse: Warehouse, before: Period) -> dict[Period, dict[ChargeKey, Charge]]:
     """What FINAL lines billed for each period before `before`: its usage lines plus the
     adjustment lines that corrected it, per (account, meter, tier)."""
