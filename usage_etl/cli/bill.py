@@ -11,13 +11,12 @@ import csv
 import json
 import sys
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from usage_etl.cli.output import stdout_console, table
+from usage_etl.cli.output import Format, stdout_console, table
 from usage_etl.invoicing.bill import BILL_LINE_COLUMNS, Bill, account_bill, open_period
 from usage_etl.invoicing.exact import exact_text
 from usage_etl.invoicing.export import cell
@@ -27,12 +26,6 @@ from usage_etl.settings import load_settings, parse_as_of
 from usage_etl.warehouse.client import open_warehouse
 
 CSV_COLUMNS = ("section", *BILL_LINE_COLUMNS)
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 def register(app: typer.Typer) -> None:

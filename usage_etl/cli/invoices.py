@@ -9,7 +9,6 @@ import difflib
 import json
 import sys
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ import typer
 from rich.console import Console
 
 from usage_etl.cli.errors import UserError
-from usage_etl.cli.output import csv_value, json_value, note, stdout_console, table
+from usage_etl.cli.output import Format, csv_value, json_value, note, stdout_console, table
 from usage_etl.invoicing.export import INVOICE_COLUMNS, export_period
 from usage_etl.invoicing.lines import LINE_COLUMNS
 from usage_etl.invoicing.periods import Period
@@ -33,12 +32,6 @@ TABLE_LINE_COLUMNS = (
     "unit_price", "amount", "status",
 )  # fmt: skip
 EXPORTS_ROOT = "exports/invoices/"
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 invoices_app = typer.Typer(

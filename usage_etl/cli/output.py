@@ -15,12 +15,21 @@ from __future__ import annotations
 import sys
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
 
 from rich.console import Console
 from rich.table import Table
 
 BYTE_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 PIPED_WIDTH = 100_000  # wider than any row: rich then lays tables out at their natural width
+
+
+class Format(StrEnum):
+    """`--format` of the commands that print rows."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 def stdout_console() -> Console:
@@ -78,12 +87,7 @@ def csv_value(value) -> str:
 
 
 def json_value(value):
+    """Numbers and null keep their JSON type; everything else is spelled as in CSV."""
     if value is None or isinstance(value, bool | int):
         return value
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return rfc3339(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+    return csv_value(value)

@@ -16,7 +16,6 @@ import difflib
 import json
 import sys
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from usage_etl.cli.errors import UserError
-from usage_etl.cli.output import count, human_bytes, note, stdout_console
+from usage_etl.cli.output import Format, count, human_bytes, note, stdout_console
 from usage_etl.cli.output import table as new_table
 from usage_etl.settings import load_settings, parse_as_of
 from usage_etl.usage import (
@@ -45,12 +44,6 @@ from usage_etl.usage import (
 from usage_etl.warehouse.client import Warehouse, open_warehouse
 
 CSV_COLUMNS = ("section", "bucket", "region", "node_id", "artifact_kind", *METRICS)
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 def register(app: typer.Typer) -> None:
