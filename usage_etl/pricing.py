@@ -92,14 +92,7 @@ class Tier(BaseModel):
     @field_validator("unit_price", mode="before")
     @classmethod
     def _price(cls, value: Any) -> Decimal:
-        price = _decimal_string(value, "unit_price")
-        if price < 0:
-            raise ValueError(f"unit_price must not be negative, got {value!r}")
-        if price != price.quantize(Decimal(1).scaleb(-PRICE_SCALE)):
-            raise ValueError(f"unit_price has more than {PRICE_SCALE} decimals: {value!r}")
-        if price >= MAX_PRICE:
-            raise ValueError(f"unit_price must be below {MAX_PRICE}, got {value!r}")
-        return price
+        return _column_decimal(value, "unit_price", PRICE_SCALE, MAX_PRICE)
 
     @field_validator("up_to", mode="before")
     @classmethod
@@ -120,16 +113,22 @@ def _sub(path: str, message: str) -> ValueError:
     return ValueError(f"@{path}@ {message}")
 
 
+def _column_decimal(value: Any, what: str, scale: int, maximum: Decimal) -> Decimal:
+    """A decimal string that a Decimal(_, scale) column holds exactly: >= 0, at most `scale`
+    decimals, below `maximum`."""
+    number = _decimal_string(value, what)
+    if number < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    if number != number.quantize(Decimal(1).scaleb(-scale)):
+        raise ValueError(f"{what} has more than {scale} decimals: {value!r}")
+    if number >= maximum:
+        raise ValueError(f"{what} must be below {maximum}, got {value!r}")
+    return number
+
+
 def _money(value: Any, what: str) -> Decimal:
     """An amount of money: a decimal string, >= 0, at most 2 decimals (amount columns)."""
-    amount = _decimal_string(value, what)
-    if amount < 0:
-        raise ValueError(f"{what} must not be negative, got {value!r}")
-    if amount != amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE)):
-        raise ValueError(f"{what} has more than {AMOUNT_SCALE} decimals: {value!r}")
-    if amount >= MAX_AMOUNT:
-        raise ValueError(f"{what} must be below {MAX_AMOUNT}, got {value!r}")
-    return amount
+    return _column_decimal(value, what, AMOUNT_SCALE, MAX_AMOUNT)
 
 
 class MeterPrice(BaseModel):
