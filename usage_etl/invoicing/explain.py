@@ -37,16 +37,9 @@ from decimal import Decimal
 from fractions import Fraction
 
 # The ingest code's own rules: which staged rows count (contract §1) and the content hash of
-# the equal-emitted_at tie-break. (Named counting_rows_sql / versions.CONTENT_HASH once the
-# "a version once read stays delivered" change is in; current_rows_sql before it.)
-try:
-    from usage_etl.ingest.ledger import counting_rows_sql
-except ImportError:  # pragma: no cover - before that change
-    from usage_etl.ingest.publish import current_rows_sql as counting_rows_sql
-try:
-    from usage_etl.ingest.versions import CONTENT_HASH
-except ImportError:  # pragma: no cover - before that change
-    from usage_etl.ingest.publish import CONTENT_HASH
+# the equal-emitted_at tie-break.
+from usage_etl.ingest.ledger import counting_rows_sql
+from usage_etl.ingest.versions import CONTENT_HASH
 from usage_etl.invoicing.exact import exact_text, nine
 from usage_etl.invoicing.lines import price_usage
 from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_fees, plan_meters
