@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +20,8 @@ import dagster as dg
 import pytest
 from reliability_harness import (
     DAY,
-    REPO,
     daily_table,
+    engine_held_by_another_process,
     expected_daily,
     failure_message,
     first_delivery,
@@ -234,26 +231,10 @@ def test_a_bad_setting_fails_the_run_on_the_first_attempt_in_one_line(
 def test_a_run_waiting_for_the_engine_lock_fails_once_naming_the_holder(
     pipeline, landing, monkeypatch
 ):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys
-            from usage_etl.warehouse.client import Warehouse
-            wh = Warehouse.open({pipeline.dsn!r}, "usage")
-            print("holding", flush=True)
-            sys.stdin.readline()
-            wh.close()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
     upload(landing, first_delivery())
     monkeypatch.setenv("USAGE_ETL_CHDB_LOCK_TIMEOUT_SECONDS", "1")
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with engine_held_by_another_process(pipeline.dsn) as holder:
         busy = run_job("daily_usage", DAY.isoformat())  # retries enabled, as in production
-    finally:
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        holder.wait(timeout=60)
 
     assert not busy.success
     assert _retries(busy) == 0  # the lock wait was the retry

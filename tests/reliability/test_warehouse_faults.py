@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import textwrap
 
 import pytest
 from reliability_harness import (
     DAY,
-    REPO,
     count_rows,
     daily_table,
+    engine_held_by_another_process,
     expected_daily,
     failure_message,
     first_delivery,
@@ -51,29 +49,11 @@ embedded_only = pytest.mark.skipif(
 
 @embedded_only
 def test_an_engine_held_by_another_process_fails_naming_the_holder(pipeline, landing, monkeypatch):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys
-            from usage_etl.warehouse.client import Warehouse
-            wh = Warehouse.open({pipeline.dsn!r}, "usage")
-            print("holding", flush=True)
-            sys.stdin.readline()
-            wh.close()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
     first = first_delivery()
     upload(landing, first)
     monkeypatch.setenv("USAGE_ETL_CHDB_LOCK_TIMEOUT_SECONDS", "1")
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with engine_held_by_another_process(pipeline.dsn) as holder:
         busy = run_job("daily_usage", DAY.isoformat(), retries=False)
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        assert holder.wait(timeout=60) == 0
-    finally:
-        if holder.poll() is None:
-            holder.kill()
 
     assert not busy.success
     assert f"held by another process (pid {holder.pid})" in failure_message(busy)
