@@ -57,11 +57,12 @@ def current_entries(warehouse: Warehouse, day: date) -> dict[str, LedgerEntry]:
 
 
 def counting_loads_sql(warehouse: Warehouse) -> str:
-    """THE rule: a subquery of (object_key, etag, run_id), the loads whose rows count for
-    `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest decision,
-    if that decision was `loaded`. (The ledger's `run_id` column holds load ids.)"""
+    """THE rule: a subquery of (object_key, etag, run_id, loaded_rows), the loads whose rows
+    count for `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest
+    decision, if that decision was `loaded`. (The ledger's `run_id` column holds load ids.)"""
     return f"""
-        SELECT object_key, etag, argMax(run_id, recorded_at) AS run_id
+        SELECT object_key, etag, argMax(run_id, recorded_at) AS run_id,
+               argMax(rows_loaded, recorded_at) AS loaded_rows
         FROM {warehouse.table("ingest_objects")}
         WHERE day = {{day:Date}}
         GROUP BY object_key, etag
@@ -99,16 +100,7 @@ def counting_rows_sql(warehouse: Warehouse) -> str:
 def counting_row_count(warehouse: Warehouse, day: date) -> int:
     """Staged rows that count for the day, from the ledger (no scan of the staged rows)."""
     total = warehouse.query_one(
-        f"""
-        SELECT sum(rows) FROM (
-            SELECT argMax(rows_loaded, recorded_at) AS rows
-            FROM {warehouse.table("ingest_objects")}
-            WHERE day = {{day:Date}}
-            GROUP BY object_key, etag
-            HAVING argMax(status, recorded_at) = 'loaded'
-        )
-        """,
-        {"day": day},
+        f"SELECT sum(loaded_rows) FROM ({counting_loads_sql(warehouse)})", {"day": day}
     )
     return int(total or 0)
 
