@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from usage_etl.services import _create_database, start_postgres, start_seaweed
+from usage_etl.local_stack import _create_database, start_postgres, start_seaweed
 from usage_etl.settings import REPO_ROOT
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 

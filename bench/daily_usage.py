@@ -39,8 +39,8 @@ from pathlib import Path
 import polars as pl
 
 from bench.shapes import Shape, grid, reshape_unit
+from usage_etl.local_stack import SeaweedS3, start_seaweed
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
-from usage_etl.services import SeaweedS3, start_seaweed
 from usage_etl.settings import REPO_ROOT
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 

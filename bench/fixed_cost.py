@@ -27,7 +27,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from usage_etl.services import start_seaweed
+from usage_etl.local_stack import start_seaweed
 from usage_etl.settings import REPO_ROOT
 
 DAY = date(2026, 10, 5)

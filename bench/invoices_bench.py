@@ -17,9 +17,9 @@ from pathlib import Path
 
 from usage_etl.invoicing import checks
 from usage_etl.invoicing.completeness import Completeness
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.invoicing.run import run_period
-from usage_etl.pricing import load_price_book
+from usage_etl.periods import Period
 from usage_etl.settings import SAMPLE_PRICE_BOOK
 from usage_etl.warehouse.client import open_warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations

@@ -14,7 +14,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from usage_etl.reconciliation import Tolerances, completeness, day_window, reconcile
+from usage_etl.reconciliation.compare import Tolerances, completeness, day_window, reconcile
 from usage_etl.warehouse.client import open_warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 

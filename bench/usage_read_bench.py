@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
-from usage_etl.usage import UsageQuery, parse_window, usage_report
+from usage_etl.usage.read_api import UsageQuery, parse_window, usage_report
 from usage_etl.warehouse.client import open_warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from usage_etl.services import Postgres, SeaweedS3, start_postgres, start_seaweed
+from usage_etl.local_stack import Postgres, SeaweedS3, start_postgres, start_seaweed
 from usage_etl.settings import Settings
 from usage_etl.warehouse.client import Warehouse, is_embedded
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations

@@ -21,13 +21,13 @@ from usage_etl.alerting.causes import run_failure_cause
 from usage_etl.alerting.deadlines import latest_due_day, latest_due_period
 from usage_etl.alerting.delivery import Alert, deliver
 from usage_etl.alerting.settings import AlertSettings
+from usage_etl.crash_points import on_fault
 from usage_etl.defs.alerting.sensors import (
     alert_on_check_failure,
     alert_on_run_failure,
     partition_deadlines,
 )
-from usage_etl.faults import on_fault
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 from usage_etl.resources import ClockResource, PriceBookResource
 from usage_etl.warehouse.client import WarehouseError
 
@@ -525,8 +525,10 @@ def test_a_deadline_check_executed_by_hand_reads_the_instance(instance, monkeypa
     monkeypatch.setenv("USAGE_ETL_DEADLINE_LOOKBACK_DAYS", "2")
     monkeypatch.setenv("USAGE_ETL_AS_OF", "2026-10-06T08:00:00Z")
     key = dg.AssetCheckKey(dg.AssetKey("usage_daily"), "published_by_deadline")
-    job = defs().resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=set(), asset_check_selection={key}
+    job = (
+        defs()
+        .resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection=set(), asset_check_selection={key})
     )
 
     def execute() -> dg.AssetCheckEvaluation:

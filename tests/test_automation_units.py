@@ -9,7 +9,7 @@ import pytest
 from usage_etl.automation.calendar import first_open_period, months_to_refresh
 from usage_etl.automation.late_files import LandedObject, ScanCursor, ScanWindow, late_objects
 from usage_etl.automation.late_files import signature as late_signature
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 
 
 def test_window_is_yesterday_back_to_lookback_and_not_before_the_first_partition():

@@ -15,19 +15,19 @@ from rollup_files import Landing, parquet_bytes, rollup
 from test_invoices import GIB, add_usage, publish_days
 from typer.testing import CliRunner
 
-from usage_etl import usage
 from usage_etl.cli import app
 from usage_etl.defs.usage.assets import _day_state
-from usage_etl.ingest.load import ingest_day
-from usage_etl.ingest.publish import publish_day, record_publication
 from usage_etl.invoicing.bill import account_bill
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
 from usage_etl.invoicing.ids import invoice_id
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import load_price_book, parse_price_book
 from usage_etl.invoicing.run import run_period
-from usage_etl.pricing import load_price_book, parse_price_book
+from usage_etl.periods import Period
 from usage_etl.settings import SAMPLE_PRICE_BOOK
+from usage_etl.usage import read_api
+from usage_etl.usage.load import ingest_day
+from usage_etl.usage.publish import publish_day, record_publication
 
 OCT, NOV = Period.parse("2026-10"), Period.parse("2026-11")
 DAY = date(2026, 10, 5)
@@ -54,12 +54,24 @@ def ingest(warehouse, landing, day=DAY):
 def land_acme(landing):
     """e1 corrected (2 GiB, then 3 GiB a file later), e2 delivered twice, e3 private."""
     acme = {"account_id": "acme"}
-    landing.put("a.parquet", parquet_bytes([
-        rollup("e1", bytes=2 * GIB, request_count=100, **acme),
-        rollup("e2", bytes=GIB // 2, request_count=10, project_id="p2", **acme)]))
-    landing.put("b.parquet", parquet_bytes([
-        rollup("e1", bytes=3 * GIB, request_count=100, emitted_minute=30, **acme),
-        rollup("e2", bytes=GIB // 2, request_count=10, project_id="p2", **acme)]))
+    landing.put(
+        "a.parquet",
+        parquet_bytes(
+            [
+                rollup("e1", bytes=2 * GIB, request_count=100, **acme),
+                rollup("e2", bytes=GIB // 2, request_count=10, project_id="p2", **acme),
+            ]
+        ),
+    )
+    landing.put(
+        "b.parquet",
+        parquet_bytes(
+            [
+                rollup("e1", bytes=3 * GIB, request_count=100, emitted_minute=30, **acme),
+                rollup("e2", bytes=GIB // 2, request_count=10, project_id="p2", **acme),
+            ]
+        ),
+    )
     landing.put("c.parquet", parquet_bytes([
         rollup("e3", bytes=GIB, request_count=7, network_path="private_network",
                node_id="node-a", **acme)]))  # fmt: skip
@@ -72,8 +84,9 @@ def test_explain_walks_a_line_back_to_its_files(warehouse, s3_server, settings):
     run(warehouse, SAMPLE, OCT, "2026-10-20T00:00:00")
     explained = explain_invoice(warehouse, invoice_id("acme", OCT.start))
     assert explained.ok
-    assert usage.explain_invoice(warehouse, explained.invoice["invoice_id"]).as_dict() == (
-        explained.as_dict())
+    assert read_api.explain_invoice(warehouse, explained.invoice["invoice_id"]).as_dict() == (
+        explained.as_dict()
+    )
     by_meter = {(e.line["meter"], e.line["tier"]): e for e in explained.lines}
     # acme is on pro: egress 100 GiB at 0.05 first. 3 GiB (e1's correction) + 0.5 GiB (e2).
     egress = by_meter[("egress_bytes", 1)]
@@ -89,9 +102,17 @@ def test_explain_walks_a_line_back_to_its_files(warehouse, s3_server, settings):
     # e2's first copy (a < b) counts, its copy in b is a re-delivery; e1's first version
     # in a is superseded by b's later emitted_at.
     assert (a.counted_rows, a.counted_measure, a.superseded_rows, a.redelivered_rows) == (
-        1, GIB // 2, 1, 0)
+        1,
+        GIB // 2,
+        1,
+        0,
+    )
     assert (b.counted_rows, b.counted_measure, b.superseded_rows, b.redelivered_rows) == (
-        1, 3 * GIB, 0, 1)
+        1,
+        3 * GIB,
+        0,
+        1,
+    )
     etag = landing.client.head_object(Bucket=landing.bucket, Key=a.object_key)["ETag"]
     assert a.etag == etag.strip('"')  # the ledger keeps the ETag without its quotes
     # requests: 100 + 10 + 7 over every path = 0.117k, in pro's free first tier.
@@ -100,7 +121,8 @@ def test_explain_walks_a_line_back_to_its_files(warehouse, s3_server, settings):
     c = next(o for o in requests.usage.objects if o.object_key.endswith("c.parquet"))
     assert (c.counted_rows, c.counted_measure) == (1, 7)
     assert egress.meter.describe_where() == (
-        "direction in ['egress'] AND network_path not in ['private_network']")
+        "direction in ['egress'] AND network_path not in ['private_network']"
+    )
 
 
 def test_explain_command_formats_and_exit_codes(warehouse, s3_server, settings):
@@ -120,7 +142,8 @@ def test_explain_command_formats_and_exit_codes(warehouse, s3_server, settings):
 
     one = invoke("explain", invoice, "--line", egress["line_id"], "--format", "json")
     assert one.exit_code == 0 and [x["line_id"] for x in json.loads(one.output)["lines"]] == [
-        egress["line_id"]]
+        egress["line_id"]
+    ]
     table = invoke("explain", invoice)
     assert table.exit_code == 0 and "a.parquet" in table.output and "DIFFERS" not in table.output
     assert "…" not in table.output  # piped: full width, no figure or key shortened
@@ -206,7 +229,7 @@ def test_bill_cost_to_date_previous_and_exact_projection(warehouse):
         ("credit", "", 0): (Decimal(1), Decimal("-5.00")),
     }
     assert p.total == Decimal("18.30")
-    final = usage.account_bill(warehouse, BOOK, "acme", OCT)  # the read API's entry
+    final = read_api.account_bill(warehouse, BOOK, "acme", OCT)  # the read API's entry
     assert final.status == "final" and final.projection is None
     assert final.to_date == Decimal("0.00")
 
@@ -230,7 +253,8 @@ def test_bill_command_formats_and_exit_codes(warehouse, monkeypatch, tmp_path):
     rows = list(csv.DictReader(io.StringIO(as_csv.output)))
     assert sum(Decimal(r["amount"]) for r in rows if r["section"] == "to_date") == Decimal(15)
     assert sum(Decimal(r["amount"]) for r in rows if r["section"] == "projection") == Decimal(
-        "18.30")
+        "18.30"
+    )
     table = invoke("bill", "acme")
     assert table.exit_code == 0
     assert "cost to date: 15.00 USD" in table.output
@@ -261,8 +285,9 @@ def test_monthly_job_exports_the_usage_statement(warehouse, settings, monkeypatc
     rows = list(csv.DictReader(io.StringIO(body["Body"].read().decode())))
     assert manifest["files"]["usage_statement.csv"]["rows"] == len(rows)
     # beta (free): 25 GiB egress on 2026-10-03 = 10 + 15 in two tiers; 150k requests.
-    assert {(r["account_id"], r["day"], r["meter"], r["measure_total"], r["quantity"])
-            for r in rows} == {
+    assert {
+        (r["account_id"], r["day"], r["meter"], r["measure_total"], r["quantity"]) for r in rows
+    } == {
         ("beta", "2026-10-03", "egress_bytes", str(25 * GIB), "25.000000000"),
         ("beta", "2026-10-03", "requests", "150000", "150.000000000"),
         ("acme", "2026-10-31", "egress_bytes", str(150 * GIB), "150.000000000"),
@@ -288,13 +313,23 @@ def test_usage_billable_option_splits_per_meter_and_leaves_the_default_alone(war
     assert split["plan"] == "pro" and split["units"]["requests"] == "1k"
     groups = {(g["by"], g["key"]): g for g in split["groups"]}
     assert groups[("project_id", "p1")]["meters"] == {
-        "egress_bytes": "2", "ingress_bytes": "1", "requests": "0.5"}
+        "egress_bytes": "2",
+        "ingress_bytes": "1",
+        "requests": "0.5",
+    }
     assert groups[("project_id", "p1")]["unbilled_bytes"] == GIB
     assert groups[("artifact_kind", "script")]["meters"] == {
-        "egress_bytes": "3", "ingress_bytes": "0", "requests": "0.1"}
+        "egress_bytes": "3",
+        "ingress_bytes": "0",
+        "requests": "0.1",
+    }
     assert groups[("project_id", "")]["unbilled_bytes"] == 0
-    assert set(groups) == {("project_id", "p1"), ("project_id", ""),
-                           ("artifact_kind", "xcode"), ("artifact_kind", "script")}
+    assert set(groups) == {
+        ("project_id", "p1"),
+        ("project_id", ""),
+        ("artifact_kind", "xcode"),
+        ("artifact_kind", "script"),
+    }
     table = invoke("usage", "acme", *window, "--billable")
     assert table.exit_code == 0 and "Billable per project_id (plan pro)" in table.output
     assert "Billable" not in invoke("usage", "acme", *window).output
@@ -338,7 +373,7 @@ def test_the_worked_example_of_the_finance_doc(warehouse):
         return sorted(
             (x["kind"], str(x["corrected_period_start"] or ""), x["meter"], x["tier"],
              x["reference"], x["amount"])
-            for x in usage.account_bill(warehouse, DOC_BOOK, "globex", period).lines
+            for x in read_api.account_bill(warehouse, DOC_BOOK, "globex", period).lines
         )  # fmt: skip
 
     assert got(OCT) == [("usage", "", "egress_bytes", 1, "", Decimal("0.00")),
@@ -348,7 +383,7 @@ def test_the_worked_example_of_the_finance_doc(warehouse):
         ("fixed", "", "", 0, "", Decimal("49.00")),
         ("minimum", "", "", 0, "", Decimal("31.00")),
         ("credit", "", "", 0, "g-1", Decimal("-100.00"))])  # fmt: skip
-    december = usage.account_bill(warehouse, DOC_BOOK, "globex", dec)
+    december = read_api.account_bill(warehouse, DOC_BOOK, "globex", dec)
     assert got(dec) == sorted([
         ("usage", "", "egress_bytes", 1, "", Decimal("50.00")),
         ("fixed", "", "", 0, "", Decimal("49.00")),
@@ -358,7 +393,7 @@ def test_the_worked_example_of_the_finance_doc(warehouse):
         ("minimum", "2026-11-01", "", 0, "", Decimal("-10.00")),
         ("credit", "", "", 0, "g-1", Decimal("-20.00"))])  # fmt: skip
     assert december.to_date == Decimal("80.45")
-    explained = usage.explain_invoice(warehouse, invoice_id("globex", dec.start))
+    explained = read_api.explain_invoice(warehouse, invoice_id("globex", dec.start))
     # usage_daily was written by hand here (no staged rows behind it): every check but the
     # source objects' holds.
     assert len(explained.lines) == 7 and all(c.ok for c in explained.checks)
@@ -366,6 +401,8 @@ def test_the_worked_example_of_the_finance_doc(warehouse):
     assert failing == {"counted rows of the source objects add up to the raw total"}
     figures = {(e.line["kind"], e.line["amount"]): dict(e.figures) for e in explained.lines}
     assert figures[("minimum", Decimal("-10.00"))]["true-up now"] == (
-        "max(0, 100.00 − (30.00 + 49.00)) = 21.00")
+        "max(0, 100.00 − (30.00 + 49.00)) = 21.00"
+    )
     assert figures[("credit", Decimal("-20.00"))]["remaining before this invoice"] == (
-        "120.00 − 100.00 = 20.00")
+        "120.00 − 100.00 = 20.00"
+    )

@@ -14,7 +14,13 @@ import pytest
 
 from usage_etl.cli.errors import describe, one_line
 from usage_etl.defs.reconciliation.report import reconciliation_description
-from usage_etl.reconciliation import GroupDiff, KindSummary, Reconciliation, Status, Tolerances
+from usage_etl.reconciliation.compare import (
+    GroupDiff,
+    KindSummary,
+    Reconciliation,
+    Status,
+    Tolerances,
+)
 
 CLI = Path(sys.executable).with_name("usage-etl")
 LIBRARY_WORDS = ("Traceback", "pydantic", "Value error", "HTTPConnectionPool", "errors.pydantic")
@@ -23,9 +29,7 @@ LIBRARY_WORDS = ("Traceback", "pydantic", "Value error", "HTTPConnectionPool", "
 def run_cli(*args: str, env: dict | None = None, home: Path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("USAGE_ETL_", "AWS_"))}
     clean.update({"DAGSTER_HOME": str(home), **(env or {})})
-    return subprocess.run(
-        [str(CLI), *args], env=clean, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([str(CLI), *args], env=clean, capture_output=True, text=True, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> str:
@@ -43,7 +47,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -
 CASES = {
     "bad period": (("invoices", "--period", "October"), {}, ("--period", "2026-10")),
     "bad export period": (
-        ("invoices", "export", "--period", "2026-13", "--to", "x"), {}, ("--period",),
+        ("invoices", "export", "--period", "2026-13", "--to", "x"),
+        {},
+        ("--period",),
     ),
     "bad landing URL": (
         ("invoices", "--period", "2026-10"),
@@ -56,17 +62,21 @@ CASES = {
         ("127.0.0.1:1",),
     ),
     "bad AS_OF setting": (
-        ("usage", "acme", "--range", "7d"), {"USAGE_ETL_AS_OF": "yesterday"},
+        ("usage", "acme", "--range", "7d"),
+        {"USAGE_ETL_AS_OF": "yesterday"},
         ("USAGE_ETL_AS_OF", "yesterday"),
     ),
     "bad --as-of": (("usage", "acme", "--as-of", "noon"), {}, ("--as-of", "noon")),
     "bad range": (("usage", "acme", "--range", "fortnight"), {}, ("--range", "FROM..TO")),
     "unknown format": (
-        ("invoices", "--period", "2026-10", "--format", "xml"), {}, ("--format", "xml"),
+        ("invoices", "--period", "2026-10", "--format", "xml"),
+        {},
+        ("--format", "xml"),
     ),
     "unknown usage format": (("usage", "acme", "--format", "xml"), {}, ("--format",)),
     "missing price book": (
-        ("demo", "--days", "1"), {"USAGE_ETL_PRICE_BOOK": "/nonexistent/price_book.yaml"},
+        ("demo", "--days", "1"),
+        {"USAGE_ETL_PRICE_BOOK": "/nonexistent/price_book.yaml"},
         ("/nonexistent/price_book.yaml",),
     ),
     "missing option": (("invoices",), {}, ("--period",)),

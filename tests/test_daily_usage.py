@@ -201,7 +201,7 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     """Big days are deduplicated in event_hash buckets and aggregated in account buckets (flat
     memory); the totals, the hourly rows, the duplicate count and the exactness check must not
     change."""
-    from usage_etl.ingest import publish
+    from usage_etl.usage import publish
 
     rows = [
         rollup(f"e{i}", bytes=i + 1, minute=i % 60, account_id=f"acct-{i % 5}") for i in range(40)

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, usage_rows
 
-from usage_etl.faults import on_fault
+from usage_etl.crash_points import on_fault
 from usage_etl.warehouse.client import WarehouseError
 
 FIRST = date(2026, 10, 4)

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, run_daily, usage_rows
 
-from usage_etl.ingest.versions import CONTENT_HASH, content_hash
 from usage_etl.simulator.truth import ROW_SCHEMA, latest_versions
+from usage_etl.usage.versions import CONTENT_HASH, content_hash
 
 DAY = "2026-10-05"
 
@@ -113,9 +113,7 @@ def test_deleting_or_corrupting_an_object_retracts_nothing(landing, warehouse):
     _run_twice_more_and_compare(landing, warehouse, usage_rows(warehouse))
 
 
-def test_an_older_version_arriving_under_a_new_key_does_not_replace_a_newer_one(
-    landing, warehouse
-):
+def test_an_older_version_arriving_under_a_new_key_does_not_replace_a_newer_one(landing, warehouse):
     landing.put("new.parquet", parquet_bytes([rollup("e1", bytes=700, emitted_minute=30)]))
     assert run_daily(DAY).success
     landing.put("old.parquet", parquet_bytes([rollup("e1", bytes=500, emitted_minute=5)]))

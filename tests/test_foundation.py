@@ -189,7 +189,7 @@ def test_a_run_loads_polars_only_for_files_the_python_readers_take():
         import sys
         from usage_etl.definitions import defs
         defs().resolve_job_def("daily_usage")
-        import usage_etl.ingest.load, usage_etl.ingest.publish, usage_etl.ingest.audit
+        import usage_etl.usage.load, usage_etl.usage.publish, usage_etl.usage.audit
         print(sorted(m for m in sys.modules if m.split(".")[0] == "polars")[:3])
     """
     done = subprocess.run(

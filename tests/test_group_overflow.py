@@ -85,9 +85,7 @@ def _quarantined(warehouse) -> list[tuple]:
     )
 
 
-def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(
-    landing, warehouse
-):
+def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(landing, warehouse):
     over = [rollup(f"o{i}", bytes=BIG, account_id="greedy", minute=i) for i in range(3)]
     # A second version of o0, older: it does not count and is not quarantined.
     older = rollup("o0", bytes=5, account_id="greedy", emitted_minute=1)
@@ -126,7 +124,7 @@ def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(
     assert meta["groups_overflowed"].value == 2 and meta["rows_quarantined_overflow"].value == 6
 
     # Re-running reports the same six rows once (the latest publication's), publishes the same.
-    from usage_etl.ingest.audit import quarantine_summary
+    from usage_etl.usage.audit import quarantine_summary
 
     for _ in range(2):
         again = run_daily(DAY)

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from usage_etl.ingest.publish import HOURLY_ORDER_IDS, _hourly_key, _id_width
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
+from usage_etl.usage.publish import HOURLY_ORDER_IDS, _hourly_key, _id_width
 
 SMALL_FLEET = dict(zip(USAGE_DIMENSIONS, (2000, 5000, 5, 10, 2, 6, 5, 3), strict=True))
 LARGE_FLEET = dict(zip(USAGE_DIMENSIONS, (10**6, 10**7, 300, 70_000, 2, 300, 300, 3), strict=True))

@@ -26,7 +26,7 @@ from usage_etl.invoicing import checks
 from usage_etl.invoicing.completeness import check_completeness
 from usage_etl.invoicing.export import export_period
 from usage_etl.invoicing.lines import usage_lines
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import load_price_book, parse_price_book
 from usage_etl.invoicing.run import run_period
 from usage_etl.invoicing.store import (
     FinalizedPeriodError,
@@ -34,7 +34,7 @@ from usage_etl.invoicing.store import (
     read_invoices,
     read_lines,
 )
-from usage_etl.pricing import load_price_book, parse_price_book
+from usage_etl.periods import Period
 from usage_etl.resources import s3_client
 from usage_etl.rollups.schema import object_key
 from usage_etl.settings import SAMPLE_PRICE_BOOK

@@ -70,7 +70,7 @@ def test_credits_within_grants_catches_months_invoiced_out_of_order(
     book = tmp_path / "book.yaml"
     book.write_text(
         'version: "t"\ncurrency: USD\ngrace_days: 3\ndefault_plan: free\n'
-        "plans:\n  free: {}\n  pro: {fixed_fee: \"50.00\"}\naccounts:\n  acme: pro\n"
+        'plans:\n  free: {}\n  pro: {fixed_fee: "50.00"}\naccounts:\n  acme: pro\n'
         "credits:\n"
         '  - {id: g1, account: acme, amount: "60.00", from: 2026-10-01, until: 2027-10-01}\n'
     )

@@ -19,9 +19,9 @@ import yaml
 from test_invoices import NOV, OCT, USAGE_COLUMNS, publish_days, run
 
 from usage_etl.invoicing import checks
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import parse_price_book
 from usage_etl.invoicing.store import read_invoices, read_lines
-from usage_etl.pricing import parse_price_book
+from usage_etl.periods import Period
 
 GIB = 2**30
 DEC = Period.parse("2026-12")
@@ -163,14 +163,30 @@ def october_rows():
     return [
         # runner egress: counted at half, private network excluded
         row(d, "acme", region="runners-eu", gib=30, requests=1000, extra_bytes=3),
-        row(d, "acme", region="runners-us", project="", kind="script", path="unknown",
-            gib=8, requests=500),
+        row(
+            d,
+            "acme",
+            region="runners-us",
+            project="",
+            kind="script",
+            path="unknown",
+            gib=8,
+            requests=500,
+        ),
         row(d, "acme", region="runners-eu", path="private_network", gib=4, requests=7),
         # other egress
         row(d, "acme", region="us-east-1", project="p2", gib=20, requests=2000),
         # ingress: no pro meter bills bytes of it, but script_requests counts its requests
-        row(d, "acme", direction="ingress", project="", kind="script", path="unknown",
-            gib=2, requests=300),
+        row(
+            d,
+            "acme",
+            direction="ingress",
+            project="",
+            kind="script",
+            path="unknown",
+            gib=2,
+            requests=300,
+        ),
         # globex is on free in October
         row(d, "globex", gib=15, requests=2000),
     ]
@@ -219,7 +235,10 @@ def test_defined_meters_fees_minimum_and_credits_over_three_periods(warehouse, s
     for line in acme:
         if line["kind"] in ("fixed", "minimum", "credit"):
             assert (line["quantity"], line["unit"], line["tier"], line["meter"]) == (
-                D(1), "period", 0, ""
+                D(1),
+                "period",
+                0,
+                "",
             )
             assert line["unit_price"] == line["amount"]
         else:
@@ -254,7 +273,8 @@ def test_defined_meters_fees_minimum_and_credits_over_three_periods(warehouse, s
     # globex changes to pro from November: an invoice without usage (named, fee and minimum).
     globex_nov = lines_of(warehouse, NOV, "globex")
     assert {(r["kind"], r["plan"], r["amount"]) for r in globex_nov} == {
-        ("fixed", "pro", fixed), ("minimum", "pro", D("51.00"))
+        ("fixed", "pro", fixed),
+        ("minimum", "pro", D("51.00")),
     }
 
     # December: grant-a and grant-c expired (until 2026-12-01), grant-b is used up.
@@ -369,8 +389,7 @@ def test_credit_check_catches_over_consumption_and_overlaps_warn(warehouse, sett
     assert not broken.passed and broken.details == ["grant-a: consumed 600.00 of a 60.00 grant"]
 
     data = yaml.safe_load(BOOK_YAML)
-    data["plans"]["pro"]["requests"] = {"unit": "1k", "tiers": [{"up_to": None,
-                                                                  "unit_price": "0"}]}
+    data["plans"]["pro"]["requests"] = {"unit": "1k", "tiers": [{"up_to": None, "unit_price": "0"}]}
     del data["meters"]["other_egress"]["where"]["region"]
     overlapping = parse_price_book(data)
     assert checks.overlapping_meters(overlapping) == [

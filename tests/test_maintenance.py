@@ -6,9 +6,9 @@ from datetime import date
 
 import dagster as dg
 
+from usage_etl.maintenance.compaction import compact_settled_days
 from usage_etl.settings import Settings
 from usage_etl.warehouse.client import Warehouse
-from usage_etl.warehouse.maintenance import compact_settled_days
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
 SETTLED = date(2026, 10, 1)

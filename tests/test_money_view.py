@@ -17,18 +17,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from usage_etl.defs.usage.assets import _day_state
-from usage_etl.ingest.load import ingest_day
-from usage_etl.ingest.publish import publish_day, record_publication
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
 from usage_etl.invoicing.export import export_period
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import parse_price_book
 from usage_etl.invoicing.run import run_period
 from usage_etl.invoicing.statement import check_statement, exact_sum, statement_rows
 from usage_etl.invoicing.store import read_invoices, read_lines
-from usage_etl.pricing import parse_price_book
+from usage_etl.periods import Period
 from usage_etl.settings import Settings
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
+from usage_etl.usage.load import ingest_day
+from usage_etl.usage.publish import publish_day, record_publication
 from usage_etl.warehouse.client import Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
@@ -205,8 +205,11 @@ def test_explain_accounts_for_every_line_exactly(month):
     for explanation in november.values():
         assert_exact(explanation)
     # Late October usage lowered acme's October true-up: a negative minimum correction.
-    (lowered,) = [e for e in november.values()
-                  if e.line["kind"] == "minimum" and e.line["corrected_period_start"]]
+    (lowered,) = [
+        e
+        for e in november.values()
+        if e.line["kind"] == "minimum" and e.line["corrected_period_start"]
+    ]
     assert lowered.line["amount"] < 0
     # grant-a: 2.50 spread over October and November, then grant-b.
     credits = [e.line for e in {**october, **november}.values() if e.line["kind"] == "credit"]
@@ -248,16 +251,18 @@ def test_usage_statement_adds_up_to_the_usage_lines(month):
         assert {(c.invoice_id, c.meter) for c in checks} == usage
         for c in checks:
             assert c.ok, c
-            meter_rows = [r for r in rows if (r["invoice_id"], r["meter"]) == (c.invoice_id,
-                                                                              c.meter)]
+            meter_rows = [
+                r for r in rows if (r["invoice_id"], r["meter"]) == (c.invoice_id, c.meter)
+            ]
             # Recomputed here: the lines' quantity is the exact sum split into stored tiers,
             # and each row stays within one nano-unit per tier of its exact quantity.
             exact = exact_sum(meter_rows)
             assert abs(Fraction(c.lines) - exact) <= Fraction(3, 10**9)
             assert sum(r["quantity"] for r in meter_rows) == c.lines
             for r in meter_rows:
-                assert abs(Fraction(r["quantity"]) - Fraction(Decimal(r["quantity_exact"]))) \
-                    <= Fraction(3, 10**9)
+                assert abs(
+                    Fraction(r["quantity"]) - Fraction(Decimal(r["quantity_exact"]))
+                ) <= Fraction(3, 10**9)
         keys = [(r["invoice_id"], r["meter"], r["day"], r["project_id"]) for r in rows]
         assert len(keys) == len(set(keys))
         assert {r["day"].month for r in rows} == {lines[0]["period_start"].month}

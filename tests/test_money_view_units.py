@@ -9,8 +9,8 @@ from fractions import Fraction
 
 from usage_etl.invoicing.exact import exact_text
 from usage_etl.invoicing.meter_view import Condition, MeterDefinition, MeterPricing
+from usage_etl.invoicing.price_book import Tier
 from usage_etl.invoicing.statement import _meter_rows
-from usage_etl.pricing import Tier
 
 NANO = Decimal("1E-9")
 

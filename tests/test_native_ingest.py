@@ -1,4 +1,4 @@
-"""ClickHouse reading rollups from S3 itself (ingest/native.py) decides exactly as Python would.
+"""ClickHouse reading rollups from S3 itself (usage/native.py) decides exactly as Python would.
 
 Every test loads the same objects twice into the same database, once through the Python path
 only and once with the native path, and compares what each staged, quarantined and recorded.
@@ -21,11 +21,11 @@ import polars as pl
 import pytest
 from rollup_files import PARQUET_SCHEMA, Landing, json_line, ndjson_gz_bytes, parquet_bytes, rollup
 
-from usage_etl.ingest import native
-from usage_etl.ingest.ledger import counting_rows_sql
-from usage_etl.ingest.load import ingest_day
-from usage_etl.ingest.publish import publish_day
 from usage_etl.rollups.schema import RollupKey
+from usage_etl.usage import native
+from usage_etl.usage.ledger import counting_rows_sql
+from usage_etl.usage.load import ingest_day
+from usage_etl.usage.publish import publish_day
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -319,7 +319,7 @@ def test_a_native_run_never_loads_the_python_readers(landing, settings):
     script = """
         import sys
         from datetime import date
-        from usage_etl.ingest.load import ingest_day
+        from usage_etl.usage.load import ingest_day
         from usage_etl.resources import ClickHouseResource, LandingResource
         landing = LandingResource()
         client = landing.get_client()

@@ -12,8 +12,7 @@ import yaml
 
 from usage_etl.invoicing.ids import invoice_id, line_id
 from usage_etl.invoicing.lines import adjustment_charges, price_usage
-from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import (
+from usage_etl.invoicing.price_book import (
     PriceBookError,
     load_price_book,
     parse_price_book,
@@ -21,6 +20,7 @@ from usage_etl.pricing import (
     round_half_up,
     split_tiers,
 )
+from usage_etl.periods import Period
 from usage_etl.settings import SAMPLE_PRICE_BOOK
 
 GIB = 2**30

@@ -16,7 +16,7 @@ import yaml
 
 from usage_etl.invoicing.ids import invoice_id, line_id
 from usage_etl.invoicing.lines import price_usage
-from usage_etl.pricing import PriceBookError, parse_price_book, price_book_from_json
+from usage_etl.invoicing.price_book import PriceBookError, parse_price_book, price_book_from_json
 
 V2 = """
 version: "v2"
@@ -258,7 +258,7 @@ def test_price_book_check_command(tmp_path, monkeypatch):
 def test_job_checks_report_overlaps_as_warn_and_money_problems_as_error():
     import dagster as dg
 
-    from usage_etl.defs.invoices.checks import ERROR, WARN, _result
+    from usage_etl.defs.invoicing.checks import ERROR, WARN, _result
     from usage_etl.invoicing.checks import CheckOutcome
 
     ok = CheckOutcome(True, "fine")

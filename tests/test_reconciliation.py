@@ -15,7 +15,7 @@ import pytest
 
 from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
-from usage_etl.reconciliation import MIB, Status, Tolerances, completeness, reconcile
+from usage_etl.reconciliation.compare import MIB, Status, Tolerances, completeness, reconcile
 from usage_etl.resources import ClickHouseResource
 
 DAY = date(2026, 10, 5)

@@ -12,7 +12,7 @@ import pytest
 
 from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
-from usage_etl.reconciliation import Status, Tolerances, reconcile
+from usage_etl.reconciliation.compare import Status, Tolerances, reconcile
 from usage_etl.resources import ClickHouseResource
 
 simulator = pytest.importorskip("usage_etl.simulator")

@@ -16,8 +16,8 @@ from usage_etl.simulator import SUPPORTED_BAD_ROW_RULES, FaultSpec, FleetSpec, S
 from usage_etl.simulator.fleet import Fleet
 from usage_etl.simulator.truth import USAGE_SCHEMA
 
-ingest = pytest.importorskip("usage_etl.ingest.load")
-publish = pytest.importorskip("usage_etl.ingest.publish")
+ingest = pytest.importorskip("usage_etl.usage.load")
+publish = pytest.importorskip("usage_etl.usage.publish")
 
 DAY = date(2026, 10, 5)
 FLEET = FleetSpec(nodes=5, accounts=20, rows_per_day=2500, seed=23)

@@ -1,4 +1,4 @@
-"""The usage read API (`usage_etl.usage`) and `usage-etl usage`, against known published usage.
+"""The usage read API (`usage_etl.usage.read_api`) and `usage-etl usage`, on known usage.
 
 Fixture rows go into `usage_hourly`; `usage_daily` is derived from them exactly as the publish
 step does (a GROUP BY of the hourly rows), so hourly and daily reads must agree. Expected values
@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from usage_etl.cli import app
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
-from usage_etl.usage import (
+from usage_etl.usage.read_api import (
     Granularity,
     Totals,
     UsageQuery,

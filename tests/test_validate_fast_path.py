@@ -7,9 +7,9 @@ import pytest
 from polars.testing import assert_frame_equal
 from rollup_files import parquet_bytes, rollup
 
-from usage_etl.ingest import validate as validation
-from usage_etl.ingest.readers import read_parquet
 from usage_etl.rollups.schema import RollupKey, classify_key
+from usage_etl.usage import validate as validation
+from usage_etl.usage.readers import read_parquet
 
 KEY = classify_key("p", "p/date=2026-10-05/hour=03/node=node-a/f.parquet", 1)
 

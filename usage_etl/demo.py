@@ -37,9 +37,9 @@ from rich.table import Table
 
 from usage_etl.automation.tags import day_tags, month_tags
 from usage_etl.instance import prepare_instance
-from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import load_price_book
-from usage_etl.services import SeaweedS3, start_seaweed
+from usage_etl.invoicing.price_book import load_price_book
+from usage_etl.local_stack import SeaweedS3, start_seaweed
+from usage_etl.periods import Period
 from usage_etl.settings import REPO_ROOT, Settings, dagster_home
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator, date_range
 from usage_etl.warehouse.client import open_warehouse
@@ -73,6 +73,7 @@ CHECK_REASONS = {
 def demo_dir() -> Path:
     """The demo's SeaweedFS data, next to the Dagster instance (`.demo/` for the repo's)."""
     return dagster_home().parent / ".demo"
+
 
 # The demo bills with a v2 price book (defined meters, fees, a minimum, a credit, a plan change).
 DEMO_PRICE_BOOK = REPO_ROOT / "config" / "price_book.demo.yaml"
@@ -115,7 +116,11 @@ def running_demo_s3(port: int) -> SeaweedS3 | None:
     except (ValueError, OSError):
         return None
     server = SeaweedS3(
-        f"http://127.0.0.1:{port}", DEMO_ACCESS_KEY, DEMO_SECRET_KEY, None, demo_dir()  # type: ignore[arg-type]
+        f"http://127.0.0.1:{port}",
+        DEMO_ACCESS_KEY,
+        DEMO_SECRET_KEY,
+        None,
+        demo_dir(),  # type: ignore[arg-type]
     )
     try:
         server.client().list_buckets()

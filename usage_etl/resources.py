@@ -14,10 +14,10 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from usage_etl.ingest.native import S3Access, s3_access_from_client
-from usage_etl.ingest.registry import NodeRegistryResource
 from usage_etl.s3 import s3_client
 from usage_etl.settings import Settings, SettingsError, parse_as_of
+from usage_etl.usage.native import S3Access, s3_access_from_client
+from usage_etl.usage.registry import NodeRegistryResource
 from usage_etl.warehouse.build_tables import drop_stale_build_tables
 from usage_etl.warehouse.client import ConnectOptions, Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     clickhouse_replicated: bool = False
     # How long a run waits for the embedded engine held by another process.
     chdb_lock_timeout_seconds: float = 600.0
-    # ClickHouse reads rollup objects from S3 itself (ingest/native.py). Turn off when
+    # ClickHouse reads rollup objects from S3 itself (usage/native.py). Turn off when
     # the ClickHouse server cannot reach the landing endpoint the pipeline uses.
     native_s3_reads: bool = True
     # Bounded waits (docs/operations.md, "Timeouts and failures"). A dependency that stops

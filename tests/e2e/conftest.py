@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from e2e_stack import DagsterStack, start_stack
 
-from usage_etl.services import _create_database
+from usage_etl.local_stack import _create_database
 
 LANDING_BUCKET = "landing"
 

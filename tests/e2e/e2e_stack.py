@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from usage_etl.services import free_port
+from usage_etl.local_stack import free_port
 from usage_etl.settings import REPO_ROOT, Settings
 from usage_etl.warehouse.client import Warehouse
 

@@ -26,7 +26,7 @@ from test_e2e_browser import _dismiss_welcome_whenever_shown, browser  # noqa: F
 
 from usage_etl.automation.tags import DAY_TAG, MONTH_TAG, TRIGGER_TAG
 from usage_etl.finance_example import BEGIN, END
-from usage_etl.services import free_port
+from usage_etl.local_stack import free_port
 from usage_etl.settings import REPO_ROOT
 
 pytestmark = pytest.mark.xdist_group("dagster_stack")
@@ -110,7 +110,7 @@ def test_demo_prints_progress_and_checks_not_dagster_events(demo):
     assert {r.tags.get(MONTH_TAG) for r in runs} == {MONTH}
     failed = Counter(e.check_name for e in evaluations if not e.passed)
     assert failed, "the injected faults should fail some checks"
-    section = out[out.index("Checks that failed or warned"):]
+    section = out[out.index("Checks that failed or warned") :]
     for name, count in failed.items():
         line = next(line for line in section.splitlines() if name in line)
         assert re.search(rf"\b{count} of \d+\b", line), line

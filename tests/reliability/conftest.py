@@ -10,7 +10,7 @@ import pytest
 from reliability_harness import Pipeline
 from rollup_files import Landing
 
-from usage_etl.services import SeaweedS3, start_seaweed
+from usage_etl.local_stack import SeaweedS3, start_seaweed
 from usage_etl.warehouse.client import is_embedded
 
 

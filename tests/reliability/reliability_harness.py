@@ -27,7 +27,7 @@ import yaml
 from dagster._core.definitions.reconstruct import build_reconstructable_job
 from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
 
-from usage_etl.faults import FAULT_ENV
+from usage_etl.crash_points import FAULT_ENV
 from usage_etl.settings import SAMPLE_PRICE_BOOK
 from usage_etl.warehouse.client import Warehouse, open_warehouse
 

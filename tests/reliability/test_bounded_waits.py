@@ -31,7 +31,7 @@ from reliability_harness import (
 )
 from rollup_files import Landing
 
-from usage_etl import faults
+from usage_etl import crash_points
 from usage_etl.warehouse.client import is_embedded
 
 # Short bounds so a frozen dependency costs seconds, not minutes; the arithmetic that bounds a
@@ -86,7 +86,7 @@ def test_a_frozen_s3_fails_the_step_within_the_bound_and_the_rerun_is_exact(
 
     try:
         started = time.monotonic()
-        with faults.on_fault("ingest.listed", freeze):
+        with crash_points.on_fault("ingest.listed", freeze):
             stalled = run_job("daily_usage", DAY.isoformat())
         elapsed = time.monotonic() - started
     finally:

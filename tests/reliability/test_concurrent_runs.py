@@ -3,7 +3,7 @@
 * Embedded engine: two `dagster job execute` runs of one day plus a backfill of three days,
   all started together; the single-writer guard makes them take turns; totals exact.
 * Server semantics (no engine lock, any interleaving): a second complete run is injected at
-  the riskiest moments of a first one (`usage_etl.faults.on_fault`), deterministically; both
+  the riskiest moments of a first one (`usage_etl.crash_points.on_fault`), deterministically; both
   finish and the day is exact, including a late file only the second run saw.
 """
 
@@ -26,12 +26,12 @@ from reliability_harness import (
     valid_rows,
 )
 
-from usage_etl import faults
-from usage_etl.ingest.load import ingest_day
-from usage_etl.ingest.publish import publish_day, record_publication
+from usage_etl import crash_points
 from usage_etl.invoicing.completeness import stale_days
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 from usage_etl.resources import s3_client
+from usage_etl.usage.load import ingest_day
+from usage_etl.usage.publish import publish_day, record_publication
 from usage_etl.warehouse.client import is_embedded
 
 DAYS = [DAY - timedelta(days=2), DAY - timedelta(days=1), DAY]
@@ -119,7 +119,7 @@ def test_a_run_interleaved_with_another_at_any_point_is_exact(point, landing, wa
         upload(landing, late)  # a late delivery only the second run lists
         _Run(warehouse, settings, "second")()
 
-    with faults.on_fault(point, competing_run):
+    with crash_points.on_fault(point, competing_run):
         _Run(warehouse, settings, "first")()
 
     assert daily_table(warehouse) == expected_daily(valid_rows(first + late))

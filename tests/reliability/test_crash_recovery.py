@@ -1,7 +1,7 @@
 """SIGKILL a real `dagster job execute` at each dangerous moment; the re-run must be exact.
 
 Each test publishes a day (or drafts a month) first, delivers more, then kills a run at one
-named fault point (`usage_etl/faults.py`) with the signal a lost node or the OOM killer sends:
+named fault point (`usage_etl/crash_points.py`) with the signal a lost node or the OOM killer sends:
 no `finally`, no cleanup. Then: readers still see the previous complete version (or the new
 complete one), never half; the re-run publishes exactly what the contract oracles compute.
 """
@@ -28,8 +28,8 @@ from reliability_harness import (
 )
 
 from usage_etl.invoicing.completeness import stale_days
-from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.store import read_invoices, read_lines
+from usage_etl.periods import Period
 
 OCT = Period.containing(DAY)
 DRAFT_AS_OF = "2026-10-20T00:00:00Z"

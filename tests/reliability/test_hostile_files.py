@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
 
-from usage_etl.ingest.readers import FileQuarantined, read_rollup_file
-from usage_etl.ingest.validate import validate
 from usage_etl.rollups.schema import FIELDS, FileRule, RowRule
+from usage_etl.usage.readers import FileQuarantined, read_rollup_file
+from usage_etl.usage.validate import validate
 
 CI_EXAMPLES = 50
 SOAK_EXAMPLES = 1500
@@ -331,7 +331,7 @@ def test_a_complete_gzip_of_nothing_is_an_empty_file():
 
 
 def test_a_gzip_stream_is_read_up_to_the_decompressed_size_cap_and_no_further(monkeypatch):
-    from usage_etl.ingest import readers
+    from usage_etl.usage import readers
 
     text = gzip.decompress(
         ndjson_gz_bytes([rollup(f"e{i}", day=KEY.day, hour=KEY.hour) for i in range(3)])

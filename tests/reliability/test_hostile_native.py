@@ -1,4 +1,4 @@
-"""Hostile NDJSON.gz rows against ClickHouse's own reading of S3 (ingest/native.py).
+"""Hostile NDJSON.gz rows against ClickHouse's own reading of S3 (usage/native.py).
 
 The native path may decide a file only when the contract oracle finds every row valid, and then
 must stage exactly the values written. It must also take every file of the plain shape it
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rollup_files import Landing
 
-from usage_etl.ingest import native
+from usage_etl.usage import native
 
 CI_EXAMPLES = 25
 SOAK_EXAMPLES = 600

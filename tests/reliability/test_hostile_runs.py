@@ -29,8 +29,8 @@ from reliability_harness import (
 )
 from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
 
-from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.store import read_lines
+from usage_etl.periods import Period
 
 MAX = 2**63 - 1
 
@@ -151,7 +151,7 @@ def test_a_gzip_bomb_is_quarantined_by_its_size_and_the_rest_of_the_day_is_exact
 ):
     """A small object that inflates beyond the Python reader's cap (here 1 MiB) is quarantined
     whole with the setting named, before it is held in memory; the other files still count."""
-    from usage_etl.ingest import readers
+    from usage_etl.usage import readers
 
     monkeypatch.setattr(readers, "MAX_DECOMPRESSED_BYTES", 1 << 20)
     good = [rollup(f"ok-{i}", bytes=100 + i) for i in range(3)]

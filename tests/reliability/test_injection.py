@@ -21,8 +21,8 @@ from reliability_harness import (
 )
 from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
 
-from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.store import read_invoices, read_lines
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
 BASE = [

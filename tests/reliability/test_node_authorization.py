@@ -150,7 +150,7 @@ def test_an_invalid_registry_fails_the_run_before_anything_is_read(
 
 
 def test_the_sample_registry_is_valid():
-    from usage_etl.ingest.registry import NodeRegistry
+    from usage_etl.usage.registry import NodeRegistry
 
     registry = NodeRegistry.from_file(REPO_ROOT / "config" / "nodes.example.yaml")
     assert registry.tenant_for_node("acme-onprem-1").only_account == "acme"

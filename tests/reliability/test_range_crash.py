@@ -22,7 +22,7 @@ from reliability_harness import (
     valid_rows,
 )
 
-from usage_etl.faults import FAULT_ENV
+from usage_etl.crash_points import FAULT_ENV
 
 DAYS = [DAY + timedelta(days=i) for i in range(3)]
 

@@ -34,7 +34,7 @@ from reliability_harness import (
 )
 from rollup_files import Landing
 
-from usage_etl.services import free_port
+from usage_etl.local_stack import free_port
 
 PASSWORD = f"pw/{uuid.uuid4().hex[:8]}@#%"  # characters that must be percent-encoded
 ENCODED = quote(PASSWORD, safe="")

@@ -22,9 +22,9 @@ from reliability_harness import (
 )
 from rollup_files import Landing
 
-from usage_etl import faults
-from usage_etl.ingest import load, native
-from usage_etl.services import SeaweedS3, start_seaweed
+from usage_etl import crash_points
+from usage_etl.local_stack import SeaweedS3, start_seaweed
+from usage_etl.usage import load, native
 
 
 def _restart(holder: list[SeaweedS3]) -> SeaweedS3:
@@ -61,7 +61,7 @@ def test_s3_outage_fails_naming_what_it_read_and_the_rerun_is_exact(
     # Down in the middle of the run, after a first batch of late files was written.
     monkeypatch.setattr(load, "BATCH_ROWS", 20)
     monkeypatch.setattr(native, "CHUNK_ROWS", 20)
-    with faults.on_fault("ingest.batch_flushed", own_s3[0].stop):
+    with crash_points.on_fault("ingest.batch_flushed", own_s3[0].stop):
         mid = _fail_fast(DAY.isoformat())
 
     assert not mid.success

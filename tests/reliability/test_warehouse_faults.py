@@ -22,7 +22,7 @@ from reliability_harness import (
     valid_rows,
 )
 
-from usage_etl.services import free_port
+from usage_etl.local_stack import free_port
 from usage_etl.warehouse.client import is_embedded
 
 PASSWORD = "pw-refused-7Hq2"

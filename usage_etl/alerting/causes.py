@@ -22,8 +22,10 @@ def first_line(text: str | None) -> str:
 
 def error_line(error) -> str:
     """First line of a SerializableErrorInfo, skipping retry/wrapper errors to their cause."""
-    while error is not None and error.cause is not None and (
-        error.cls_name in WRAPPERS or error.message.startswith("Exceeded max_retries")
+    while (
+        error is not None
+        and error.cause is not None
+        and (error.cls_name in WRAPPERS or error.message.startswith("Exceeded max_retries"))
     ):
         error = error.cause
     return first_line(error.message) if error is not None else ""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 
 USAGE_ASSET = "usage_daily"
 INVOICE_ASSET = "invoice_line_items"

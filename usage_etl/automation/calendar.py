@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 
 
 def previous_day(at: datetime) -> date:

@@ -11,7 +11,7 @@ from datetime import date
 
 import dagster as dg
 
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 
 USAGE_DAILY = dg.AssetKey("usage_daily")
 INVOICE_LINES = dg.AssetKey("invoice_line_items")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 
 DAY_TAG = "usage_etl/day"
 MONTH_TAG = "usage_etl/month"

@@ -20,8 +20,8 @@ from usage_etl.cli.output import Format, stdout_console, table
 from usage_etl.invoicing.bill import BILL_LINE_COLUMNS, Bill, account_bill, open_period
 from usage_etl.invoicing.exact import exact_text
 from usage_etl.invoicing.export import cell
-from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import load_price_book
+from usage_etl.invoicing.price_book import load_price_book
+from usage_etl.periods import Period
 from usage_etl.settings import load_settings, parse_as_of
 from usage_etl.warehouse.client import open_warehouse
 

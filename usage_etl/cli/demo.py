@@ -37,7 +37,7 @@ def demo(
     Dagster's event log goes to dagster_home/demo.log; the settings used go to
     dagster_home/demo.env (`source` it to run the README's commands on the demo's data).
     """
-    from usage_etl.invoicing.periods import Period
+    from usage_etl.periods import Period
 
     try:
         period = Period.parse(month)
@@ -48,7 +48,16 @@ def demo(
         raise typer.BadParameter(f"{month} has {len(period.days)} days", param_hint="--start-day")
     from usage_etl.demo import DemoOptions, run_demo  # Dagster loads only when a demo runs
 
-    run_demo(DemoOptions(
-            month=month, nodes=nodes, accounts=accounts, rows_per_day=rows_per_day, seed=seed,
-            days=days, start_day=start_day, s3_port=s3_port, export_dir=export_dir,
-        ))
+    run_demo(
+        DemoOptions(
+            month=month,
+            nodes=nodes,
+            accounts=accounts,
+            rows_per_day=rows_per_day,
+            seed=seed,
+            days=days,
+            start_day=start_day,
+            s3_port=s3_port,
+            export_dir=export_dir,
+        )
+    )

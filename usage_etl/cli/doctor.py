@@ -88,7 +88,7 @@ def run_checks(lock_wait: float = 3.0, emit: Callable[[Check], None] | None = No
 
 
 def _price_book(settings: Settings) -> Check:
-    from usage_etl.pricing import load_price_book
+    from usage_etl.invoicing.price_book import load_price_book
 
     try:
         book = load_price_book(settings.price_book)
@@ -100,7 +100,7 @@ def _price_book(settings: Settings) -> Check:
 def _node_registry(settings: Settings) -> Check:
     if settings.node_registry is None:
         return Check("node registry", OK, "none configured: every node is unrestricted")
-    from usage_etl.ingest.registry import NodeRegistry
+    from usage_etl.usage.registry import NodeRegistry
 
     try:
         NodeRegistry.from_file(settings.node_registry)

@@ -109,8 +109,8 @@ def _warehouse_message(error: BaseException) -> str:
 def _register_defaults() -> None:
     from pydantic import ValidationError
 
-    from usage_etl.pricing import PriceBookError
-    from usage_etl.services import ServiceError
+    from usage_etl.invoicing.price_book import PriceBookError
+    from usage_etl.local_stack import ServiceError
     from usage_etl.settings import SettingsError
     from usage_etl.warehouse.client import WarehouseError
 

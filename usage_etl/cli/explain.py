@@ -23,7 +23,7 @@ from usage_etl.invoicing.explain import (
     UnknownInvoiceError,
     explain_invoice,
 )
-from usage_etl.pricing import PriceBookError, load_price_book
+from usage_etl.invoicing.price_book import PriceBookError, load_price_book
 from usage_etl.settings import load_settings
 from usage_etl.warehouse.client import open_warehouse
 

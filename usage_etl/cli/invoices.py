@@ -19,10 +19,10 @@ from usage_etl.cli.errors import UserError
 from usage_etl.cli.output import Format, csv_value, json_value, note, stdout_console, table
 from usage_etl.invoicing.export import INVOICE_COLUMNS, export_period
 from usage_etl.invoicing.lines import LINE_COLUMNS
-from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.roles import role_statements
 from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import LINES, lines_checksum, read_invoices, read_lines
+from usage_etl.periods import Period
 from usage_etl.settings import load_settings
 from usage_etl.warehouse.client import Warehouse, open_warehouse
 from usage_etl.warehouse.migrations import DdlOptions
@@ -72,9 +72,7 @@ def _require_account(warehouse: Warehouse, account: str) -> None:
 @invoices_app.callback(invoke_without_command=True)
 def invoices(
     ctx: typer.Context,
-    period: Annotated[
-        str | None, typer.Option("--period", help="Billing period: 2026-10.")
-    ] = None,
+    period: Annotated[str | None, typer.Option("--period", help="Billing period: 2026-10.")] = None,
     account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
     fmt: Annotated[
         Format, typer.Option("--format", help="table, csv (the lines) or json.")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from usage_etl.invoicing.checks import overlapping_meters
-from usage_etl.pricing import PriceBookError, load_price_book
+from usage_etl.invoicing.price_book import PriceBookError, load_price_book
 from usage_etl.settings import load_settings
 
 app = typer.Typer(help="Price book tools.", no_args_is_help=True)

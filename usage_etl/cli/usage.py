@@ -27,7 +27,7 @@ from usage_etl.cli.errors import UserError
 from usage_etl.cli.output import Format, count, human_bytes, note, stdout_console
 from usage_etl.cli.output import table as new_table
 from usage_etl.settings import load_settings, parse_as_of
-from usage_etl.usage import (
+from usage_etl.usage.read_api import (
     _RELATIVE,
     METRICS,
     Change,
@@ -288,8 +288,8 @@ def print_tables(console: Console, report: UsageReport, raw: bool = False) -> No
 
 
 def billable_split(warehouse, query: UsageQuery, settings):
-    from usage_etl.pricing import load_price_book
-    from usage_etl.usage import billable_usage
+    from usage_etl.invoicing.price_book import load_price_book
+    from usage_etl.usage.read_api import billable_usage
 
     return billable_usage(warehouse, query, load_price_book(settings.price_book))
 

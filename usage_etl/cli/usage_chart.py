@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from usage_etl.usage import Granularity, UsageReport
+from usage_etl.usage.read_api import Granularity, UsageReport
 
 BYTE_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
 PANELS = (("egress_bytes", "Egress"), ("ingress_bytes", "Ingress"), ("requests", "Requests"))

@@ -31,14 +31,14 @@ from usage_etl.invoicing.lines import (
     to_line,
     true_up,
 )
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import PriceBook
 from usage_etl.invoicing.store import (
     Finalization,
     billed_charges,
     billed_period_amounts,
     meter_totals_by_period,
 )
-from usage_etl.pricing import PriceBook
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
 

@@ -30,7 +30,7 @@ from usage_etl.invoicing.lines import (
     to_line,
 )
 from usage_etl.invoicing.meter_view import plan_for, plan_meters
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import PriceBook
 from usage_etl.invoicing.run import period_lines
 from usage_etl.invoicing.store import (
     credits_consumed,
@@ -39,7 +39,7 @@ from usage_etl.invoicing.store import (
     published_days,
     read_lines,
 )
-from usage_etl.pricing import PriceBook
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
 BILL_LINE_COLUMNS = (
@@ -95,9 +95,7 @@ def previous_final(warehouse: Warehouse, account_id: str, period: Period) -> dic
     return rows[0] if rows else None
 
 
-def account_bill(
-    warehouse: Warehouse, book: PriceBook, account_id: str, period: Period
-) -> Bill:
+def account_bill(warehouse: Warehouse, book: PriceBook, account_id: str, period: Period) -> Bill:
     finals = finalizations(warehouse)
     previous = previous_final(warehouse, account_id, period)
     if period in finals:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from usage_etl.invoicing.lines import price_usage
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import PriceBook
 from usage_etl.invoicing.store import (
     LINES,
     credits_consumed_all,
@@ -27,7 +27,7 @@ from usage_etl.invoicing.store import (
     period_book,
     stored_checksum,
 )
-from usage_etl.pricing import PriceBook
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
 MAX_LISTED = 20

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
-from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.store import published_days
+from usage_etl.periods import Period
 from usage_etl.rollups.schema import RollupKey, classify_key
 from usage_etl.warehouse.client import Warehouse
 

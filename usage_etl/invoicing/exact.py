@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
-from usage_etl.pricing import round_half_up
+from usage_etl.invoicing.price_book import round_half_up
 
 
 def _decimal_places(denominator: int) -> int | None:

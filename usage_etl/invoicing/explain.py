@@ -36,16 +36,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
 
-# The ingest code's own rules: which staged rows count (contract §1) and the content hash of
-# the equal-emitted_at tie-break.
-from usage_etl.ingest.ledger import counting_rows_sql
-from usage_etl.ingest.versions import CONTENT_HASH
 from usage_etl.invoicing.exact import exact_text, nine
 from usage_etl.invoicing.lines import price_usage
 from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_fees, plan_meters
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import PriceBook, TierCharge
 from usage_etl.invoicing.store import LINES, latest_book, meter_totals, read_lines
-from usage_etl.pricing import PriceBook, TierCharge
+from usage_etl.periods import Period
+
+# The ingest code's own rules: which staged rows count (contract §1) and the content hash of
+# the equal-emitted_at tie-break.
+from usage_etl.usage.ledger import counting_rows_sql
+from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.client import Warehouse
 
 DIMENSIONS = (
@@ -449,9 +450,7 @@ class _Context:
         return meters[meter]
 
     def usage(self, period: Period, pricing: MeterPricing) -> MeterUsage:
-        return meter_usage(
-            pricing.definition, period, self.cells(period), self.sources(period)
-        )
+        return meter_usage(pricing.definition, period, self.cells(period), self.sources(period))
 
 
 def find_invoice(warehouse: Warehouse, invoice_id: str) -> dict:
@@ -679,11 +678,7 @@ def _period_line_checks(explanation: LineExplanation, amount: Decimal) -> None:
 
 def _invoice_lines(context: _Context, line: dict) -> list[dict]:
     period = Period(line["period_start"])
-    return [
-        other
-        for other in context.lines(period)
-        if other["invoice_id"] == line["invoice_id"]
-    ]
+    return [other for other in context.lines(period) if other["invoice_id"] == line["invoice_id"]]
 
 
 def _explain_fixed(context: _Context, line: dict) -> LineExplanation:

@@ -23,13 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from usage_etl.invoicing.lines import LINE_COLUMNS
-from usage_etl.invoicing.periods import Period
 from usage_etl.invoicing.statement import (
     STATEMENT_COLUMNS,
     STATEMENT_RULE,
     STATEMENT_SCHEMA,
     check_statement,
 )
+from usage_etl.periods import Period
 
 INVOICE_COLUMNS = (
     "invoice_id", "account_id", "period_start", "period_end", "currency", "subtotal", "status",

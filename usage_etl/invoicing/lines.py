@@ -25,8 +25,8 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from usage_etl.invoicing.ids import invoice_id, line_id
-from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import METERS, PriceBook, price_meter
+from usage_etl.invoicing.price_book import METERS, PriceBook, price_meter
+from usage_etl.periods import Period
 
 USAGE = "usage"
 ADJUSTMENT = "adjustment"

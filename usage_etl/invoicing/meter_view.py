@@ -3,7 +3,7 @@ view (`explain`, the usage statement, `bill`).
 
 This module is the one place that looks inside the price book model: `plan_meters` is the
 adapter. Everything else (explain, statement, bill) works on `MeterDefinition` and
-`MeterPricing`, and takes the tier math from `usage_etl.pricing` (never a copy of it).
+`MeterPricing`, and takes the tier math from `usage_etl.invoicing.price_book` (never a copy of it).
 
 A meter's quantity is exact: multiplier × sum(measure over the rows its `where` selects) / unit
 (contract §3 and §3.1). `where` is evaluated here in Python on usage_daily's dimension values:
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
-from usage_etl import pricing
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing import price_book
+from usage_etl.periods import Period
 
-UNIT_SIZES = pricing.UNITS
+UNIT_SIZES = price_book.UNITS
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class MeterPricing:
     """One meter as one plan bills it: its definition and its graduated tiers."""
 
     definition: MeterDefinition
-    tiers: tuple  # pricing.Tier (up_to, unit_price)
+    tiers: tuple  # price_book.Tier (up_to, unit_price)
 
     @property
     def name(self) -> str:
@@ -94,9 +94,9 @@ class MeterPricing:
         up_to = self.tiers[tier - 1].up_to
         return lower, None if up_to is None else Fraction(up_to)
 
-    def charges(self, quantity: Fraction) -> list[pricing.TierCharge]:
-        """The invoice's own graduated split (usage_etl.pricing)."""
-        return pricing.split_tiers(quantity, list(self.tiers))
+    def charges(self, quantity: Fraction) -> list[price_book.TierCharge]:
+        """The invoice's own graduated split (usage_etl.invoicing.price_book)."""
+        return price_book.split_tiers(quantity, list(self.tiers))
 
     def tier_part(self, quantity: Fraction, tier: int) -> Fraction:
         return next((c.quantity for c in self.charges(quantity) if c.tier == tier), Fraction(0))
@@ -109,7 +109,7 @@ class MeterPricing:
 # -- the adapter: everything below reads the price book model -------------------------------
 
 
-def plan_meters(book: pricing.PriceBook, plan: str) -> dict[str, MeterPricing]:
+def plan_meters(book: price_book.PriceBook, plan: str) -> dict[str, MeterPricing]:
     """Every meter `plan` bills, in the invoice's line order, with its unit resolved (from
     the plan for a predefined meter, from its definition for a defined one)."""
     meters = {}
@@ -123,12 +123,12 @@ def plan_meters(book: pricing.PriceBook, plan: str) -> dict[str, MeterPricing]:
     return meters
 
 
-def plan_for(book: pricing.PriceBook, account_id: str, period: Period) -> str:
+def plan_for(book: price_book.PriceBook, account_id: str, period: Period) -> str:
     """The plan `account_id` is billed under in `period` (plan history, §3.1)."""
     return book.plan_for(account_id, period.start)
 
 
-def plan_fees(book: pricing.PriceBook, plan: str) -> tuple[Decimal | None, Decimal | None]:
+def plan_fees(book: price_book.PriceBook, plan: str) -> tuple[Decimal | None, Decimal | None]:
     """(fixed_fee, minimum) of the plan; None where it has none."""
     found = book.plan(plan)
     return found.fixed_fee, found.minimum

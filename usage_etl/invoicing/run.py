@@ -26,7 +26,7 @@ from usage_etl.invoicing.lines import (
     usage_lines,
     with_status,
 )
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import PriceBook
 from usage_etl.invoicing.store import (
     Finalization,
     credits_consumed,
@@ -38,7 +38,7 @@ from usage_etl.invoicing.store import (
     record_publication,
     stored_checksum,
 )
-from usage_etl.pricing import PriceBook
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
 

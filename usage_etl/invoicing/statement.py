@@ -8,7 +8,7 @@ each tier's part rounded to 9 decimals, so rounding every row on its own would n
 them. The rule instead:
 
     S(x)        = sum over tiers of ROUND_HALF_UP(tier part of x, 9)   (what the lines store
-                  for a meter quantity x: usage_etl.pricing's own split)
+                  for a meter quantity x: usage_etl.invoicing.price_book's own split)
     C_i         = exact quantity of the meter's rows 1..i, rows in (day, project_id) order
     quantity_i  = S(C_i) − S(C_{i−1})
 
@@ -29,9 +29,9 @@ import pyarrow as pa
 from usage_etl.invoicing.exact import exact_text
 from usage_etl.invoicing.explain import DIMENSIONS
 from usage_etl.invoicing.meter_view import plan_meters
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import PriceBook
 from usage_etl.invoicing.store import latest_book
-from usage_etl.pricing import PriceBook
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
 STATEMENT_COLUMNS = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from usage_etl import faults
+from usage_etl import crash_points
 from usage_etl.invoicing.lines import (
     LINE_COLUMNS,
     Charge,
@@ -20,8 +20,7 @@ from usage_etl.invoicing.lines import (
     InvoiceLine,
     MeterTotals,
 )
-from usage_etl.invoicing.periods import Period
-from usage_etl.pricing import (
+from usage_etl.invoicing.price_book import (
     MEASURES,
     METERS,
     PREDEFINED,
@@ -29,6 +28,7 @@ from usage_etl.pricing import (
     PriceBook,
     price_book_from_json,
 )
+from usage_etl.periods import Period
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, create_build_table
 from usage_etl.warehouse.client import Warehouse
 
@@ -369,11 +369,11 @@ def publish_lines(
     create_build_table(warehouse, build_name, LINES)  # plain MergeTree if replicated
     try:
         warehouse.insert_rows(build_name, [line.row() for line in lines], LINE_COLUMNS)
-        faults.fault_point("invoices.before_swap")
+        crash_points.fault_point("invoices.before_swap")
         warehouse.command(
             f"ALTER TABLE {target} REPLACE PARTITION {{p:Date}} FROM {build}", {"p": period.start}
         )
-        faults.fault_point("invoices.before_record")
+        crash_points.fault_point("invoices.before_record")
     finally:
         warehouse.command(f"DROP TABLE IF EXISTS {build}")
 

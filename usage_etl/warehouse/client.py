@@ -179,7 +179,7 @@ class ConnectOptions:
     `connect`/`receive` bound a server's HTTP connection (clickhouse-connect's connect_timeout
     and send_receive_timeout; the server sends progress headers more often than `receive`, so
     a long query is not cut). `s3_settings` go with every query, so ClickHouse's s3() reads
-    (ingest/native.py) stop waiting on a stalled endpoint too."""
+    (usage/native.py) stop waiting on a stalled endpoint too."""
 
     connect: int = 5
     receive: int = 30

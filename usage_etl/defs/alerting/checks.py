@@ -19,7 +19,7 @@ from usage_etl.alerting.deadlines import (
 )
 from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.alerting.verdicts import invoice_verdict, usage_verdict
-from usage_etl.pricing import load_price_book
+from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.resources import ClockResource, PriceBookResource
 
 

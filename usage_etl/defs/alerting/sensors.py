@@ -153,7 +153,7 @@ def _rerun_command(verdict: Verdict, overdue: list[Overdue]) -> str:
     keys = ", ".join(o.key for o in overdue[1:])
     command = (
         f"dagster job execute -m usage_etl.definitions -j {job} --tags "
-        f"'{{\"dagster/partition\": \"{overdue[0].key}\"}}'"
+        f'\'{{"dagster/partition": "{overdue[0].key}"}}\''
     )
     if len(overdue) > 1:
         command += f" (likewise for {keys})"

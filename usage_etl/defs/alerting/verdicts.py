@@ -4,7 +4,7 @@ in the daemon, and the embedded engine admits one process, the run's.
 
 - usage_daily for a day: on time once any run has materialized the partition.
 - invoice_line_items for a month: on time once its latest materialization records
-  `status: final` (the metadata monthly_invoices writes, see defs/invoices/assets.py).
+  `status: final` (the metadata monthly_invoices writes, see defs/invoicing/assets.py).
 
 A verdict covers the latest due partition and a few before it (the look-back), so a day that
 is still missing stays failing after the next day is published on time.
@@ -30,7 +30,7 @@ from usage_etl.alerting.deadlines import (
 )
 from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.partitions import FIRST_DAY
-from usage_etl.invoicing.periods import Period
+from usage_etl.periods import Period
 
 PARTITION_TAG = "dagster/partition"
 DAILY_JOB = "daily_usage"

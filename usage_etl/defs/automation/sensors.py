@@ -22,7 +22,7 @@ from usage_etl.automation.late_files import (
 from usage_etl.automation.status import sensor_status
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
 from usage_etl.defs.partitions import FIRST_DAY
-from usage_etl.pricing import load_price_book
+from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.resources import ClockResource, LandingResource, PriceBookResource
 from usage_etl.s3 import s3_client
 

@@ -17,7 +17,7 @@ from usage_etl.defs.reconciliation.report import (
     reconciliation_metadata,
 )
 from usage_etl.defs.usage.days import per_day_check
-from usage_etl.reconciliation import Status, Tolerances, completeness, reconcile
+from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
 from usage_etl.resources import ClickHouseResource
 
 USAGE_DAILY = dg.AssetKey("usage_daily")

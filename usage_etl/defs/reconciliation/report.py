@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from usage_etl.reconciliation import (
+from usage_etl.reconciliation.compare import (
     Completeness,
     GroupDiff,
     KindSummary,

@@ -22,11 +22,11 @@ from usage_etl.defs.usage.days import (
     run_days,
 )
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
-from usage_etl.ingest import ledger
-from usage_etl.ingest.load import ingest_day
-from usage_etl.ingest.publish import publish_day, record_publication, top_accounts
-from usage_etl.ingest.registry import NodeRegistryResource
 from usage_etl.resources import ClickHouseResource, LandingResource
+from usage_etl.usage import ledger
+from usage_etl.usage.load import ingest_day
+from usage_etl.usage.publish import publish_day, record_publication, top_accounts
+from usage_etl.usage.registry import NodeRegistryResource
 
 SOURCES_GROUP = "sources"
 

@@ -11,8 +11,8 @@ import dagster as dg
 
 from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.usage.days import check_evaluation, per_day_check
-from usage_etl.ingest import audit
 from usage_etl.resources import ClickHouseResource
+from usage_etl.usage import audit
 from usage_etl.warehouse.client import Warehouse
 
 

@@ -20,7 +20,7 @@ from datetime import date
 
 import dagster as dg
 
-from usage_etl.ingest.load import StorageError
+from usage_etl.usage.load import StorageError
 from usage_etl.warehouse.client import WarehouseError
 
 

@@ -28,8 +28,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from usage_etl.ingest.load import StorageError
 from usage_etl.settings import Settings, SettingsError
+from usage_etl.usage.load import StorageError
 from usage_etl.warehouse.client import EmbeddedEngineBusy, WarehouseError
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ from usage_etl.defs.jobs import INVOICING_GROUP
 from usage_etl.defs.partitions import monthly_partitions
 from usage_etl.invoicing.completeness import check_completeness
 from usage_etl.invoicing.export import export_period
-from usage_etl.invoicing.periods import Period
+from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.invoicing.run import PeriodOutcome, run_period
 from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
-from usage_etl.pricing import load_price_book
+from usage_etl.periods import Period
 from usage_etl.resources import (
     ClickHouseResource,
     ClockResource,

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from usage_etl.defs.invoices.assets import INVOICES_KEY, LINES_KEY, period_of
+from usage_etl.defs.invoicing.assets import INVOICES_KEY, LINES_KEY, period_of
 from usage_etl.defs.partitions import monthly_partitions
 from usage_etl.invoicing import checks
 from usage_etl.resources import ClickHouseResource

@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from usage_etl import faults
-from usage_etl.ingest import ledger, native
-from usage_etl.ingest.registry import NodeAuthorization
+from usage_etl import crash_points
 from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
+from usage_etl.usage import ledger, native
+from usage_etl.usage.registry import NodeAuthorization
 from usage_etl.warehouse.client import Warehouse
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from usage_etl.ingest.readers import FileQuarantined
+    from usage_etl.usage.readers import FileQuarantined
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def _read_and_validate(
     s3, bucket: str, obj: ListedObject, tenant_for_node: Callable[[str], NodeAuthorization]
 ) -> _FileOutcome:
     # The Python readers (polars) load only when a file takes this path, not in every run.
-    from usage_etl.ingest.readers import FileQuarantined, read_rollup_file
-    from usage_etl.ingest.validate import validate
+    from usage_etl.usage.readers import FileQuarantined, read_rollup_file
+    from usage_etl.usage.validate import validate
 
     key: RollupKey = obj.kind  # type: ignore[assignment]
     try:
@@ -188,7 +188,7 @@ class _Batch:
                 pl.lit(now).dt.replace_time_zone("UTC").alias("quarantined_at"),
             )  # fmt: skip
             self.warehouse.insert_arrow("quarantined_rows", _arrow(quarantined))
-        faults.fault_point("ingest.before_ledger")
+        crash_points.fault_point("ingest.before_ledger")
         if self.ledger_rows:
             ledger.record(self.warehouse, self.ledger_rows)
         self.good, self.bad, self.ledger_rows, self.rows = [], [], [], 0
@@ -252,7 +252,7 @@ def ingest_day(
     report = IngestReport()
     listed = list_day(s3, bucket, prefix, day)
     report.objects_listed = len(listed)
-    faults.fault_point("ingest.listed")
+    crash_points.fault_point("ingest.listed")
     current = ledger.current_entries(warehouse, day)
     batch = _Batch(warehouse, day, load_id)
     todo: list[ListedObject] = []
@@ -280,7 +280,7 @@ def ingest_day(
                 _account(report, batch, outcome)
                 if batch.rows >= BATCH_ROWS:
                     batch.flush()
-                    faults.fault_point("ingest.batch_flushed")
+                    crash_points.fault_point("ingest.batch_flushed")
                 if on_progress:
                     on_progress(done, len(todo))
         except BaseException:
@@ -343,10 +343,10 @@ def _load_natively(
             report.rows_loaded += loaded.rows
         if not rows:
             return
-        faults.fault_point("ingest.before_ledger")
+        crash_points.fault_point("ingest.before_ledger")
         ledger.record(warehouse, rows)
         recorded.update(decided)
-        faults.fault_point("ingest.batch_flushed")
+        crash_points.fault_point("ingest.batch_flushed")
 
     try:
         result = native.load_objects(

@@ -152,8 +152,10 @@ def _read_parquet_text_as_bytes(body: bytes) -> tuple[pl.DataFrame, list[pl.Seri
     def is_text(kind: pa.DataType) -> bool:
         if pa.types.is_dictionary(kind):
             kind = kind.value_type
-        return pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
-            pa.types.is_string_view(kind)
+        return (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or (pa.types.is_string_view(kind))
         )
 
     for name in [n for n in table.column_names if n not in STRING_FIELDS]:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from usage_etl.ingest.registry import NodeAuthorization
 from usage_etl.rollups.schema import (
     DEFAULT_NETWORK_PATH,
     DIRECTIONS,
@@ -21,6 +20,7 @@ from usage_etl.rollups.schema import (
     RollupKey,
     RowRule,
 )
+from usage_etl.usage.registry import NodeAuthorization
 
 # Timestamps must fit ClickHouse's DateTime64(6): emitted_at outside this range is quarantined.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

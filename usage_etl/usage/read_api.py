@@ -414,7 +414,7 @@ def billable_usage(warehouse: Warehouse, query: UsageQuery, book) -> BillableUsa
     """Per project and per artifact kind: what each meter of the account's plan (the plan in
     force for the month the window starts in) counts, and what none of them counts."""
     from usage_etl.invoicing.meter_view import plan_for, plan_meters
-    from usage_etl.invoicing.periods import Period
+    from usage_etl.periods import Period
 
     plan = plan_for(book, query.account_id, Period.containing(query.window.start.date()))
     meters = plan_meters(book, plan)

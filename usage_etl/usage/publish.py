@@ -26,10 +26,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from usage_etl import faults
-from usage_etl.ingest.ledger import counting_row_count, counting_rows_sql
-from usage_etl.ingest.versions import CONTENT_HASH
+from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
+from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
+from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -115,9 +115,7 @@ def _ledger_version(warehouse: Warehouse, day: date) -> int:
     )
 
 
-def _publish_once(
-    warehouse: Warehouse, day: date, load_id: str, publish_id: str
-) -> PublishReport:
+def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str) -> PublishReport:
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
     build_hourly = f"{BUILD_PREFIX}usage_hourly_{suffix}"
     build_daily = f"{BUILD_PREFIX}usage_daily_{suffix}"
@@ -128,7 +126,7 @@ def _publish_once(
             create_build_table(warehouse, build, target)  # plain MergeTree if replicated
         overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, suffix, publish_id)
         report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
-        faults.fault_point("publish.before_swap")
+        crash_points.fault_point("publish.before_swap")
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
             # An empty day (everything quarantined or deleted) has no partition to swap in:
             # dropping the target's partition is the atomic equivalent.
@@ -138,7 +136,7 @@ def _publish_once(
                 else "DROP PARTITION {day:Date}"
             )
             warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", params)
-        faults.fault_point("publish.before_record")
+        crash_points.fault_point("publish.before_record")
     finally:
         for build in (build_hourly, build_daily):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")

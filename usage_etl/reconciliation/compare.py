@@ -21,7 +21,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from usage_etl.ingest.ledger import counting_loads_sql
+from usage_etl.usage.ledger import counting_loads_sql
 from usage_etl.warehouse.client import Warehouse
 
 MIB = 2**20

@@ -1,0 +1,1 @@
+"""Warehouse housekeeping off the daily path: compaction of settled staging days."""

@@ -1,0 +1,1 @@
+"""Reconciliation of node rollups against cache events, and node-hour coverage."""
