@@ -88,11 +88,8 @@ class MeterPricing:
         return self.definition.name
 
     def bounds(self, tier: int) -> tuple[Fraction, Fraction | None]:
-        """(lower, upper) of the 1-based tier: it bills the part of the quantity in
-        (lower, upper]; upper None is unbounded."""
-        lower = Fraction(0) if tier == 1 else Fraction(self.tiers[tier - 2].up_to)
-        up_to = self.tiers[tier - 1].up_to
-        return lower, None if up_to is None else Fraction(up_to)
+        """(lower, upper) of the 1-based tier, as the invoice's split uses them."""
+        return price_book.tier_bounds(list(self.tiers), tier)
 
     def charges(self, quantity: Fraction) -> list[price_book.TierCharge]:
         """The invoice's own graduated split (usage_etl.invoicing.price_book)."""

@@ -667,21 +667,27 @@ class TierCharge:
         )
 
 
+def tier_bounds(tiers: list[Tier], tier: int) -> tuple[Fraction, Fraction | None]:
+    """(lower, upper) of the 1-based `tier`: it bills the part of a quantity in (lower, upper];
+    upper None is unbounded. The one statement of the graduated rule; split_tiers applies it."""
+    lower = Fraction(0) if tier == 1 else Fraction(tiers[tier - 2].up_to)
+    up_to = tiers[tier - 1].up_to
+    return lower, None if up_to is None else Fraction(up_to)
+
+
 def split_tiers(quantity: Fraction, tiers: list[Tier]) -> list[TierCharge]:
-    """Graduated split: tier i bills the part of `quantity` in (up_to[i-1], up_to[i]].
+    """Graduated split: each tier bills the part of `quantity` inside its `tier_bounds`.
 
     Only tiers with a positive part are returned.
     """
     charges = []
-    lower = Fraction(0)
     for index, tier in enumerate(tiers, start=1):
-        upper = None if tier.up_to is None else Fraction(tier.up_to)
+        lower, upper = tier_bounds(tiers, index)
         top = quantity if upper is None else min(quantity, upper)
         if top > lower:
             charges.append(TierCharge(index, top - lower, tier.unit_price))
         if upper is None or quantity <= upper:
             break
-        lower = upper
     return charges
 
 
