@@ -7,8 +7,9 @@ import re
 from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
-from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
+from rollup_files import PARQUET_SCHEMA, ndjson_gz_bytes, parquet_bytes, rollup
 
 from usage_etl.rollups import formats
 from usage_etl.rollups.formats import (
@@ -20,6 +21,7 @@ from usage_etl.rollups.formats import (
     rollup_format,
 )
 from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key
+from usage_etl.simulator import writer
 from usage_etl.usage import native, readers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +51,20 @@ def test_each_registered_suffix_routes_to_its_reader(entry, monkeypatch):
 def test_registered_readers_parse_their_format(fmt, body):
     parsed = readers.read_rollup_file(body, fmt)
     assert parsed.frame["event_id"].to_list() == ["e1"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "ndjson.gz"])
+def test_the_simulator_writes_what_the_registered_reader_reads(fmt):
+    frame = pl.DataFrame([rollup("e1")], schema=PARQUET_SCHEMA)
+    body = writer.body(frame, fmt, list(frame.columns), naive_timestamps=False)
+    assert readers.read_rollup_file(body, fmt).frame["event_id"].to_list() == ["e1"]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_the_simulator_refuses_a_format_the_registry_does_not_know(fmt):
+    frame = pl.DataFrame([rollup("e1")], schema=PARQUET_SCHEMA)
+    with pytest.raises(UnknownFormat, match=fmt):
+        writer.body(frame, fmt, list(frame.columns), naive_timestamps=False)
 
 
 @pytest.mark.parametrize("name", ["x.csv", "x.json", "x.gz", "x.ndjson", "x.parquet.tmp"])

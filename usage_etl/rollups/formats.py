@@ -2,15 +2,17 @@
 
 A key names its format by its suffix. Every place that turns a suffix or a format name into
 behaviour asks this table: `schema.classify_key` (which names are rollup files at all),
-`RollupKey.format`, the Python readers (`usage/readers.py: read_rollup_file`) and ClickHouse's
-native path (`usage/native.py`: which files it may read and with which input format). Nothing
-falls back to a default: a suffix or name the table does not know raises `UnknownFormat`,
-because only a programming error can bring one there — a listed object with another suffix is
-ignored by `classify_key` before any reader sees it.
+`RollupKey.format`, the Python readers (`usage/readers.py: read_rollup_file`), ClickHouse's
+native path (`usage/native.py`: which files it may read and with which input format) and the
+simulator (`simulator/writer.py: body`, file names). Nothing falls back to a default: a suffix
+or name the table does not know raises `UnknownFormat`, because only a programming error can
+bring one there — a listed object with another suffix is ignored by `classify_key` before any
+reader sees it.
 
 Adding a format is one entry here and one reader function in `usage/readers.py`. With
 `native=None` ClickHouse hands its files back and Python reads them all; naming a ClickHouse
 input format native.py already reads ("Parquet", "LineAsString") lets ClickHouse take them too.
+The simulator writes only the formats `simulator/writer.py: body` knows and refuses the others.
 """
 
 from __future__ import annotations
