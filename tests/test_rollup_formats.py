@@ -67,7 +67,7 @@ def test_the_simulator_refuses_a_format_the_registry_does_not_know(fmt):
         writer.body(frame, fmt, list(frame.columns), naive_timestamps=False)
 
 
-@pytest.mark.parametrize("name", ["x.csv", "x.json", "x.gz", "x.ndjson", "x.parquet.tmp"])
+@pytest.mark.parametrize("name", ["x.csv", "x.json", "x.gz", "x.avro", "x.parquet.tmp"])
 def test_an_unknown_suffix_raises_naming_the_key_and_the_known_suffixes(name):
     with pytest.raises(UnknownFormat, match=re.escape(name)) as raised:
         format_of_name(name)
@@ -76,9 +76,10 @@ def test_an_unknown_suffix_raises_naming_the_key_and_the_known_suffixes(name):
         _ = RollupKey(DAY, 3, "node-a", name).format
 
 
-@pytest.mark.parametrize("fmt", ["csv", "ndjson", "", "Parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "avro", "", "Parquet"])
 def test_an_unknown_format_name_raises_instead_of_reading_ndjson(fmt):
-    with pytest.raises(UnknownFormat, match=re.escape("(known: parquet, ndjson.gz)")):
+    known = f"(known: {', '.join(f.name for f in FORMATS)})"
+    with pytest.raises(UnknownFormat, match=re.escape(known)):
         readers.read_rollup_file(b"{}\n", fmt)
 
 
