@@ -87,7 +87,7 @@ def _body(rows: pl.DataFrame, f: SimFile, shape: Shape) -> bytes:
         )
         return buffer.getvalue()
     naive = f.format == "parquet" and rows.schema.get("window_start") == pl.Datetime("us")
-    return writer.body(rows, "parquet" if f.format == "parquet" else "ndjson", columns, naive)
+    return writer.body(rows, f.format, columns, naive)
 
 
 def _renamed(f: SimFile, suffix: str) -> str:

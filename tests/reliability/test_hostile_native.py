@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -80,9 +81,11 @@ def native_property(examples: int):
         for i, (hostile, offset, ascii_only) in enumerate(batch):
             lines = [json_line(row, offset, ascii_only) for row in hostile]
             body = gzip.compress(b"\n".join(lines) + b"\n")
-            key = landing.put(f"ex{example}-{i}.ndjson.gz", body)
+            name = f"ex{example}-{i}.ndjson.gz"
+            key = landing.put(name, body)
             etag = landing.client.head_object(Bucket=landing.bucket, Key=key)["ETag"].strip('"')
-            candidates.append(native.Candidate(key, etag, KEY, None, len(body)))
+            rollup_key = replace(KEY, name=name)  # its suffix names its format
+            candidates.append(native.Candidate(key, etag, rollup_key, None, len(body)))
 
         access = native.s3_access_from_client(landing.client)
         load_id = f"ex{example}"

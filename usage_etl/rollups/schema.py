@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
+from usage_etl.rollups.formats import format_of_name, is_rollup_name
+
 SCHEMA_VERSION = 1
 MAX_EVENT_ID_LENGTH = 256
 MAX_COUNTER = 2**63  # bytes and request_count must be < 2^63
 DIRECTIONS = ("ingress", "egress")
 NETWORK_PATHS = ("public_internet", "private_network", "unknown")
 DEFAULT_NETWORK_PATH = "unknown"
-ROLLUP_SUFFIXES = (".parquet", ".ndjson.gz")
 
 FIELDS = (
     "schema_version",
@@ -134,7 +135,8 @@ class RollupKey:
 
     @property
     def format(self) -> str:
-        return "parquet" if self.name.endswith(".parquet") else "ndjson.gz"
+        """The registered format's name (rollups/formats.py); an unknown suffix raises."""
+        return format_of_name(self.name).name
 
 
 def object_key(prefix: str, day: date, hour: int, node_id: str, name: str) -> str:
@@ -155,7 +157,7 @@ def classify_key(prefix: str, key: str, size: int) -> RollupKey | IgnoreReason:
     parts = relative.split("/")
     if any(p == "_tmp" or p.startswith("_tmp") for p in parts[:-1]) or parts[-1].endswith(".tmp"):
         return IgnoreReason.TEMPORARY
-    if not parts[-1].endswith(ROLLUP_SUFFIXES):
+    if not is_rollup_name(parts[-1]):
         return IgnoreReason.EMPTY if size == 0 else IgnoreReason.UNSUPPORTED_SUFFIX
     match = KEY_PATTERN.match(relative)
     if not match:

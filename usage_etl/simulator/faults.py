@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from usage_etl.rollups.formats import rollup_format
 from usage_etl.rollups.schema import FileRule, IgnoreReason, RowRule
 from usage_etl.simulator import writer
 from usage_etl.simulator.fleet import MICROS, Cells, Node
@@ -279,12 +280,12 @@ def _is_late(ctx: UnitContext) -> bool:
 
 def _name_and_write(drafts: list[Draft], ctx: UnitContext) -> list[SimFile]:
     node = ctx.node
-    ext = node.format
+    suffix = rollup_format(node.format).suffix
     bodies: dict[int, tuple[bytes, tuple[str, ...]]] = {}
     keys: dict[int, str] = {}
     files = []
     for seq, draft in enumerate(drafts):
-        name = f"{_stem(ctx, seq)}.{ext}"
+        name = f"{_stem(ctx, seq)}{suffix}"
         key = writer.relative_key(ctx.day, ctx.hour, node.node_id, name)
         keys[id(draft)] = key
         columns = tuple(writer.written_columns(not node.writes_network_path, draft.drop_column))

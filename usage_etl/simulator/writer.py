@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from usage_etl.rollups.formats import UnknownFormat, rollup_format
 from usage_etl.rollups.schema import FIELDS, RowRule, object_key
 
 if TYPE_CHECKING:
@@ -64,9 +65,14 @@ def _invalid_json_lines(rows: pl.DataFrame) -> np.ndarray:
 
 
 def body(rows: pl.DataFrame, fmt: str, columns: list[str], naive_timestamps: bool) -> bytes:
-    if fmt == "parquet":
+    """A file of a registered format (`fmt` is its name, rollups/formats.py); a name the
+    registry does not know, or a format the simulator cannot write, raises."""
+    name = rollup_format(fmt).name
+    if name == "parquet":
         return parquet_body(rows, columns, naive_timestamps)
-    return ndjson_gz_body(rows, columns)
+    if name == "ndjson.gz":
+        return ndjson_gz_body(rows, columns)
+    raise UnknownFormat(f"the simulator writes no {name} files (simulator/writer.py)")
 
 
 def truncate(data: bytes, fraction: float) -> bytes:

@@ -22,7 +22,9 @@ everything else back:
    fast path's load id, which no ledger entry points to, so they never count.
 
 Only objects of nodes with no registry restriction whose keys are plain (no glob characters)
-take this path; self-hosted and unregistered nodes are judged in Python.
+take this path; self-hosted and unregistered nodes are judged in Python. Which ClickHouse input
+format reads a file (`Parquet`: the footer plan, `LineAsString`: the line plan, none: Python
+only) is its format's entry in `rollups/formats.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from usage_etl.rollups.formats import FORMATS, UnknownFormat, rollup_format
 from usage_etl.rollups.schema import (
     DEFAULT_NETWORK_PATH,
     DIRECTIONS,
@@ -63,6 +66,8 @@ _INT = {("INT64", "None"), ("INT32", "None")}
 _INT_LOGICAL = re.compile(r"^Int\(bitWidth=(32|64), isSigned=true\)$")
 _TIMESTAMP = re.compile(r"^Timestamp\(isAdjustedToUTC=(true|false), timeUnit=(micro|nano)seconds")
 _STRING = ("BYTE_ARRAY", "String")
+# The ClickHouse input formats this module has a plan for; rollups/formats.py names one per format.
+PARQUET_INPUT, LINES_INPUT = "Parquet", "LineAsString"
 
 
 def _read_as(name: str) -> str:
@@ -417,9 +422,21 @@ def plain_key(key: str) -> bool:
     return bool(_PLAIN_KEY.match(key)) and ".." not in key
 
 
+def native_input(candidate: Candidate) -> str | None:
+    """The ClickHouse input format the registry names for the candidate's format, or None
+    (Python only). A format that names one this module has no plan for is a programming error."""
+    entry = rollup_format(candidate.rollup.format)
+    if entry.native not in (None, PARQUET_INPUT, LINES_INPUT):
+        raise UnknownFormat(
+            f"rollup format {entry.name!r} names ClickHouse input format {entry.native!r}; "
+            f"native.py reads only {PARQUET_INPUT} and {LINES_INPUT}"
+        )
+    return entry.native
+
+
 @dataclass(frozen=True)
 class Chunk:
-    fmt: str  # "parquet" | "ndjson.gz"
+    fmt: str  # a registered format's name (rollups/formats.py)
     files: list[Candidate]
 
     def halves(self) -> list[Chunk]:
@@ -449,8 +466,11 @@ def load_objects(
     few extra queries and goes to Python alone. Every attempt inserts under its own load id
     (`<load_id>.<n>`): rows of a failed attempt never match a ledger entry."""
     result = NativeResult({}, {})
-    parquet = [c for c in candidates if c.rollup.format == "parquet"]
-    ndjson = [c for c in candidates if c.rollup.format == "ndjson.gz"]
+    inputs = {c.key: native_input(c) for c in candidates}
+    for candidate in candidates:
+        if inputs[candidate.key] is None:
+            result.hand_back(candidate.key, "no native reader")
+    parquet = [c for c in candidates if inputs[c.key] == PARQUET_INPUT]
     footers = read_footers(warehouse, access, bucket, [c.key for c in parquet]) if parquet else {}
     ready: list[Candidate] = []
     for candidate in parquet:
@@ -465,15 +485,18 @@ def load_objects(
             result.hand_back(candidate.key, why)
         else:
             ready.append(candidate)
-    queue = collections.deque(
-        [
-            *(
-                Chunk("parquet", c)
-                for c in _chunks(ready, lambda c: footers[c.key].rows, CHUNK_ROWS)
-            ),
-            *(Chunk("ndjson.gz", c) for c in _chunks(ndjson, lambda c: c.size, CHUNK_BYTES)),
-        ]
-    )
+    queue: collections.deque[Chunk] = collections.deque()
+    ready_keys = {c.key for c in ready}
+    for entry in FORMATS:  # chunks of one format each, in the registry's order
+        files = [c for c in candidates if c.rollup.format == entry.name]
+        if entry.native == PARQUET_INPUT:
+            ready_files = [c for c in files if c.key in ready_keys]
+            parts = _chunks(ready_files, lambda c: footers[c.key].rows, CHUNK_ROWS)
+        elif entry.native == LINES_INPUT:  # no footer: sized by listed (compressed) bytes
+            parts = _chunks(files, lambda c: c.size, CHUNK_BYTES)
+        else:
+            continue  # Python only: handed back above
+        queue.extend(Chunk(entry.name, part) for part in parts)
     attempt = 0
     while queue:
         chunk = queue.popleft()
@@ -557,11 +580,12 @@ def _insert_chunk(
         "etags": [c.etag for c in files],
     }
     table = warehouse.table("rollup_rows")
-    if chunk.fmt == "parquet":
-        sql = insert_sql(table, access.function("Parquet", structure=True))
+    native = rollup_format(chunk.fmt).native
+    if native == PARQUET_INPUT:
+        sql = insert_sql(table, access.function(native, structure=True))
         params["structure"] = STRUCTURE
     else:
-        sql = ndjson_insert_sql(table, access.function("LineAsString", structure=False))
+        sql = ndjson_insert_sql(table, access.function(LINES_INPUT, structure=False))
         params |= {"line_shape": LINE_SHAPE, "time_shape": TIME_SHAPE,
                    "rejected_id": rejected_id(load_id)}  # fmt: skip
     try:

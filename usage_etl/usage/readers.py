@@ -3,7 +3,8 @@
 Readers only *parse*; every contract rule is checked afterwards by `validate.py`, so Parquet and
 NDJSON rows are judged by the same code. A reader raises `FileQuarantined` only for what makes a
 whole file unusable: it cannot be decoded, a required column is missing, or a Parquet column has
-a type that cannot hold its field.
+a type that cannot hold its field. Which function reads which format is the registry's word
+(`rollups/formats.py`), not a branch here.
 
 Text that is not UTF-8 is a row problem, not a file one: polars refuses a whole Parquet file
 with one such string, so that file is read again with pyarrow (which does not check), its text
@@ -24,10 +25,12 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
 
+from usage_etl.rollups.formats import rollup_format
 from usage_etl.rollups.schema import (
     FIELDS,
     INT_FIELDS,
@@ -76,9 +79,13 @@ class ParsedFile:
 
 
 def read_rollup_file(body: bytes, fmt: str) -> ParsedFile:
-    if fmt == "parquet":
-        return read_parquet(body)
-    return read_ndjson_gz(body)
+    """Parse a file of a registered format (`fmt` is its name); an unknown name raises."""
+    return reader_for(fmt)(body)
+
+
+def reader_for(fmt: str) -> Callable[[bytes], ParsedFile]:
+    """The function of this module that rollups/formats.py names as the format's reader."""
+    return globals()[rollup_format(fmt).reader]
 
 
 # -- Parquet -------------------------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""Loading the code location: no warehouse connection, and no polars for the native path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_run_loads_polars_only_for_files_the_python_readers_take():
+    """polars (~40 MiB resident) is the Python readers' library: loading the definitions and
+    the modules of the native path must not import it (docs/performance.md, session 6)."""
+    script = """
+        import sys
+        from usage_etl.definitions import defs
+        defs().resolve_job_def("daily_usage")
+        import usage_etl.usage.load, usage_etl.usage.publish, usage_etl.usage.audit
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "polars")[:3])
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]"
+
+
+def test_code_location_loads_without_touching_the_warehouse(tmp_path, monkeypatch):
+    """Definitions load even when the DSN points nowhere: nothing connects at load time."""
+    monkeypatch.setenv("USAGE_ETL_CLICKHOUSE_DSN", "http://nobody:secret@127.0.0.1:1")
+    from usage_etl.definitions import defs
+
+    definitions = defs()
+    assert {"daily_usage", "monthly_invoices"} <= {
+        job.name for job in definitions.resolve_all_job_defs()
+    }
