@@ -9,8 +9,8 @@ from datetime import date
 
 import dagster as dg
 
-from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.usage.days import check_evaluation, per_day_check
+from usage_etl.defs.vocabulary import POOL, ROLLUP_ROWS_KEY, USAGE_DAILY_KEY, daily_partitions
 from usage_etl.resources import ClickHouseResource
 from usage_etl.usage import audit
 from usage_etl.warehouse.client import Warehouse
@@ -53,10 +53,12 @@ def _conflicts(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
 
 
 # (asset, check name, blocking, evaluation of one day)
-CHECKS: tuple[tuple[str, str, bool, Callable[[Warehouse, date], dg.AssetCheckResult]], ...] = (
-    ("usage_daily", "usage_daily_is_exact", True, _exactness),
-    ("rollup_rows", "quarantine_report", False, _quarantine),
-    ("usage_daily", "conflict_report", False, _conflicts),
+CHECKS: tuple[
+    tuple[dg.AssetKey, str, bool, Callable[[Warehouse, date], dg.AssetCheckResult]], ...
+] = (
+    (USAGE_DAILY_KEY, "usage_daily_is_exact", True, _exactness),
+    (ROLLUP_ROWS_KEY, "quarantine_report", False, _quarantine),
+    (USAGE_DAILY_KEY, "conflict_report", False, _conflicts),
 )
 
 
@@ -64,7 +66,7 @@ def range_check_evaluations(warehouse: Warehouse, days: list[date]) -> Iterator:
     """The usage_daily checks of the days a range step published before it failed on other
     days: the check steps are skipped once their upstream step failed."""
     for asset, name, blocking, evaluate in CHECKS:
-        for day in days if asset == "usage_daily" else ():
+        for day in days if asset == USAGE_DAILY_KEY else ():
             yield check_evaluation(evaluate(warehouse, day), asset, name, day, blocking)
 
 
@@ -76,9 +78,7 @@ def _per_day(
     yield from per_day_check(context, asset, name, blocking, lambda day: evaluate(warehouse, day))
 
 
-@dg.asset_check(
-    asset="usage_daily", blocking=True, pool="warehouse", partitions_def=daily_partitions
-)
+@dg.asset_check(asset=USAGE_DAILY_KEY, blocking=True, pool=POOL, partitions_def=daily_partitions)
 def usage_daily_is_exact(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> Iterator:
@@ -88,9 +88,7 @@ def usage_daily_is_exact(
     yield from _per_day(context, clickhouse, "usage_daily_is_exact")
 
 
-@dg.asset_check(
-    asset="rollup_rows", blocking=False, pool="warehouse", partitions_def=daily_partitions
-)
+@dg.asset_check(asset=ROLLUP_ROWS_KEY, blocking=False, pool=POOL, partitions_def=daily_partitions)
 def quarantine_report(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> Iterator:
@@ -98,9 +96,7 @@ def quarantine_report(
     yield from _per_day(context, clickhouse, "quarantine_report")
 
 
-@dg.asset_check(
-    asset="usage_daily", blocking=False, pool="warehouse", partitions_def=daily_partitions
-)
+@dg.asset_check(asset=USAGE_DAILY_KEY, blocking=False, pool=POOL, partitions_def=daily_partitions)
 def conflict_report(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> Iterator:
