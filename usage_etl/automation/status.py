@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
-
 AUTOMATION_ENV = "USAGE_ETL_AUTOMATION"
 
 
@@ -20,13 +18,3 @@ def automation_running() -> bool:
     if value not in ("running", "stopped"):
         raise ValueError(f"{AUTOMATION_ENV} must be running or stopped, got {value!r}")
     return value == "running"
-
-
-def schedule_status() -> dg.DefaultScheduleStatus:
-    running = automation_running()
-    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
-
-
-def sensor_status() -> dg.DefaultSensorStatus:
-    running = automation_running()
-    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED

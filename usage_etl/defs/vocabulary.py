@@ -17,6 +17,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from usage_etl.automation.status import automation_running
 from usage_etl.periods import Period
 
 # Every asset, check and op that opens the warehouse takes a slot of this concurrency pool.
@@ -89,3 +90,15 @@ def period_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext)
     if period.end != window.end.date():
         raise ValueError(f"a monthly step runs one month, got {window.start}..{window.end}")
     return period
+
+
+def schedule_status() -> dg.DefaultScheduleStatus:
+    """The status a schedule starts with (USAGE_ETL_AUTOMATION, automation/status.py)."""
+    running = automation_running()
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+
+def sensor_status() -> dg.DefaultSensorStatus:
+    """The status a sensor starts with (USAGE_ETL_AUTOMATION, automation/status.py)."""
+    running = automation_running()
+    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED

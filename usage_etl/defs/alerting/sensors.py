@@ -16,7 +16,6 @@ import dagster as dg
 from usage_etl.alerting.causes import first_line, run_failure_cause
 from usage_etl.alerting.delivery import Alert, Courier
 from usage_etl.alerting.settings import AlertSettings
-from usage_etl.automation.status import sensor_status
 from usage_etl.automation.tags import DAY_TAG, MONTH_TAG
 from usage_etl.defs.alerting.checks import invoice_grace_days
 from usage_etl.defs.alerting.verdicts import Overdue, Verdict, invoice_verdict, usage_verdict
@@ -26,6 +25,7 @@ from usage_etl.defs.vocabulary import (
     MONTHLY_INVOICES_JOB,
     PARTITION_TAG,
     USAGE_DEADLINE_CHECK,
+    sensor_status,
 )
 from usage_etl.resources import ClockResource, PriceBookResource
 

@@ -38,7 +38,7 @@ def _quarantine(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
         passed=report.total_rows == 0 and report.total_files == 0,
         severity=dg.AssetCheckSeverity.WARN,
         description=report.description(),
-        metadata=report.metadata(),
+        metadata=_quarantine_metadata(report),
     )
 
 
@@ -48,8 +48,34 @@ def _conflicts(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
         passed=not conflicts.count,
         severity=dg.AssetCheckSeverity.WARN,
         description=conflicts.description(),
-        metadata=conflicts.metadata(),
+        metadata={
+            "conflicts": conflicts.count,
+            "examples": dg.MetadataValue.json(conflicts.examples),
+        },
     )
+
+
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _quarantine_metadata(report: audit.QuarantineSummary) -> dict:
+    samples = "\n".join(
+        [
+            "| object | row | rule | field | value |",
+            "|---|---:|---|---|---|",
+            *(
+                f"| {_md_cell(s['source_key'])} | {s['source_row']} | {s['rule']} | "
+                f"{_md_cell(s['field'])} | {_md_cell(s['value'])[:80]} |"
+                for s in report.samples
+            ),
+        ]
+    )
+    return {
+        "quarantined_by_rule": report.by_rule,
+        "files_quarantined": [f"{f['source_key']} ({f['rule']})" for f in report.files][:50],
+        "samples": dg.MetadataValue.md(samples),
+    }
 
 
 # (asset, check name, blocking, evaluation of one day)
