@@ -27,8 +27,8 @@ from usage_etl.defs.alerting.sensors import (
     alert_on_run_failure,
     partition_deadlines,
 )
+from usage_etl.defs.resources import ClockResource, PriceBookResource
 from usage_etl.periods import Period
-from usage_etl.resources import ClockResource, PriceBookResource
 from usage_etl.warehouse.client import WarehouseError
 
 DAY = date(2026, 10, 5)

@@ -13,6 +13,7 @@ import dagster as dg
 
 from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.alerting.verdicts import invoice_verdict, usage_verdict
+from usage_etl.defs.resources import ClockResource, PriceBookResource
 from usage_etl.defs.vocabulary import (
     INVOICE_DEADLINE_CHECK,
     INVOICE_LINES_KEY,
@@ -20,7 +21,6 @@ from usage_etl.defs.vocabulary import (
     USAGE_DEADLINE_CHECK,
 )
 from usage_etl.invoicing.price_book import load_price_book
-from usage_etl.resources import ClockResource, PriceBookResource
 
 
 def invoice_grace_days(settings: AlertSettings, price_book: PriceBookResource) -> int:

@@ -19,6 +19,7 @@ from usage_etl.alerting.settings import AlertSettings
 from usage_etl.automation.tags import DAY_TAG, MONTH_TAG
 from usage_etl.defs.alerting.checks import invoice_grace_days
 from usage_etl.defs.alerting.verdicts import Overdue, Verdict, invoice_verdict, usage_verdict
+from usage_etl.defs.resources import ClockResource, PriceBookResource
 from usage_etl.defs.vocabulary import (
     DAILY_USAGE_JOB,
     INVOICE_DEADLINE_CHECK,
@@ -27,7 +28,6 @@ from usage_etl.defs.vocabulary import (
     USAGE_DEADLINE_CHECK,
     sensor_status,
 )
-from usage_etl.resources import ClockResource, PriceBookResource
 
 DEADLINE_CHECKS = {USAGE_DEADLINE_CHECK, INVOICE_DEADLINE_CHECK}
 

@@ -20,9 +20,9 @@ from usage_etl.automation.late_files import (
 )
 from usage_etl.defs.automation.history import day_baselines
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
+from usage_etl.defs.resources import ClockResource, LandingResource, PriceBookResource
 from usage_etl.defs.vocabulary import FIRST_DAY, PARTITION_TAG, sensor_status
 from usage_etl.invoicing.price_book import load_price_book
-from usage_etl.resources import ClockResource, LandingResource, PriceBookResource
 from usage_etl.s3 import s3_client
 
 LATE_FILE_INTERVAL_SECONDS = 120

@@ -6,6 +6,12 @@ from decimal import Decimal
 import dagster as dg
 
 from usage_etl.defs.column_schemas import INVOICE_LINE_ITEMS, INVOICES, column_schema
+from usage_etl.defs.resources import (
+    ClickHouseResource,
+    ClockResource,
+    LandingResource,
+    PriceBookResource,
+)
 from usage_etl.defs.vocabulary import (
     INVOICE_EXPORTS_KEY,
     INVOICE_LINES_KEY,
@@ -22,12 +28,6 @@ from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.invoicing.run import PeriodOutcome, run_period
 from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
-from usage_etl.resources import (
-    ClickHouseResource,
-    ClockResource,
-    LandingResource,
-    PriceBookResource,
-)
 
 PREVIEW_ROWS = 10
 

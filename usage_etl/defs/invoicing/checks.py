@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.vocabulary import (
     INVOICE_LINES_KEY,
     INVOICES_KEY,
@@ -13,7 +14,6 @@ from usage_etl.defs.vocabulary import (
     period_of,
 )
 from usage_etl.invoicing import checks
-from usage_etl.resources import ClickHouseResource
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 

@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.vocabulary import JOB_TAG, MAINTENANCE_JOB, POOL
 from usage_etl.maintenance.compaction import (
     COMPACT_ABOVE_PARTS,
     MAX_DAYS_PER_RUN,
     compact_settled_days,
 )
-from usage_etl.resources import ClickHouseResource
 
 
 class CompactionConfig(dg.Config):

@@ -15,10 +15,10 @@ from usage_etl.defs.reconciliation.report import (
     reconciliation_description,
     reconciliation_metadata,
 )
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import per_day_check
 from usage_etl.defs.vocabulary import POOL, USAGE_DAILY_KEY, daily_partitions
 from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
-from usage_etl.resources import ClickHouseResource
 
 
 class ReconciliationConfig(dg.Config):

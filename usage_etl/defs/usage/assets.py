@@ -13,6 +13,7 @@ from usage_etl.defs.column_schemas import (
     USAGE_HOURLY,
     column_schema,
 )
+from usage_etl.defs.resources import ClickHouseResource, LandingResource, NodeRegistryResource
 from usage_etl.defs.usage.days import DAILY_BACKFILL_POLICY, is_range, range_failure
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
 from usage_etl.defs.vocabulary import (
@@ -27,11 +28,9 @@ from usage_etl.defs.vocabulary import (
     daily_partitions,
     days_of,
 )
-from usage_etl.resources import ClickHouseResource, LandingResource
 from usage_etl.usage import ledger
 from usage_etl.usage.load import ingest_day
 from usage_etl.usage.publish import publish_day, record_publication, top_accounts
-from usage_etl.usage.registry import NodeRegistryResource
 
 landing_rollup_files = dg.AssetSpec(
     LANDING_FILES_KEY,

@@ -9,9 +9,9 @@ from datetime import date
 
 import dagster as dg
 
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import check_evaluation, per_day_check
 from usage_etl.defs.vocabulary import POOL, ROLLUP_ROWS_KEY, USAGE_DAILY_KEY, daily_partitions
-from usage_etl.resources import ClickHouseResource
 from usage_etl.usage import audit
 from usage_etl.warehouse.client import Warehouse
 
