@@ -16,7 +16,8 @@ import pytest
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
 from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.vocabulary import daily_partitions
-from usage_etl.reconciliation.compare import MIB, Status, Tolerances, completeness, reconcile
+from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
+from usage_etl.settings import MIB
 
 DAY = date(2026, 10, 5)
 DAY_START = datetime(2026, 10, 5, tzinfo=UTC)

@@ -5,20 +5,20 @@ Every module under `defs/` takes these names from here instead of spelling them.
 asset and check names are contract (docs/contract.md §6): their values never change.
 
 Partitions: UTC days for usage, UTC calendar months for invoices. The first day comes from
-`USAGE_ETL_FIRST_DAY` (YYYY-MM-DD, default 2025-01-01), read when the definitions load: it
-touches no engine, it only decides how far back the UI's partition views and backfill pickers
-reach. Set it to the first day you have rollups for (the demo sets it to its first simulated
-day, so a fresh demo does not show hundreds of empty partitions). Monthly partitions start with
-the first day's month.
+`USAGE_ETL_FIRST_DAY` (YYYY-MM-DD, default 2025-01-01), read when the definitions load
+(settings.LocationSettings): it touches no engine, it only decides how far back the UI's
+partition views and backfill pickers reach. Set it to the first day you have rollups for (the
+demo sets it to its first simulated day, so a fresh demo does not show hundreds of empty
+partitions). Monthly partitions start with the first day's month. Schedules and sensors start
+RUNNING or STOPPED as `USAGE_ETL_AUTOMATION` says, read at the same time.
 """
 
-import os
 from datetime import date, timedelta
 
 import dagster as dg
 
-from usage_etl.automation.status import automation_running
 from usage_etl.periods import Period
+from usage_etl.settings import location_settings
 
 # Every asset, check and op that opens the warehouse takes a slot of this concurrency pool.
 POOL = "warehouse"
@@ -51,19 +51,7 @@ MAINTENANCE_JOB = "warehouse_maintenance"
 PARTITION_TAG = "dagster/partition"  # Dagster's own: the run's partition key
 JOB_TAG = "usage_etl/job"
 
-FIRST_DAY_ENV = "USAGE_ETL_FIRST_DAY"
-DEFAULT_FIRST_DAY = "2025-01-01"
-
-
-def first_day() -> str:
-    value = (os.environ.get(FIRST_DAY_ENV) or DEFAULT_FIRST_DAY).strip()
-    try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise ValueError(f"{FIRST_DAY_ENV} must be a day like 2026-10-01, got {value!r}") from None
-
-
-FIRST_DAY = first_day()
+FIRST_DAY = location_settings().first_day
 FIRST_MONTH = date.fromisoformat(FIRST_DAY).replace(day=1).isoformat()
 
 # Last partition is yesterday: a day is materialized once it has ended (late files re-run it).
@@ -92,13 +80,17 @@ def period_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext)
     return period
 
 
+def automation_running() -> bool:
+    return location_settings().automation == "running"
+
+
 def schedule_status() -> dg.DefaultScheduleStatus:
-    """The status a schedule starts with (USAGE_ETL_AUTOMATION, automation/status.py)."""
+    """The status a schedule starts with (USAGE_ETL_AUTOMATION)."""
     running = automation_running()
     return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
 def sensor_status() -> dg.DefaultSensorStatus:
-    """The status a sensor starts with (USAGE_ETL_AUTOMATION, automation/status.py)."""
+    """The status a sensor starts with (USAGE_ETL_AUTOMATION)."""
     running = automation_running()
     return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED

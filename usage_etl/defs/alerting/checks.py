@@ -11,7 +11,6 @@ the look-back are late.
 
 import dagster as dg
 
-from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.alerting.verdicts import invoice_verdict, usage_verdict
 from usage_etl.defs.resources import ClockResource, PriceBookResource
 from usage_etl.defs.vocabulary import (
@@ -21,6 +20,7 @@ from usage_etl.defs.vocabulary import (
     USAGE_DEADLINE_CHECK,
 )
 from usage_etl.invoicing.price_book import load_price_book
+from usage_etl.settings import AlertSettings
 
 
 def invoice_grace_days(settings: AlertSettings, price_book: PriceBookResource) -> int:

@@ -1,8 +1,8 @@
 """Alert sensors: a failed run, a failed ERROR check, a missed partition deadline.
 
-Each delivers to the webhook and/or email of usage_etl/alerting/settings.py, once per failure:
-the two run-status sensors ride Dagster's own run-status cursor (one evaluation per finished
-run); partition_deadlines keeps the late partitions it alerted in its cursor. None opens
+Each delivers to the webhook and/or email of AlertSettings (usage_etl/settings.py), once per
+failure: the two run-status sensors ride Dagster's own run-status cursor (one evaluation per
+finished run); partition_deadlines keeps the late partitions it alerted in its cursor. None opens
 ClickHouse. A delivery that fails is logged on the tick and never fails the sensor; a missed
 deadline whose alert reached no destination is retried on the next tick.
 """
@@ -15,7 +15,6 @@ import dagster as dg
 
 from usage_etl.alerting.causes import first_line, run_failure_cause
 from usage_etl.alerting.delivery import Alert, Courier
-from usage_etl.alerting.settings import AlertSettings
 from usage_etl.automation.tags import DAY_TAG, MONTH_TAG
 from usage_etl.defs.alerting.checks import invoice_grace_days
 from usage_etl.defs.alerting.verdicts import Overdue, Verdict, invoice_verdict, usage_verdict
@@ -28,6 +27,7 @@ from usage_etl.defs.vocabulary import (
     USAGE_DEADLINE_CHECK,
     sensor_status,
 )
+from usage_etl.settings import AlertSettings
 
 DEADLINE_CHECKS = {USAGE_DEADLINE_CHECK, INVOICE_DEADLINE_CHECK}
 

@@ -24,7 +24,6 @@ from usage_etl.alerting.deadlines import (
     overdue_text,
     usage_deadline_of,
 )
-from usage_etl.alerting.settings import AlertSettings
 from usage_etl.defs.vocabulary import (
     DAILY_USAGE_JOB,
     FIRST_DAY,
@@ -36,6 +35,7 @@ from usage_etl.defs.vocabulary import (
     USAGE_DEADLINE_CHECK,
 )
 from usage_etl.periods import Period
+from usage_etl.settings import AlertSettings
 
 FIRST = date.fromisoformat(FIRST_DAY)
 

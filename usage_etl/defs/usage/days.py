@@ -14,13 +14,13 @@ failed days.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 
 import dagster as dg
 
 from usage_etl.defs.vocabulary import days_of
+from usage_etl.settings import location_settings
 from usage_etl.usage.load import StorageError
 from usage_etl.warehouse.client import WarehouseError
 
@@ -38,7 +38,7 @@ def backfill_policy(days_per_run: str | None) -> dg.BackfillPolicy:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=days)
 
 
-DAILY_BACKFILL_POLICY = backfill_policy(os.environ.get("USAGE_ETL_BACKFILL_DAYS_PER_RUN"))
+DAILY_BACKFILL_POLICY = backfill_policy(location_settings().backfill_days_per_run)
 
 
 def is_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> bool:
