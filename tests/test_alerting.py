@@ -20,15 +20,15 @@ from rollup_files import Landing, parquet_bytes, rollup, run_daily
 from usage_etl.alerting.causes import run_failure_cause
 from usage_etl.alerting.deadlines import latest_due_day, latest_due_period
 from usage_etl.alerting.delivery import Alert, deliver
-from usage_etl.alerting.settings import AlertSettings
 from usage_etl.crash_points import on_fault
 from usage_etl.defs.alerting.sensors import (
     alert_on_check_failure,
     alert_on_run_failure,
     partition_deadlines,
 )
+from usage_etl.defs.resources import ClockResource, PriceBookResource
 from usage_etl.periods import Period
-from usage_etl.resources import ClockResource, PriceBookResource
+from usage_etl.settings import AlertSettings
 from usage_etl.warehouse.client import WarehouseError
 
 DAY = date(2026, 10, 5)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from usage_etl.defs.automation.schedules import daily_usage_schedule, monthly_invoices_schedule
-from usage_etl.resources import PriceBookResource
+from usage_etl.defs.resources import PriceBookResource
 from usage_etl.settings import SAMPLE_PRICE_BOOK
 
 GRACE_DAYS = 5  # not the sample's 3: shows the schedule reads grace_days from the price book

@@ -11,8 +11,8 @@ import pytest
 from rollup_files import Landing, parquet_bytes, rollup, run_daily, usage_rows
 
 from usage_etl.defs.automation.sensors import invoices_after_late_usage, late_rollup_files
+from usage_etl.defs.resources import ClockResource, LandingResource, PriceBookResource
 from usage_etl.periods import Period
-from usage_etl.resources import ClockResource, LandingResource, PriceBookResource
 
 DAY = datetime.now(UTC).date() - timedelta(days=3)  # inside the sensor's look-back window
 

@@ -268,7 +268,7 @@ def test_bill_command_formats_and_exit_codes(warehouse, monkeypatch, tmp_path):
 def test_monthly_job_exports_the_usage_statement(warehouse, settings, monkeypatch):
     from test_invoices_job import execute
 
-    from usage_etl.resources import s3_client
+    from usage_etl.s3 import s3_client
 
     add_usage(warehouse, date(2026, 10, 3), "beta", egress=25, requests=150_000)
     add_usage(warehouse, date(2026, 10, 31), "acme", egress=150)

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from usage_etl.resources import ClickHouseResource
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.warehouse import build_tables
 from usage_etl.warehouse.build_tables import (
     build_table_ddl,

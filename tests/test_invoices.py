@@ -35,8 +35,8 @@ from usage_etl.invoicing.store import (
     read_lines,
 )
 from usage_etl.periods import Period
-from usage_etl.resources import s3_client
 from usage_etl.rollups.schema import object_key
+from usage_etl.s3 import s3_client
 from usage_etl.settings import SAMPLE_PRICE_BOOK
 
 GIB = 2**30

@@ -11,7 +11,7 @@ from test_invoices import OCT, add_usage, land_file, publish_days
 
 from usage_etl.definitions import defs
 from usage_etl.invoicing.store import read_invoices, read_lines
-from usage_etl.resources import s3_client
+from usage_etl.s3 import s3_client
 
 
 def execute(partition: str) -> dg.ExecuteInProcessResult:

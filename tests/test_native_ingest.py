@@ -320,7 +320,7 @@ def test_a_native_run_never_loads_the_python_readers(landing, settings):
         import sys
         from datetime import date
         from usage_etl.usage.load import ingest_day
-        from usage_etl.resources import ClickHouseResource, LandingResource
+        from usage_etl.defs.resources import ClickHouseResource, LandingResource
         landing = LandingResource()
         client = landing.get_client()
         report = ingest_day(

@@ -13,10 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 
-from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
-from usage_etl.reconciliation.compare import MIB, Status, Tolerances, completeness, reconcile
-from usage_etl.resources import ClickHouseResource
+from usage_etl.defs.resources import ClickHouseResource
+from usage_etl.defs.vocabulary import daily_partitions
+from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
+from usage_etl.settings import MIB
 
 DAY = date(2026, 10, 5)
 DAY_START = datetime(2026, 10, 5, tzinfo=UTC)

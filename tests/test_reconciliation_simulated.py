@@ -10,10 +10,10 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
+from usage_etl.defs.resources import ClickHouseResource
+from usage_etl.defs.vocabulary import daily_partitions
 from usage_etl.reconciliation.compare import Status, Tolerances, reconcile
-from usage_etl.resources import ClickHouseResource
 
 simulator = pytest.importorskip("usage_etl.simulator")
 

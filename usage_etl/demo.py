@@ -356,8 +356,9 @@ def _tally(result, tallies: dict[tuple[str, str], CheckTally]) -> None:
 
 def _run_days(days, instance, progress, log_path: Path, tallies) -> None:
     from usage_etl.definitions import defs
+    from usage_etl.defs.vocabulary import DAILY_USAGE_JOB
 
-    job = _logged(defs().resolve_job_def("daily_usage"))
+    job = _logged(defs().resolve_job_def(DAILY_USAGE_JOB))
     task = progress.add_task("daily_usage", total=len(days), unit="days", note="")
     for day in days:
         progress.update(task, note=f"running {day}")
@@ -378,8 +379,9 @@ def _run_days(days, instance, progress, log_path: Path, tallies) -> None:
 
 def _run_invoices(month: str, instance, progress, log_path: Path, tallies) -> None:
     from usage_etl.definitions import defs
+    from usage_etl.defs.vocabulary import MONTHLY_INVOICES_JOB
 
-    job = _logged(defs().resolve_job_def("monthly_invoices"))
+    job = _logged(defs().resolve_job_def(MONTHLY_INVOICES_JOB))
     task = progress.add_task("monthly_invoices", total=1, unit="month", note=f"pricing {month}")
     result = job.execute_in_process(
         partition_key=f"{month}-01", instance=instance, raise_on_error=False,

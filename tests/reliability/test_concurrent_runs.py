@@ -29,7 +29,7 @@ from reliability_harness import (
 from usage_etl import crash_points
 from usage_etl.invoicing.completeness import stale_days
 from usage_etl.periods import Period
-from usage_etl.resources import s3_client
+from usage_etl.s3 import s3_client
 from usage_etl.usage.load import ingest_day
 from usage_etl.usage.publish import publish_day, record_publication
 from usage_etl.warehouse.client import is_embedded

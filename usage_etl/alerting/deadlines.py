@@ -6,8 +6,7 @@
   (default 1): October 2026 with 3 grace days at 2026-11-05 00:00.
 
 The deadline checks are evaluated by the `partition_deadlines` sensor from the Dagster
-instance, not by the contract jobs' runs: their names are here so that the jobs can leave them
-out of their selection (usage_etl/defs/jobs.py).
+instance, not by the contract jobs' runs (their names: usage_etl/defs/vocabulary.py).
 """
 
 from __future__ import annotations
@@ -15,11 +14,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 from usage_etl.periods import Period
-
-USAGE_ASSET = "usage_daily"
-INVOICE_ASSET = "invoice_line_items"
-USAGE_DEADLINE_CHECK = "published_by_deadline"
-INVOICE_DEADLINE_CHECK = "final_by_deadline"
 
 
 def usage_deadline_of(day: date, deadline: time) -> datetime:

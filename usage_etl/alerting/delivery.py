@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 
-from usage_etl.alerting.settings import AlertSettings, url_host
+from usage_etl.settings import AlertSettings, url_host
 
 log = logging.getLogger(__name__)
 

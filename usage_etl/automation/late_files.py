@@ -13,15 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from usage_etl.rollups.schema import RollupKey, classify_key, day_prefix
+from usage_etl.settings import LateFileSettings
 
-DEFAULT_LOOKBACK_DAYS = 35
-DEFAULT_DAYS_PER_TICK = 7
+DEFAULT_LOOKBACK_DAYS = LateFileSettings.model_fields["late_lookback_days"].default
+DEFAULT_DAYS_PER_TICK = LateFileSettings.model_fields["late_days_per_tick"].default
 LOOKBACK_ENV = "USAGE_ETL_LATE_LOOKBACK_DAYS"
 DAYS_PER_TICK_ENV = "USAGE_ETL_LATE_DAYS_PER_TICK"
 
@@ -33,10 +33,8 @@ class ScanWindow:
 
     @classmethod
     def from_env(cls) -> ScanWindow:
-        window = cls(
-            int(os.environ.get(LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS)),
-            int(os.environ.get(DAYS_PER_TICK_ENV, DEFAULT_DAYS_PER_TICK)),
-        )
+        knobs = LateFileSettings()
+        window = cls(knobs.late_lookback_days, knobs.late_days_per_tick)
         if window.lookback_days < 1 or window.days_per_tick < 1:
             raise ValueError(f"{LOOKBACK_ENV} and {DAYS_PER_TICK_ENV} must be positive")
         return window

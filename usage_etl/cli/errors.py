@@ -23,6 +23,8 @@ from typer._click import exceptions as click_errors  # Typer vendors its own cli
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit
 
+from usage_etl.settings import CliSettings
+
 PROG = "usage-etl"
 USAGE_ERROR = 2
 BUG = 1
@@ -136,7 +138,7 @@ def describe(error: BaseException) -> str | None:
 
 
 def debug_requested(args: Sequence[str]) -> bool:
-    return "--debug" in args or os.environ.get("USAGE_ETL_DEBUG", "") not in ("", "0")
+    return "--debug" in args or CliSettings().debug_on  # or USAGE_ETL_DEBUG
 
 
 def fail(line: str, status: int) -> None:

@@ -18,14 +18,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from usage_etl.settings import Tolerances
 from usage_etl.usage.ledger import counting_loads_sql
 from usage_etl.warehouse.client import Warehouse
 
-MIB = 2**20
-PPM = 1_000_000  # relative tolerances are compared in integer parts per million: no floats
 HOURS = 24
 
 
@@ -35,41 +31,6 @@ class Status(StrEnum):
     ERROR = "error"  # rollups below cache events beyond tolerance: nodes lost rollups
     WARN = "warn"  # rollups above cache events beyond tolerance: analytics loss / double count
     OK = "ok"
-
-
-class Tolerances(BaseSettings):
-    """Where a difference becomes a finding. A group is flagged only when BOTH its relative and
-    its absolute difference exceed the limits, so small noisy projects do not page anyone.
-
-    Environment: `USAGE_ETL_RECONCILIATION_ERROR_RELATIVE=0.005` etc.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="USAGE_ETL_RECONCILIATION_", extra="ignore")
-
-    # Rollups are billing-grade and cache events a lower bound: rollups below cache is a leak.
-    error_relative: Decimal = Decimal("0.005")
-    error_absolute_bytes: int = Field(default=1 * MIB, ge=0)
-    # Rollups above cache: the analytics queue dropped events, or something counts twice.
-    warn_relative: Decimal = Decimal("0.05")
-    warn_absolute_bytes: int = Field(default=64 * MIB, ge=0)
-    # How many of the worst groups the check metadata lists.
-    top_n: int = Field(default=10, ge=1, le=1000)
-
-    @field_validator("error_relative", "warn_relative")
-    @classmethod
-    def _whole_ppm(cls, value: Decimal) -> Decimal:
-        if value < 0 or value >= 1 or (value * PPM) % 1 != 0:
-            raise ValueError(f"must be in [0, 1) with at most 6 decimals, got {value}")
-        return value
-
-    def parameters(self) -> dict[str, int]:
-        """The limits as integers for the SQL comparisons (`rollup * 1e6 < cache * keep`)."""
-        return {
-            "error_keep_ppm": PPM - int(self.error_relative * PPM),
-            "error_abs": self.error_absolute_bytes,
-            "warn_over_ppm": PPM + int(self.warn_relative * PPM),
-            "warn_abs": self.warn_absolute_bytes,
-        }
 
 
 class _RollupsVsCache:

@@ -5,16 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-import dagster as dg
-
 from usage_etl.usage.ledger import counting_rows_sql, decided_versions_sql
 from usage_etl.usage.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
 from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.client import Warehouse
-
-
-def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 @dataclass(frozen=True)
@@ -148,24 +142,6 @@ class QuarantineSummary:
             "new key is picked up by re-running daily_usage for the day."
         )
 
-    def metadata(self) -> dict:
-        sample_md = "\n".join(
-            [
-                "| object | row | rule | field | value |",
-                "|---|---:|---|---|---|",
-                *(
-                    f"| {_md_cell(s['source_key'])} | {s['source_row']} | {s['rule']} | "
-                    f"{_md_cell(s['field'])} | {_md_cell(s['value'])[:80]} |"
-                    for s in self.samples
-                ),
-            ]
-        )
-        return {
-            "quarantined_by_rule": self.by_rule,
-            "files_quarantined": [f"{f['source_key']} ({f['rule']})" for f in self.files][:50],
-            "samples": dg.MetadataValue.md(sample_md),
-        }
-
 
 def _current_quarantine_sql(warehouse: Warehouse) -> str:
     """What is quarantined in the day's counting state: the rows and files of the latest
@@ -220,12 +196,6 @@ class Conflicts:
             "different values; the version with the higher content hash is billed. Ask the "
             "node's owner to re-emit with a later emitted_at."
         )
-
-    def metadata(self) -> dict:
-        return {
-            "conflicts": self.count,
-            "examples": dg.MetadataValue.json(self.examples),
-        }
 
 
 def conflicts(warehouse: Warehouse, day: date, limit: int = 20) -> Conflicts:

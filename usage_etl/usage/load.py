@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from usage_etl import crash_points
 from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
+from usage_etl.settings import tuning
 from usage_etl.usage import ledger, native
 from usage_etl.usage.registry import NodeAuthorization
 from usage_etl.warehouse.client import Warehouse
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # Rows per insert batch; the reliability tests lower it to crash between batches.
 # A 1M-row Arrow insert costs chDB ~1 GiB of transient memory; 250k rows insert as fast
 # (measured ~1.8 s per 1M rows either way) with a quarter of the peak.
-BATCH_ROWS = int(os.environ.get("USAGE_ETL_INGEST_BATCH_ROWS", "250000"))
+BATCH_ROWS = tuning().ingest_batch_rows  # USAGE_ETL_INGEST_BATCH_ROWS
 
 
 class StorageError(RuntimeError):

@@ -30,7 +30,6 @@ only) is its format's entry in `rollups/formats.py`.
 from __future__ import annotations
 
 import collections
-import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -51,15 +50,16 @@ from usage_etl.rollups.schema import (
     TIME_FIELDS,
     RollupKey,
 )
+from usage_etl.settings import tuning
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 # Files per footer query and rows per INSERT: fewer, larger statements are faster (one INSERT
 # reads several files in parallel and streams; its memory does not grow with its size).
 FOOTER_FILES = 512
-CHUNK_ROWS = int(os.environ.get("USAGE_ETL_NATIVE_CHUNK_ROWS", "50000000"))
+CHUNK_ROWS = tuning().native_chunk_rows  # USAGE_ETL_NATIVE_CHUNK_ROWS
 # NDJSON.gz is chunked by listed (compressed) bytes: a truncated stream fails its chunk's query,
 # so chunks are kept small enough that re-reading one costs little.
-CHUNK_BYTES = int(os.environ.get("USAGE_ETL_NATIVE_CHUNK_BYTES", str(128 << 20)))
+CHUNK_BYTES = tuning().native_chunk_bytes  # USAGE_ETL_NATIVE_CHUNK_BYTES
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _INT = {("INT64", "None"), ("INT32", "None")}

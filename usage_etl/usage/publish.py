@@ -21,13 +21,13 @@ fail the day.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
+from usage_etl.settings import tuning
 from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
 from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
@@ -36,11 +36,11 @@ from usage_etl.warehouse.client import Warehouse, WarehouseError
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
 # bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
-DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "20000000"))
+DEDUPE_BUCKET_ROWS = tuning().dedupe_bucket_rows  # USAGE_ETL_DEDUPE_BUCKET_ROWS
 # Rows aggregated per hourly pass (buckets of accounts): the hourly GROUP BY holds nearly one
 # entry per row (~100 bytes each with integer ids). Each extra pass re-reads the day: at 10M
 # rows, 3 passes were as fast as 2 and peaked at 1.1 instead of 1.4 GiB; 4 were slower.
-GROUP_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_GROUP_BUCKET_ROWS", "2600000"))
+GROUP_BUCKET_ROWS = tuning().group_bucket_rows  # USAGE_ETL_GROUP_BUCKET_ROWS
 
 
 @dataclass(frozen=True)

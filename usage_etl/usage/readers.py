@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from usage_etl.rollups.schema import (
     FileRule,
     RowRule,
 )
+from usage_etl.settings import tuning
 
 # The frame every reader returns: ints as Int64 (null = missing or unrepresentable), strings as
 # String, timestamps as Datetime(us, UTC); `_row` is the 1-based row/line number in the file and
@@ -61,7 +61,7 @@ RFC3339 = "%+"
 # The Python path holds a file's text in memory: a gzip stream that inflates beyond this (a
 # decompression bomb; a node's hourly file is tens of MiB) is quarantined instead of exhausting
 # the run's memory. ClickHouse's native reads stream and are not bound by it.
-MAX_DECOMPRESSED_BYTES = int(os.environ.get("USAGE_ETL_MAX_DECOMPRESSED_BYTES", str(2 << 30)))
+MAX_DECOMPRESSED_BYTES = tuning().max_decompressed_bytes  # USAGE_ETL_MAX_DECOMPRESSED_BYTES
 _GUNZIP_CHUNK = 1 << 20
 
 

@@ -19,11 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import dagster as dg
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
-
-from usage_etl.settings import Settings
 
 
 class NodeEntry(BaseModel):
@@ -89,13 +86,3 @@ class NodeRegistry:
 
     def unregistered_nodes_seen(self) -> set[str]:
         return set(self._unregistered_seen)
-
-
-class NodeRegistryResource(dg.ConfigurableResource):
-    """Path of the node registry YAML; unset means USAGE_ETL_NODE_REGISTRY or no registry."""
-
-    path: str | None = None
-
-    def load(self) -> NodeRegistry:
-        path = Path(self.path) if self.path else Settings().node_registry
-        return NodeRegistry.from_file(path) if path else NodeRegistry()

@@ -34,7 +34,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from usage_etl.locks import flock_within
-from usage_etl.settings import Settings, SettingsError, redact_url
+from usage_etl.settings import Settings, SettingsError, redact_url, tuning
 
 
 class WarehouseError(RuntimeError):
@@ -67,11 +67,11 @@ log = logging.getLogger(__name__)
 
 # Statements slower than this many seconds are logged (their SQL text only: values are
 # parameters, never part of it). Unset: no log.
-SLOW_QUERY_SECONDS = os.environ.get("USAGE_ETL_LOG_SLOW_QUERIES_SECONDS")
+SLOW_QUERY_SECONDS = tuning().log_slow_queries_seconds
 
 
 def _log_if_slow(seconds: float, args: tuple) -> None:
-    if SLOW_QUERY_SECONDS is None or seconds < float(SLOW_QUERY_SECONDS):
+    if SLOW_QUERY_SECONDS is None or seconds < SLOW_QUERY_SECONDS:
         return
     statement = args[0] if args and isinstance(args[0], str) else "insert"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB

@@ -11,16 +11,16 @@ the look-back are late.
 
 import dagster as dg
 
-from usage_etl.alerting.deadlines import (
-    INVOICE_ASSET,
+from usage_etl.defs.alerting.verdicts import invoice_verdict, usage_verdict
+from usage_etl.defs.resources import ClockResource, PriceBookResource
+from usage_etl.defs.vocabulary import (
     INVOICE_DEADLINE_CHECK,
-    USAGE_ASSET,
+    INVOICE_LINES_KEY,
+    USAGE_DAILY_KEY,
     USAGE_DEADLINE_CHECK,
 )
-from usage_etl.alerting.settings import AlertSettings
-from usage_etl.defs.alerting.verdicts import invoice_verdict, usage_verdict
 from usage_etl.invoicing.price_book import load_price_book
-from usage_etl.resources import ClockResource, PriceBookResource
+from usage_etl.settings import AlertSettings
 
 
 def invoice_grace_days(settings: AlertSettings, price_book: PriceBookResource) -> int:
@@ -30,7 +30,7 @@ def invoice_grace_days(settings: AlertSettings, price_book: PriceBookResource) -
 
 
 @dg.asset_check(
-    asset=USAGE_ASSET,
+    asset=USAGE_DAILY_KEY,
     name=USAGE_DEADLINE_CHECK,
     blocking=False,
     description="Each recent day is published by its deadline: the next day at "
@@ -43,7 +43,7 @@ def usage_published_by_deadline(
 
 
 @dg.asset_check(
-    asset=INVOICE_ASSET,
+    asset=INVOICE_LINES_KEY,
     name=INVOICE_DEADLINE_CHECK,
     blocking=False,
     description="Each recent month's invoice lines are final by period_end + grace_days + "

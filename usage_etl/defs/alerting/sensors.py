@@ -1,8 +1,8 @@
 """Alert sensors: a failed run, a failed ERROR check, a missed partition deadline.
 
-Each delivers to the webhook and/or email of usage_etl/alerting/settings.py, once per failure:
-the two run-status sensors ride Dagster's own run-status cursor (one evaluation per finished
-run); partition_deadlines keeps the late partitions it alerted in its cursor. None opens
+Each delivers to the webhook and/or email of AlertSettings (usage_etl/settings.py), once per
+failure: the two run-status sensors ride Dagster's own run-status cursor (one evaluation per
+finished run); partition_deadlines keeps the late partitions it alerted in its cursor. None opens
 ClickHouse. A delivery that fails is logged on the tick and never fails the sensor; a missed
 deadline whose alert reached no destination is retried on the next tick.
 """
@@ -14,16 +14,22 @@ import json
 import dagster as dg
 
 from usage_etl.alerting.causes import first_line, run_failure_cause
-from usage_etl.alerting.deadlines import INVOICE_DEADLINE_CHECK, USAGE_DEADLINE_CHECK
 from usage_etl.alerting.delivery import Alert, Courier
-from usage_etl.alerting.settings import AlertSettings
-from usage_etl.automation.status import sensor_status
+from usage_etl.automation.tags import DAY_TAG, MONTH_TAG
 from usage_etl.defs.alerting.checks import invoice_grace_days
 from usage_etl.defs.alerting.verdicts import Overdue, Verdict, invoice_verdict, usage_verdict
-from usage_etl.resources import ClockResource, PriceBookResource
+from usage_etl.defs.resources import ClockResource, PriceBookResource
+from usage_etl.defs.vocabulary import (
+    DAILY_USAGE_JOB,
+    INVOICE_DEADLINE_CHECK,
+    MONTHLY_INVOICES_JOB,
+    PARTITION_TAG,
+    USAGE_DEADLINE_CHECK,
+    sensor_status,
+)
+from usage_etl.settings import AlertSettings
 
 DEADLINE_CHECKS = {USAGE_DEADLINE_CHECK, INVOICE_DEADLINE_CHECK}
-DAY_TAG, MONTH_TAG, PARTITION_TAG = "usage_etl/day", "usage_etl/month", "dagster/partition"
 
 
 def _partition_label(tags) -> str | None:
@@ -149,7 +155,8 @@ class DeadlineCursor:
 
 
 def _rerun_command(verdict: Verdict, overdue: list[Overdue]) -> str:
-    job = "daily_usage" if verdict.check_name == USAGE_DEADLINE_CHECK else "monthly_invoices"
+    usage = verdict.check_name == USAGE_DEADLINE_CHECK
+    job = DAILY_USAGE_JOB if usage else MONTHLY_INVOICES_JOB
     keys = ", ".join(o.key for o in overdue[1:])
     command = (
         f"dagster job execute -m usage_etl.definitions -j {job} --tags "
@@ -157,7 +164,7 @@ def _rerun_command(verdict: Verdict, overdue: list[Overdue]) -> str:
     )
     if len(overdue) > 1:
         command += f" (likewise for {keys})"
-    if job == "monthly_invoices":
+    if not usage:
         command += " once the blockers named by its last run are cleared"
     return command
 

@@ -18,23 +18,25 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from usage_etl.alerting.deadlines import (
-    INVOICE_ASSET,
-    INVOICE_DEADLINE_CHECK,
-    USAGE_ASSET,
-    USAGE_DEADLINE_CHECK,
     invoice_deadline_of,
     latest_due_day,
     latest_due_period,
     overdue_text,
     usage_deadline_of,
 )
-from usage_etl.alerting.settings import AlertSettings
-from usage_etl.defs.partitions import FIRST_DAY
+from usage_etl.defs.vocabulary import (
+    DAILY_USAGE_JOB,
+    FIRST_DAY,
+    INVOICE_DEADLINE_CHECK,
+    INVOICE_LINES_KEY,
+    MONTHLY_INVOICES_JOB,
+    PARTITION_TAG,
+    USAGE_DAILY_KEY,
+    USAGE_DEADLINE_CHECK,
+)
 from usage_etl.periods import Period
+from usage_etl.settings import AlertSettings
 
-PARTITION_TAG = "dagster/partition"
-DAILY_JOB = "daily_usage"
-INVOICE_JOB = "monthly_invoices"
 FIRST = date.fromisoformat(FIRST_DAY)
 
 
@@ -51,7 +53,7 @@ class Overdue:
 
 @dataclass(frozen=True)
 class Verdict:
-    asset: str
+    asset: str  # the asset's name, as alerts show it
     check_name: str
     latest: str | None  # label of the latest due partition (None: nothing due yet)
     judged: tuple[str, ...]  # labels of every partition judged (the look-back)
@@ -102,9 +104,9 @@ class Verdict:
         )
 
 
-def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: str):
+def latest_materialization(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str):
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]),
         limit=1,
     )
     return result.records[0] if result.records else None
@@ -131,7 +133,7 @@ def usage_verdict(instance: dg.DagsterInstance, now: datetime, settings: AlertSe
     days = [d for d in days if d >= FIRST]
     keys = {d.isoformat() for d in days}
     published = instance.get_latest_storage_id_by_partition(
-        dg.AssetKey(USAGE_ASSET), dg.DagsterEventType.ASSET_MATERIALIZATION, keys
+        USAGE_DAILY_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, keys
     ) if keys else {}  # fmt: skip
     overdue = []
     for day in sorted(days, reverse=True):
@@ -139,14 +141,14 @@ def usage_verdict(instance: dg.DagsterInstance, now: datetime, settings: AlertSe
         if key in published:
             continue
         deadline = usage_deadline_of(day, settings.usage_deadline_time)
-        run = _latest_run(instance, DAILY_JOB, key)
+        run = _latest_run(instance, DAILY_USAGE_JOB, key)
         cause = (
             f"usage_daily {key} not published by {deadline:%Y-%m-%d %H:%M} UTC "
-            f"({overdue_text(deadline, now)} overdue): {_last_run_text(run, DAILY_JOB)}"
+            f"({overdue_text(deadline, now)} overdue): {_last_run_text(run, DAILY_USAGE_JOB)}"
         )
         overdue.append(Overdue(key, key, deadline, cause, run.run_id if run else None))
     return Verdict(
-        USAGE_ASSET,
+        USAGE_DAILY_KEY.to_user_string(),
         USAGE_DEADLINE_CHECK,
         latest.isoformat() if days else None,
         tuple(sorted(keys)),
@@ -156,7 +158,7 @@ def usage_verdict(instance: dg.DagsterInstance, now: datetime, settings: AlertSe
 
 def invoice_status(instance: dg.DagsterInstance, period: Period) -> tuple[str | None, float | None]:
     """The `status` metadata of the period's latest invoice_line_items materialization."""
-    record = latest_materialization(instance, INVOICE_ASSET, period.start.isoformat())
+    record = latest_materialization(instance, INVOICE_LINES_KEY, period.start.isoformat())
     if record is None or record.asset_materialization is None:
         return None, None
     status = record.asset_materialization.metadata.get("status")
@@ -179,16 +181,16 @@ def invoice_verdict(
             continue
         key = period.start.isoformat()
         deadline = invoice_deadline_of(period, grace_days, extra)
-        run = _latest_run(instance, INVOICE_JOB, key)
+        run = _latest_run(instance, MONTHLY_INVOICES_JOB, key)
         state = f"still {status}" if status else "never computed"
         cause = (
             f"invoices of {period} not final by {deadline:%Y-%m-%d %H:%M} UTC (period_end + "
             f"{grace_days} grace days + {extra}; {overdue_text(deadline, now)} overdue), "
-            f"{state}: {_last_run_text(run, INVOICE_JOB)}"
+            f"{state}: {_last_run_text(run, MONTHLY_INVOICES_JOB)}"
         )
         overdue.append(Overdue(key, period.label, deadline, cause, run.run_id if run else None))
     return Verdict(
-        INVOICE_ASSET,
+        INVOICE_LINES_KEY.to_user_string(),
         INVOICE_DEADLINE_CHECK,
         latest.label if periods else None,
         tuple(sorted(p.label for p in periods)),

@@ -10,12 +10,11 @@ import dagster as dg
 
 from usage_etl.automation import tags
 from usage_etl.automation.calendar import invoice_requests, previous_day
-from usage_etl.automation.history import period_is_final
-from usage_etl.automation.status import schedule_status
+from usage_etl.defs.automation.history import period_is_final
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
-from usage_etl.defs.partitions import FIRST_DAY
+from usage_etl.defs.resources import PriceBookResource
+from usage_etl.defs.vocabulary import FIRST_DAY, schedule_status
 from usage_etl.invoicing.price_book import load_price_book
-from usage_etl.resources import PriceBookResource
 
 DAILY_CRON = "0 6 * * *"
 INVOICE_CRON = "0 8 * * *"

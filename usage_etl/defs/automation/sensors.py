@@ -11,7 +11,6 @@ import dagster as dg
 
 from usage_etl.automation import tags
 from usage_etl.automation.calendar import months_to_refresh
-from usage_etl.automation.history import PARTITION_TAG, day_baselines
 from usage_etl.automation.late_files import (
     ScanCursor,
     ScanWindow,
@@ -19,11 +18,11 @@ from usage_etl.automation.late_files import (
     list_rollup_objects,
     signature,
 )
-from usage_etl.automation.status import sensor_status
+from usage_etl.defs.automation.history import day_baselines
 from usage_etl.defs.jobs import daily_usage, monthly_invoices
-from usage_etl.defs.partitions import FIRST_DAY
+from usage_etl.defs.resources import ClockResource, LandingResource, PriceBookResource
+from usage_etl.defs.vocabulary import FIRST_DAY, PARTITION_TAG, sensor_status
 from usage_etl.invoicing.price_book import load_price_book
-from usage_etl.resources import ClockResource, LandingResource, PriceBookResource
 from usage_etl.s3 import s3_client
 
 LATE_FILE_INTERVAL_SECONDS = 120

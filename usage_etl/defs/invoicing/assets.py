@@ -6,36 +6,37 @@ from decimal import Decimal
 import dagster as dg
 
 from usage_etl.defs.column_schemas import INVOICE_LINE_ITEMS, INVOICES, column_schema
-from usage_etl.defs.jobs import INVOICING_GROUP
-from usage_etl.defs.partitions import monthly_partitions
+from usage_etl.defs.resources import (
+    ClickHouseResource,
+    ClockResource,
+    LandingResource,
+    PriceBookResource,
+)
+from usage_etl.defs.vocabulary import (
+    INVOICE_EXPORTS_KEY,
+    INVOICE_LINES_KEY,
+    INVOICES_KEY,
+    INVOICING_GROUP,
+    POOL,
+    USAGE_DAILY_KEY,
+    monthly_partitions,
+    period_of,
+)
 from usage_etl.invoicing.completeness import check_completeness
 from usage_etl.invoicing.export import export_period
 from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.invoicing.run import PeriodOutcome, run_period
 from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
-from usage_etl.periods import Period
-from usage_etl.resources import (
-    ClickHouseResource,
-    ClockResource,
-    LandingResource,
-    PriceBookResource,
-)
 
-LINES_KEY = dg.AssetKey("invoice_line_items")
-INVOICES_KEY = dg.AssetKey("invoices")
 PREVIEW_ROWS = 10
-
-
-def period_of(context) -> Period:
-    return Period.parse(context.partition_key)
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            LINES_KEY,
-            deps=[dg.AssetKey("usage_daily")],
+            INVOICE_LINES_KEY,
+            deps=[USAGE_DAILY_KEY],
             description="Invoice line items of one billing period (contract §5): usage lines, "
             "adjustment lines for late usage of final periods, and (price book v2) fixed fees, "
             "minimum true-ups and credits. Draft until as-of >= period_end + grace_days, then "
@@ -47,7 +48,7 @@ def period_of(context) -> Period:
         ),
         dg.AssetSpec(
             INVOICES_KEY,
-            deps=[LINES_KEY],
+            deps=[INVOICE_LINES_KEY],
             description="One row per invoice (a view over the lines: subtotal = sum of lines).",
             group_name=INVOICING_GROUP,
             kinds={"clickhouse"},
@@ -56,7 +57,7 @@ def period_of(context) -> Period:
         ),
     ],
     partitions_def=monthly_partitions,
-    pool="warehouse",
+    pool=POOL,
 )
 def invoice_period(
     context: dg.AssetExecutionContext,
@@ -94,7 +95,9 @@ def invoice_period(
     lines = read_lines(warehouse, period)
     invoices = read_invoices(warehouse, period)
     context.log.info(f"{period}: {len(invoices)} invoices, {len(lines)} lines, {outcome.status}")
-    yield dg.MaterializeResult(asset_key=LINES_KEY, metadata=lines_metadata(outcome, lines, book))
+    yield dg.MaterializeResult(
+        asset_key=INVOICE_LINES_KEY, metadata=lines_metadata(outcome, lines, book)
+    )
     yield dg.MaterializeResult(asset_key=INVOICES_KEY, metadata=invoices_metadata(invoices))
 
 
@@ -132,11 +135,11 @@ def invoices_metadata(invoices: list[dict]) -> dict:
 
 
 @dg.asset(
-    key="invoice_exports",
-    deps=[LINES_KEY, INVOICES_KEY],
+    key=INVOICE_EXPORTS_KEY,
+    deps=[INVOICE_LINES_KEY, INVOICES_KEY],
     group_name=INVOICING_GROUP,
     partitions_def=monthly_partitions,
-    pool="warehouse",
+    pool=POOL,
     kinds={"s3", "parquet", "csv"},
     owners=["team:finance", "team:metering"],
     description="The period's lines, invoices and usage statement as CSV and Parquet under "

@@ -5,10 +5,15 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from usage_etl.defs.invoicing.assets import INVOICES_KEY, LINES_KEY, period_of
-from usage_etl.defs.partitions import monthly_partitions
+from usage_etl.defs.resources import ClickHouseResource
+from usage_etl.defs.vocabulary import (
+    INVOICE_LINES_KEY,
+    INVOICES_KEY,
+    POOL,
+    monthly_partitions,
+    period_of,
+)
 from usage_etl.invoicing import checks
-from usage_etl.resources import ClickHouseResource
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
@@ -49,7 +54,7 @@ def _check(
         name=name,
         description=description,
         partitions_def=monthly_partitions,
-        pool="warehouse",
+        pool=POOL,
     )
     def _run(
         context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
@@ -61,7 +66,7 @@ def _check(
 
 
 conservation = _check(
-    LINES_KEY,
+    INVOICE_LINES_KEY,
     "quantities_conserved",
     "For each account and meter, the period's usage lines plus every adjustment correcting "
     "the period add up to the period's usage in usage_daily (each meter's `where` filter and "
@@ -69,13 +74,13 @@ conservation = _check(
     checks.conservation,
 )
 usage_lines_positive = _check(
-    LINES_KEY,
+    INVOICE_LINES_KEY,
     "usage_lines_positive",
     "No usage line has a negative amount or a non-positive quantity.",
     checks.usage_amounts,
 )
 final_lines_unchanged = _check(
-    LINES_KEY,
+    INVOICE_LINES_KEY,
     "final_lines_unchanged",
     "A final period's lines still match the checksum recorded at finalization.",
     checks.final_unchanged,
@@ -87,14 +92,14 @@ subtotals_match_lines = _check(
     checks.subtotals,
 )
 credits_within_grants = _check(
-    LINES_KEY,
+    INVOICE_LINES_KEY,
     "credits_within_grants",
     "Across all periods (draft and final), the credit lines of each grant used in the period "
     "consume at most the grant's amount, and each names a grant of the period's price book.",
     checks.credits_within_grants,
 )
 meters_disjoint = _check(
-    LINES_KEY,
+    INVOICE_LINES_KEY,
     "meters_disjoint",
     "WARN: no plan of the period's price book bills two meters that can count the same usage "
     "row (same measure, `where` conditions that admit a common row). Meters are independent "

@@ -8,12 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
+from usage_etl.defs.resources import ClickHouseResource
+from usage_etl.defs.vocabulary import JOB_TAG, MAINTENANCE_JOB, POOL
 from usage_etl.maintenance.compaction import (
     COMPACT_ABOVE_PARTS,
     MAX_DAYS_PER_RUN,
     compact_settled_days,
 )
-from usage_etl.resources import ClickHouseResource
 
 
 class CompactionConfig(dg.Config):
@@ -29,7 +30,7 @@ class CompactionConfig(dg.Config):
     )
 
 
-@dg.op(pool="warehouse", tags={"usage_etl/layer": "maintenance"})
+@dg.op(pool=POOL, tags={"usage_etl/layer": "maintenance"})
 def compact_rollup_rows(
     context: dg.OpExecutionContext, config: CompactionConfig, clickhouse: ClickHouseResource
 ) -> dg.Output[int]:
@@ -63,11 +64,11 @@ def compact_rollup_rows(
 
 
 @dg.job(
-    name="warehouse_maintenance",
+    name=MAINTENANCE_JOB,
     executor_def=dg.in_process_executor,
     description="Merge settled days of the rollup_rows staging table into one part each "
     "(housekeeping; readers see the same rows).",
-    tags={"usage_etl/job": "warehouse_maintenance"},
+    tags={JOB_TAG: MAINTENANCE_JOB},
 )
 def warehouse_maintenance() -> None:
     compact_rollup_rows()

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from usage_etl.automation.status import schedule_status
 from usage_etl.defs.maintenance.jobs import warehouse_maintenance
+from usage_etl.defs.vocabulary import schedule_status
 
 MAINTENANCE_CRON = "0 4 * * *"
 

@@ -9,18 +9,16 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.reconciliation.report import (
     completeness_description,
     completeness_metadata,
     reconciliation_description,
     reconciliation_metadata,
 )
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import per_day_check
+from usage_etl.defs.vocabulary import POOL, USAGE_DAILY_KEY, daily_partitions
 from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
-from usage_etl.resources import ClickHouseResource
-
-USAGE_DAILY = dg.AssetKey("usage_daily")
 
 
 class ReconciliationConfig(dg.Config):
@@ -43,11 +41,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
 
     @dg.asset_check(
-        asset=USAGE_DAILY,
+        asset=USAGE_DAILY_KEY,
         name="rollups_cover_cache_events",
         partitions_def=daily_partitions,
         blocking=False,
-        pool="warehouse",
+        pool=POOL,
         description="Per (account, project, artifact kind, direction): node rollups must be at "
         "least the cache events' bytes and close to them. ERROR when rollups are below "
         "(lost rollups, revenue leak), WARN when far above (analytics loss or double counting).",
@@ -74,15 +72,15 @@ with warnings.catch_warnings():
 
         # One evaluation per day, also in a backfill's range run.
         yield from per_day_check(
-            context, "usage_daily", "rollups_cover_cache_events", False, evaluate
+            context, USAGE_DAILY_KEY, "rollups_cover_cache_events", False, evaluate
         )
 
     @dg.asset_check(
-        asset=USAGE_DAILY,
+        asset=USAGE_DAILY_KEY,
         name="node_hours_complete",
         partitions_def=daily_partitions,
         blocking=False,
-        pool="warehouse",
+        pool=POOL,
         description="Every node that reported during the day delivered a loaded rollup file for "
         "every UTC hour; lists missing node-hours and the newest object's arrival time.",
     )
@@ -100,4 +98,4 @@ with warnings.catch_warnings():
                 description=completeness_description(comp),
             )
 
-        yield from per_day_check(context, "usage_daily", "node_hours_complete", False, evaluate)
+        yield from per_day_check(context, USAGE_DAILY_KEY, "node_hours_complete", False, evaluate)

@@ -13,25 +13,27 @@ from usage_etl.defs.column_schemas import (
     USAGE_HOURLY,
     column_schema,
 )
-from usage_etl.defs.jobs import USAGE_GROUP
-from usage_etl.defs.partitions import daily_partitions
-from usage_etl.defs.usage.days import (
-    DAILY_BACKFILL_POLICY,
-    is_range,
-    range_failure,
-    run_days,
-)
+from usage_etl.defs.resources import ClickHouseResource, LandingResource, NodeRegistryResource
+from usage_etl.defs.usage.days import DAILY_BACKFILL_POLICY, is_range, range_failure
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
-from usage_etl.resources import ClickHouseResource, LandingResource
+from usage_etl.defs.vocabulary import (
+    CACHE_EVENTS_KEY,
+    LANDING_FILES_KEY,
+    POOL,
+    ROLLUP_ROWS_KEY,
+    SOURCES_GROUP,
+    USAGE_DAILY_KEY,
+    USAGE_GROUP,
+    USAGE_HOURLY_KEY,
+    daily_partitions,
+    days_of,
+)
 from usage_etl.usage import ledger
 from usage_etl.usage.load import ingest_day
 from usage_etl.usage.publish import publish_day, record_publication, top_accounts
-from usage_etl.usage.registry import NodeRegistryResource
-
-SOURCES_GROUP = "sources"
 
 landing_rollup_files = dg.AssetSpec(
-    "landing_rollup_files",
+    LANDING_FILES_KEY,
     group_name=SOURCES_GROUP,
     kinds={"s3"},
     description="Hourly rollup files dropped by cache nodes under USAGE_ETL_LANDING_URL "
@@ -40,7 +42,7 @@ landing_rollup_files = dg.AssetSpec(
 )
 
 cache_events = dg.AssetSpec(
-    "cache_events",
+    CACHE_EVENTS_KEY,
     group_name=SOURCES_GROUP,
     kinds={"clickhouse"},
     description="Project-scoped cache analytics written by the application (contract §2); "
@@ -56,11 +58,11 @@ def _load_id(context: dg.AssetExecutionContext) -> str:
 
 
 @dg.asset(
-    name="rollup_rows",
+    key=ROLLUP_ROWS_KEY,
     group_name=USAGE_GROUP,
     partitions_def=daily_partitions,
     deps=[landing_rollup_files],
-    pool="warehouse",
+    pool=POOL,
     kinds={"s3", "polars", "clickhouse"},
     owners=["team:metering"],
     metadata=column_schema(ROLLUP_ROWS),
@@ -82,7 +84,7 @@ def rollup_rows(
         warehouse = clickhouse.get_warehouse()
     client = landing.get_client()
     s3_access = landing.clickhouse_access(client)
-    days = run_days(context)
+    days = days_of(context)
     if not is_range(context):
         yield dg.MaterializeResult(
             metadata=_ingest(context, warehouse, client, landing, node_registry, days[0], s3_access)
@@ -99,7 +101,7 @@ def rollup_rows(
     if failures:
         for day, metadata in done.items():
             yield dg.AssetMaterialization(
-                "rollup_rows", partition=day.isoformat(), metadata=metadata
+                ROLLUP_ROWS_KEY, partition=day.isoformat(), metadata=metadata
             )
         raise range_failure("ingesting", len(days), failures)
     for day, metadata in done.items():
@@ -168,8 +170,8 @@ def _day_state(warehouse, day: date) -> dict[str, int]:
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            "usage_hourly",
-            deps=["rollup_rows"],
+            USAGE_HOURLY_KEY,
+            deps=[ROLLUP_ROWS_KEY],
             description="Deduplicated usage per UTC hour and dimension (for the read API).",
             kinds={"clickhouse"},
             owners=["team:metering"],
@@ -177,8 +179,8 @@ def _day_state(warehouse, day: date) -> dict[str, int]:
             tags={"usage_etl/layer": "published"},
         ),
         dg.AssetSpec(
-            "usage_daily",
-            deps=["rollup_rows"],
+            USAGE_DAILY_KEY,
+            deps=[ROLLUP_ROWS_KEY],
             description="Contract §4: deduplicated usage per day and dimension. Exact with plain "
             "SELECT … GROUP BY; each day replaced atomically.",
             kinds={"clickhouse"},
@@ -189,7 +191,7 @@ def _day_state(warehouse, day: date) -> dict[str, int]:
     ],
     group_name=USAGE_GROUP,
     partitions_def=daily_partitions,
-    pool="warehouse",
+    pool=POOL,
     retry_policy=TRANSIENT_RETRY,
     backfill_policy=DAILY_BACKFILL_POLICY,
 )
@@ -197,11 +199,11 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
     """Pick the latest version of every event_id of the day and swap the day's partitions of
     usage_hourly and usage_daily in atomically. A range run publishes day by day (days.py)."""
     warehouse = clickhouse.get_warehouse()
-    days = run_days(context)
+    days = days_of(context)
     if not is_range(context):
         hourly, daily = _publish(context, warehouse, days[0])
-        yield dg.MaterializeResult(asset_key="usage_hourly", metadata=hourly)
-        yield dg.MaterializeResult(asset_key="usage_daily", metadata=daily)
+        yield dg.MaterializeResult(asset_key=USAGE_HOURLY_KEY, metadata=hourly)
+        yield dg.MaterializeResult(asset_key=USAGE_DAILY_KEY, metadata=daily)
         return
     done: dict[date, tuple[dict, dict]] = {}
     failures: dict[date, BaseException] = {}
@@ -215,20 +217,24 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
     if failures:
         for day, (hourly, daily) in done.items():
             yield dg.AssetMaterialization(
-                "usage_hourly", partition=day.isoformat(), metadata=hourly
+                USAGE_HOURLY_KEY, partition=day.isoformat(), metadata=hourly
             )
-            yield dg.AssetMaterialization("usage_daily", partition=day.isoformat(), metadata=daily)
+            yield dg.AssetMaterialization(
+                USAGE_DAILY_KEY, partition=day.isoformat(), metadata=daily
+            )
         # The check steps are skipped once this step fails: check the published days here.
         from usage_etl.defs.usage.checks import range_check_evaluations
 
         yield from range_check_evaluations(warehouse, sorted(done))
         raise range_failure("publishing", len(days), failures)
     for day, (hourly, daily) in done.items():
-        context.add_asset_metadata(hourly, asset_key="usage_hourly", partition_key=day.isoformat())
-        context.add_asset_metadata(daily, asset_key="usage_daily", partition_key=day.isoformat())
+        context.add_asset_metadata(
+            hourly, asset_key=USAGE_HOURLY_KEY, partition_key=day.isoformat()
+        )
+        context.add_asset_metadata(daily, asset_key=USAGE_DAILY_KEY, partition_key=day.isoformat())
     summary = _range_summary(done)
-    yield dg.MaterializeResult(asset_key="usage_hourly", metadata=summary)
-    yield dg.MaterializeResult(asset_key="usage_daily", metadata=summary)
+    yield dg.MaterializeResult(asset_key=USAGE_HOURLY_KEY, metadata=summary)
+    yield dg.MaterializeResult(asset_key=USAGE_DAILY_KEY, metadata=summary)
 
 
 def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[dict, dict]:

@@ -9,9 +9,9 @@ from datetime import date
 
 import dagster as dg
 
-from usage_etl.defs.partitions import daily_partitions
+from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import check_evaluation, per_day_check
-from usage_etl.resources import ClickHouseResource
+from usage_etl.defs.vocabulary import POOL, ROLLUP_ROWS_KEY, USAGE_DAILY_KEY, daily_partitions
 from usage_etl.usage import audit
 from usage_etl.warehouse.client import Warehouse
 
@@ -38,7 +38,7 @@ def _quarantine(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
         passed=report.total_rows == 0 and report.total_files == 0,
         severity=dg.AssetCheckSeverity.WARN,
         description=report.description(),
-        metadata=report.metadata(),
+        metadata=_quarantine_metadata(report),
     )
 
 
@@ -48,15 +48,43 @@ def _conflicts(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
         passed=not conflicts.count,
         severity=dg.AssetCheckSeverity.WARN,
         description=conflicts.description(),
-        metadata=conflicts.metadata(),
+        metadata={
+            "conflicts": conflicts.count,
+            "examples": dg.MetadataValue.json(conflicts.examples),
+        },
     )
 
 
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _quarantine_metadata(report: audit.QuarantineSummary) -> dict:
+    samples = "\n".join(
+        [
+            "| object | row | rule | field | value |",
+            "|---|---:|---|---|---|",
+            *(
+                f"| {_md_cell(s['source_key'])} | {s['source_row']} | {s['rule']} | "
+                f"{_md_cell(s['field'])} | {_md_cell(s['value'])[:80]} |"
+                for s in report.samples
+            ),
+        ]
+    )
+    return {
+        "quarantined_by_rule": report.by_rule,
+        "files_quarantined": [f"{f['source_key']} ({f['rule']})" for f in report.files][:50],
+        "samples": dg.MetadataValue.md(samples),
+    }
+
+
 # (asset, check name, blocking, evaluation of one day)
-CHECKS: tuple[tuple[str, str, bool, Callable[[Warehouse, date], dg.AssetCheckResult]], ...] = (
-    ("usage_daily", "usage_daily_is_exact", True, _exactness),
-    ("rollup_rows", "quarantine_report", False, _quarantine),
-    ("usage_daily", "conflict_report", False, _conflicts),
+CHECKS: tuple[
+    tuple[dg.AssetKey, str, bool, Callable[[Warehouse, date], dg.AssetCheckResult]], ...
+] = (
+    (USAGE_DAILY_KEY, "usage_daily_is_exact", True, _exactness),
+    (ROLLUP_ROWS_KEY, "quarantine_report", False, _quarantine),
+    (USAGE_DAILY_KEY, "conflict_report", False, _conflicts),
 )
 
 
@@ -64,7 +92,7 @@ def range_check_evaluations(warehouse: Warehouse, days: list[date]) -> Iterator:
     """The usage_daily checks of the days a range step published before it failed on other
     days: the check steps are skipped once their upstream step failed."""
     for asset, name, blocking, evaluate in CHECKS:
-        for day in days if asset == "usage_daily" else ():
+        for day in days if asset == USAGE_DAILY_KEY else ():
             yield check_evaluation(evaluate(warehouse, day), asset, name, day, blocking)
 
 
@@ -76,9 +104,7 @@ def _per_day(
     yield from per_day_check(context, asset, name, blocking, lambda day: evaluate(warehouse, day))
 
 
-@dg.asset_check(
-    asset="usage_daily", blocking=True, pool="warehouse", partitions_def=daily_partitions
-)
+@dg.asset_check(asset=USAGE_DAILY_KEY, blocking=True, pool=POOL, partitions_def=daily_partitions)
 def usage_daily_is_exact(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> Iterator:
@@ -88,9 +114,7 @@ def usage_daily_is_exact(
     yield from _per_day(context, clickhouse, "usage_daily_is_exact")
 
 
-@dg.asset_check(
-    asset="rollup_rows", blocking=False, pool="warehouse", partitions_def=daily_partitions
-)
+@dg.asset_check(asset=ROLLUP_ROWS_KEY, blocking=False, pool=POOL, partitions_def=daily_partitions)
 def quarantine_report(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> Iterator:
@@ -98,9 +122,7 @@ def quarantine_report(
     yield from _per_day(context, clickhouse, "quarantine_report")
 
 
-@dg.asset_check(
-    asset="usage_daily", blocking=False, pool="warehouse", partitions_def=daily_partitions
-)
+@dg.asset_check(asset=USAGE_DAILY_KEY, blocking=False, pool=POOL, partitions_def=daily_partitions)
 def conflict_report(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> Iterator:

@@ -14,12 +14,13 @@ failed days.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 
 import dagster as dg
 
+from usage_etl.defs.vocabulary import days_of
+from usage_etl.settings import location_settings
 from usage_etl.usage.load import StorageError
 from usage_etl.warehouse.client import WarehouseError
 
@@ -37,16 +38,11 @@ def backfill_policy(days_per_run: str | None) -> dg.BackfillPolicy:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=days)
 
 
-DAILY_BACKFILL_POLICY = backfill_policy(os.environ.get("USAGE_ETL_BACKFILL_DAYS_PER_RUN"))
-
-
-def run_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[date]:
-    """The run's days in order: one for a partition run, every day of a range run."""
-    return [date.fromisoformat(key) for key in context.partition_keys]
+DAILY_BACKFILL_POLICY = backfill_policy(location_settings().backfill_days_per_run)
 
 
 def is_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> bool:
-    return len(context.partition_keys) > 1
+    return len(days_of(context)) > 1
 
 
 def transient(exc: BaseException) -> bool:
@@ -80,7 +76,7 @@ def range_failure(what: str, days: int, failures: Mapping[date, BaseException]) 
 
 def check_evaluation(
     result: dg.AssetCheckResult,
-    asset_key: str,
+    asset_key: dg.AssetKey,
     check_name: str,
     day: date,
     blocking: bool,
@@ -91,7 +87,7 @@ def check_evaluation(
     (`context.partition_key`, which a range run does not have), so a range run states the
     partition of each day's evaluation itself."""
     return dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey(asset_key),
+        asset_key=asset_key,
         check_name=check_name,
         passed=result.passed,
         metadata={"day": day.isoformat(), **(result.metadata or {})},
@@ -110,7 +106,7 @@ def _naming(day: date, description: str | None) -> str:
 
 def per_day_check(
     context: dg.AssetCheckExecutionContext,
-    asset_key: str,
+    asset_key: dg.AssetKey,
     check_name: str,
     blocking: bool,
     evaluate: Callable[[date], dg.AssetCheckResult],
@@ -118,7 +114,7 @@ def per_day_check(
     """The body of a partitioned check: its result for a partition run, one evaluation per day
     for a range run. A blocking check failing on some days fails the step after every day was
     checked, naming those days."""
-    days = run_days(context)
+    days = days_of(context)
     if not is_range(context):
         yield evaluate(days[0])
         return

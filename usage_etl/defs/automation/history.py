@@ -11,12 +11,14 @@ from datetime import date
 
 import dagster as dg
 
+from usage_etl.defs.vocabulary import (
+    DAILY_USAGE_JOB,
+    INVOICE_LINES_KEY,
+    PARTITION_TAG,
+    USAGE_DAILY_KEY,
+)
 from usage_etl.periods import Period
 
-USAGE_DAILY = dg.AssetKey("usage_daily")
-INVOICE_LINES = dg.AssetKey("invoice_line_items")
-DAILY_JOB = "daily_usage"
-PARTITION_TAG = "dagster/partition"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -42,9 +44,9 @@ def _latest_materializations(
 
 
 def _publishes_usage(run: dg.DagsterRun) -> bool:
-    if run.job_name == DAILY_JOB:
+    if run.job_name == DAILY_USAGE_JOB:
         return True
-    return USAGE_DAILY in (run.asset_selection or set())
+    return USAGE_DAILY_KEY in (run.asset_selection or set())
 
 
 def day_baselines(instance: dg.DagsterInstance, days: Iterable[date]) -> dict[date, float]:
@@ -55,7 +57,7 @@ def day_baselines(instance: dg.DagsterInstance, days: Iterable[date]) -> dict[da
 
     Days never published are absent: the schedule and backfills own those."""
     by_key = {d.isoformat(): d for d in days}
-    published = _latest_materializations(instance, USAGE_DAILY, by_key)
+    published = _latest_materializations(instance, USAGE_DAILY_KEY, by_key)
     if not published:
         return {}
     runs = {
@@ -82,7 +84,7 @@ def period_is_final(instance: dg.DagsterInstance, period: Period) -> bool:
     """True once a monthly_invoices run has published the period's lines as final (the
     status the invoice asset records in its materialization metadata)."""
     key = period.start.isoformat()
-    record = _latest_materializations(instance, INVOICE_LINES, [key]).get(key)
+    record = _latest_materializations(instance, INVOICE_LINES_KEY, [key]).get(key)
     if record is None or record.asset_materialization is None:
         return False
     status = record.asset_materialization.metadata.get("status")
