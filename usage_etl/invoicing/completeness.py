@@ -18,6 +18,7 @@ from datetime import date
 from usage_etl.invoicing.store import published_days
 from usage_etl.periods import Period
 from usage_etl.rollups.schema import RollupKey, classify_key
+from usage_etl.usage.ledger import current_etags, days_with_entries, last_recorded_sql
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -61,16 +62,7 @@ def _normalize_etag(etag: str) -> str:
 
 def ledger_etags(warehouse: Warehouse, period: Period) -> dict[str, str]:
     """The current ETag the ledger holds for each object key of the period."""
-    rows = warehouse.query_rows(
-        f"""
-        SELECT object_key, argMax(etag, recorded_at)
-        FROM {warehouse.table("ingest_objects")}
-        WHERE day >= {{start:Date}} AND day < {{end:Date}}
-        GROUP BY object_key
-        """,
-        {"start": period.start, "end": period.end},
-    )
-    return {key: _normalize_etag(etag) for key, etag in rows}
+    return {key: _normalize_etag(etag) for key, etag in current_etags(warehouse, period).items()}
 
 
 def list_objects(s3, bucket: str, prefix: str) -> Iterator[dict]:
@@ -112,24 +104,11 @@ def _scan(
     return late, days_with_objects
 
 
-def ledger_days(warehouse: Warehouse, period: Period) -> set[date]:
-    rows = warehouse.query_rows(
-        f"SELECT DISTINCT day FROM {warehouse.table('ingest_objects')} "
-        "WHERE day >= {start:Date} AND day < {end:Date}",
-        {"start": period.start, "end": period.end},
-    )
-    return {r[0] for r in rows}
-
-
 def stale_days(warehouse: Warehouse, period: Period) -> list[date]:
     """Days whose ledger has entries newer than the day's last publication."""
     rows = warehouse.query_rows(
         f"""
-        SELECT l.day FROM
-        (
-            SELECT day, max(recorded_at) AS recorded FROM {warehouse.table("ingest_objects")}
-            WHERE day >= {{start:Date}} AND day < {{end:Date}} GROUP BY day
-        ) AS l
+        SELECT l.day FROM ({last_recorded_sql(warehouse)}) AS l
         INNER JOIN
         (
             SELECT day, max(published_at) AS published
@@ -151,7 +130,7 @@ def check_completeness(
     late, days_with_objects = _scan(warehouse, s3, bucket, landing_prefix, period)
     # A day with no rollup object anywhere has nothing to bill: not materializing it loses
     # nothing. A day with objects (in S3 or the ledger) must have been published.
-    has_usage_input = days_with_objects | ledger_days(warehouse, period)
+    has_usage_input = days_with_objects | days_with_entries(warehouse, period)
     return Completeness(
         unpublished_days=[d for d in period.days if d not in published and d in has_usage_input],
         late_objects=late,

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from usage_etl.usage.ledger import counting_loads_sql
+from usage_etl.usage.ledger import current_objects_sql
 from usage_etl.warehouse.client import Warehouse
 
 MIB = 2**20
@@ -287,21 +287,6 @@ class Completeness:
         return self.newest_last_modified - day_window(self.day)[1]
 
 
-# The current state of each object is its ledger row with the greatest recorded_at; `delivered`:
-# some version of it was loaded and its rows count (ledger.counting_loads_sql), even if the
-# object was overwritten since (contract §1: nothing is retracted).
-_CURRENT_OBJECTS_SQL = """
-SELECT object_key,
-       argMax(node_id, recorded_at) AS node_id,
-       argMax(hour, recorded_at) AS hour,
-       argMax(status, recorded_at) AS status,
-       argMax(last_modified, recorded_at) AS last_modified,
-       object_key IN (SELECT object_key FROM ({counting})) AS delivered
-FROM {ingest_objects}
-WHERE day = {{day:Date}}
-GROUP BY object_key
-"""
-
 _LEDGER_SUMMARY_SQL = """
 SELECT countIf(status = 'loaded'), countIf(status = 'quarantined'), countIf(status = 'ignored'),
        countIf(status != 'ignored'), maxIf(last_modified, status != 'ignored'),
@@ -333,9 +318,8 @@ LIMIT {{limit:UInt32}}
 
 def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Completeness:
     """Which node-hours of the day have no loaded object, for nodes that reported that day."""
-    current = _CURRENT_OBJECTS_SQL.format(
-        ingest_objects=warehouse.table("ingest_objects"), counting=counting_loads_sql(warehouse)
-    )
+    # The current state of each object, from its ledger (ledger.current_objects_sql).
+    current = current_objects_sql(warehouse)
     loaded, quarantined, ignored, seen, newest, nodes = warehouse.query_rows(
         _LEDGER_SUMMARY_SQL.format(current=current), {"day": day}
     )[0]

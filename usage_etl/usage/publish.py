@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime
 
 from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
+from usage_etl.usage import ledger
 from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
 from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
@@ -97,21 +98,13 @@ MAX_PUBLISH_ATTEMPTS = 5
 
 def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
     for attempt in range(1, MAX_PUBLISH_ATTEMPTS + 1):
-        version = _ledger_version(warehouse, day)
+        version = ledger.version(warehouse, day)
         report = _publish_once(warehouse, day, load_id, f"{load_id}.publish.{attempt}")
-        if _ledger_version(warehouse, day) == version:
+        if ledger.version(warehouse, day) == version:
             return report
     raise WarehouseError(
         f"{day}: other runs kept recording objects while this one published; re-run the day",
         transient=True,
-    )
-
-
-def _ledger_version(warehouse: Warehouse, day: date) -> int:
-    """Rows of the day's append-only ledger: grows with every decision any run records."""
-    return warehouse.query_one(
-        f"SELECT count() FROM {warehouse.table('ingest_objects')} WHERE day = {{day:Date}}",
-        {"day": day},
     )
 
 
