@@ -46,7 +46,7 @@ def run(warehouse, book, period, as_of):
 
 def ingest(warehouse, landing, day=DAY):
     load = f"load-{uuid.uuid4().hex[:8]}"
-    ingest_day(warehouse, landing.client, landing.bucket, landing.prefix, day, load)
+    ingest_day(warehouse, landing.area, day, load)
     record_publication(warehouse, publish_day(warehouse, day, load), load,
                        _day_state(warehouse, day))  # fmt: skip
 

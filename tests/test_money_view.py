@@ -24,6 +24,7 @@ from usage_etl.invoicing.price_book import parse_price_book
 from usage_etl.invoicing.run import run_period
 from usage_etl.invoicing.statement import check_statement, exact_sum, statement_rows
 from usage_etl.invoicing.store import read_invoices, read_lines
+from usage_etl.landing import Landing
 from usage_etl.periods import Period
 from usage_etl.settings import Settings
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
@@ -91,7 +92,8 @@ def simulate_days(warehouse, s3, settings, days, seed=11):
         Simulator.upload(sim_day.files, s3, settings.landing_bucket, settings.landing_prefix,
                          include_late=True)  # fmt: skip
         load = f"load-{uuid.uuid4().hex[:8]}"
-        ingest_day(warehouse, s3, settings.landing_bucket, settings.landing_prefix, day, load)
+        ingest_day(warehouse, Landing(s3, settings.landing_bucket, settings.landing_prefix), day,
+                   load)  # fmt: skip
         record_publication(warehouse, publish_day(warehouse, day, load), load,
                            _day_state(warehouse, day))  # fmt: skip
 

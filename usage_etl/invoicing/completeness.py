@@ -11,13 +11,12 @@ way the day must be re-run before billing it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
 from usage_etl.invoicing.store import published_days
+from usage_etl.landing import Landing
 from usage_etl.periods import Period
-from usage_etl.rollups.schema import RollupKey, classify_key
 from usage_etl.usage.ledger import current_etags, days_with_entries, last_recorded_sql
 from usage_etl.warehouse.client import Warehouse
 
@@ -65,42 +64,20 @@ def ledger_etags(warehouse: Warehouse, period: Period) -> dict[str, str]:
     return {key: _normalize_etag(etag) for key, etag in current_etags(warehouse, period).items()}
 
 
-def list_objects(s3, bucket: str, prefix: str) -> Iterator[dict]:
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
-
-
-def month_prefix(landing_prefix: str, period: Period) -> str:
-    head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
-    return f"{head}date={period.label}-"
-
-
-def late_objects(
-    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
-) -> dict[date, list[str]]:
-    """Rollup objects in S3 whose current version the ledger has not decided about."""
-    return _scan(warehouse, s3, bucket, landing_prefix, period)[0]
-
-
 def _scan(
-    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
+    warehouse: Warehouse, landing: Landing, period: Period
 ) -> tuple[dict[date, list[str]], set[date]]:
     """(late objects per day, days that have rollup objects at all)."""
     ledger = ledger_etags(warehouse, period)
-    head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
     late: dict[date, list[str]] = {}
     days_with_objects: set[date] = set()
-    for obj in list_objects(s3, bucket, month_prefix(landing_prefix, period)):
-        key = obj["Key"]
-        parsed = classify_key(landing_prefix, key, obj.get("Size", 0))
-        if not isinstance(parsed, RollupKey) or not period.start <= parsed.day < period.end:
-            continue
-        days_with_objects.add(parsed.day)
+    for obj in landing.rollups_of_period(period):
+        day = obj.kind.day  # type: ignore[union-attr]
+        days_with_objects.add(day)
         # The ledger may hold the full key or the key relative to the landing prefix.
-        known = ledger.get(key) or ledger.get(key.removeprefix(head))
-        if known != _normalize_etag(obj.get("ETag", "")):
-            late.setdefault(parsed.day, []).append(key)
+        known = ledger.get(obj.key) or ledger.get(landing.relative(obj.key))
+        if known != _normalize_etag(obj.etag):
+            late.setdefault(day, []).append(obj.key)
     return late, days_with_objects
 
 
@@ -123,11 +100,9 @@ def stale_days(warehouse: Warehouse, period: Period) -> list[date]:
     return [r[0] for r in rows]
 
 
-def check_completeness(
-    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
-) -> Completeness:
+def check_completeness(warehouse: Warehouse, landing: Landing, period: Period) -> Completeness:
     published = published_days(warehouse, period)
-    late, days_with_objects = _scan(warehouse, s3, bucket, landing_prefix, period)
+    late, days_with_objects = _scan(warehouse, landing, period)
     # A day with no rollup object anywhere has nothing to bill: not materializing it loses
     # nothing. A day with objects (in S3 or the ledger) must have been published.
     has_usage_input = days_with_objects | days_with_entries(warehouse, period)

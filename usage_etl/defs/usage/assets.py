@@ -22,6 +22,7 @@ from usage_etl.defs.usage.days import (
     run_days,
 )
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
+from usage_etl.landing import Landing
 from usage_etl.resources import ClickHouseResource, LandingResource
 from usage_etl.usage import ledger
 from usage_etl.usage.load import ingest_day
@@ -82,17 +83,18 @@ def rollup_rows(
         warehouse = clickhouse.get_warehouse()
     client = landing.get_client()
     s3_access = landing.clickhouse_access(client)
+    area = Landing(client, landing.bucket, landing.prefix)
     days = run_days(context)
     if not is_range(context):
         yield dg.MaterializeResult(
-            metadata=_ingest(context, warehouse, client, landing, node_registry, days[0], s3_access)
+            metadata=_ingest(context, warehouse, area, node_registry, days[0], s3_access)
         )
         return
     done: dict[date, dict] = {}
     failures: dict[date, BaseException] = {}
     for day in days:
         try:
-            done[day] = _ingest(context, warehouse, client, landing, node_registry, day, s3_access)
+            done[day] = _ingest(context, warehouse, area, node_registry, day, s3_access)
         except Exception as exc:  # the day is named, the other days go on (days.py)
             context.log.error(f"ingesting {day} failed: {exc}")
             failures[day] = exc
@@ -118,17 +120,16 @@ def _range_summary(done: dict[date, dict]) -> dict:
 def _ingest(
     context: dg.AssetExecutionContext,
     warehouse,
-    client,
-    landing: LandingResource,
+    landing: Landing,
     node_registry: NodeRegistryResource,
     day: date,
     s3_access,
 ) -> dict:
     """Ingest one day; its materialization metadata."""
     registry = node_registry.load()
-    with retry_only_transient(f"ingesting {day}", s3_endpoint=client.meta.endpoint_url):
+    with retry_only_transient(f"ingesting {day}", s3_endpoint=landing.client.meta.endpoint_url):
         report = ingest_day(
-            warehouse, client, landing.bucket, landing.prefix, day,
+            warehouse, landing, day,
             load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
             s3_access=s3_access,
         )  # fmt: skip
