@@ -7,9 +7,9 @@ from datetime import date
 
 import dagster as dg
 
+from usage_etl.usage.dedupe import CONTENT_HASH
 from usage_etl.usage.ledger import counting_rows_sql, decided_versions_sql
 from usage_etl.usage.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
-from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.client import Warehouse
 
 

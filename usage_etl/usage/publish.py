@@ -1,11 +1,12 @@
 """Deduplicate a day's staged rollups and publish `usage_hourly` and `usage_daily` atomically.
 
-Dedupe (contract §1): per event_id, the version with the greatest emitted_at wins among every
-version ever delivered (the counting rows of `ledger.counting_rows_sql`: overwriting or deleting
-an object retracts nothing); between versions with equal emitted_at the one with the greatest
-content hash wins (`versions.py`), so the choice is the same whatever order files arrived or
-were processed in. Identical re-deliveries have the same hash and count once; equal emitted_at
-with different contents is a *conflict*, counted and reported.
+Dedupe (contract §1, the rule in `dedupe.py`): per event_id, the version with the greatest
+emitted_at wins among every version ever delivered (the counting rows of
+`ledger.counting_rows_sql`: overwriting or deleting an object retracts nothing); between
+versions with equal emitted_at the one with the greatest content hash wins, so the choice is the
+same whatever order files arrived or were processed in. Identical re-deliveries have the same
+hash and count once; equal emitted_at with different contents is a *conflict*, counted and
+reported.
 
 Publish: the day is computed into per-load build tables, then swapped in with
 `ALTER TABLE … REPLACE PARTITION`, which is atomic per table: readers see the old day or the
@@ -29,12 +30,11 @@ from datetime import UTC, date, datetime
 from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.usage import ledger
+from usage_etl.usage.dedupe import CONTENT_HASH, DIMENSIONS, latest_versions_sql
 from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
-from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
-DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
 # bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
 DEDUPE_BUCKET_ROWS = int(os.environ.get("USAGE_ETL_DEDUPE_BUCKET_ROWS", "20000000"))
@@ -65,27 +65,6 @@ class PublishReport:
 # The quarantine rule of a group whose exact sum does not fit usage_daily's UInt64 columns.
 GROUP_SUM_OVERFLOW = "group_sum_overflow"
 UINT64_MAX = 2**64 - 1
-
-
-def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
-    """One row per event_id whose hash is in the table `duplicates`: the winning version (the
-    greatest (emitted_at, content_hash)), how many versions it was chosen from, and whether the
-    versions sharing the greatest emitted_at differ in content (a conflict)."""
-    return f"""
-        SELECT
-            event_id,
-            argMax(({DIMENSIONS}, window_start, bytes, request_count),
-                   (emitted_at, content_hash)) AS v,
-            count() AS versions,
-            argMax(content_hash, (emitted_at, content_hash))
-                != argMin(content_hash, (-toUnixTimestamp64Micro(emitted_at), content_hash))
-                AS conflict
-        FROM (
-            SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
-            WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
-        )
-        GROUP BY event_id
-    """
 
 
 # Runs of the same day may overlap on a ClickHouse server (no engine lock): one that built its
