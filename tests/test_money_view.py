@@ -29,7 +29,7 @@ from usage_etl.periods import Period
 from usage_etl.settings import Settings
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication
+from usage_etl.usage.publish import publish_day, record_day_publication
 from usage_etl.warehouse.client import Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
@@ -94,8 +94,8 @@ def simulate_days(warehouse, s3, settings, days, seed=11):
         load = f"load-{uuid.uuid4().hex[:8]}"
         ingest_day(warehouse, Landing(s3, settings.landing_bucket, settings.landing_prefix), day,
                    load)  # fmt: skip
-        record_publication(warehouse, publish_day(warehouse, day, load), load,
-                           _day_state(warehouse, day))  # fmt: skip
+        record_day_publication(warehouse, publish_day(warehouse, day, load), load,
+                               _day_state(warehouse, day))  # fmt: skip
 
 
 def run(warehouse, period, as_of):

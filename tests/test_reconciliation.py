@@ -15,7 +15,7 @@ import pytest
 
 from usage_etl.defs.partitions import daily_partitions
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
-from usage_etl.reconciliation.compare import MIB, Status, Tolerances, completeness, reconcile
+from usage_etl.reconciliation.compare import MIB, Status, Tolerances, node_hour_coverage, reconcile
 from usage_etl.resources import ClickHouseResource
 
 DAY = date(2026, 10, 5)
@@ -384,7 +384,7 @@ def test_silent_node_hour_is_reported(warehouse):
     )
 
     evaluation = run_checks()["node_hours_complete"]
-    comp = completeness(warehouse, DAY)
+    comp = node_hour_coverage(warehouse, DAY)
 
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN

@@ -32,7 +32,7 @@ from usage_etl.landing import Landing
 from usage_etl.periods import Period
 from usage_etl.resources import s3_client
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication
+from usage_etl.usage.publish import publish_day, record_day_publication
 from usage_etl.warehouse.client import is_embedded
 
 DAYS = [DAY - timedelta(days=2), DAY - timedelta(days=1), DAY]
@@ -102,7 +102,7 @@ class _Run:
         ingest_day(self.warehouse, landing, day, load_id=self.load_id)
         report = publish_day(self.warehouse, day, self.load_id)
         objects = {"loaded": 0, "quarantined": 0, "ignored": 0}
-        record_publication(self.warehouse, report, self.load_id, objects)
+        record_day_publication(self.warehouse, report, self.load_id, objects)
 
 
 @pytest.mark.parametrize(

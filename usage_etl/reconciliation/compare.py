@@ -255,7 +255,7 @@ def _by_bytes(nodes: list[str], sizes: list[int]) -> tuple[tuple[str, int], ...]
     return tuple(sorted(zip(nodes, map(int, sizes), strict=True), key=lambda n: (-n[1], n[0])))
 
 
-# -- completeness --------------------------------------------------------------------------------
+# -- node-hour coverage (the completeness check) ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,7 @@ class NodeGap:
 
 
 @dataclass(frozen=True)
-class Completeness:
+class NodeHourCoverage:
     day: date
     nodes: int  # nodes with at least one loaded or quarantined object for the day
     objects_loaded: int
@@ -316,7 +316,7 @@ LIMIT {{limit:UInt32}}
 """
 
 
-def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Completeness:
+def node_hour_coverage(warehouse: Warehouse, day: date, max_nodes: int = 50) -> NodeHourCoverage:
     """Which node-hours of the day have no loaded object, for nodes that reported that day."""
     # The current state of each object, from its ledger (ledger.current_objects_sql).
     current = current_objects_sql(warehouse)
@@ -330,7 +330,7 @@ def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Comple
         NodeGap(node, sorted(int(h) for h in missing), sorted(int(h) for h in in_quarantine))
         for node, missing, in_quarantine, _, _ in rows
     ]
-    return Completeness(
+    return NodeHourCoverage(
         day=day,
         nodes=int(nodes),
         objects_loaded=int(loaded),

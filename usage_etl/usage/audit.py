@@ -175,7 +175,7 @@ def _current_quarantine_sql(warehouse: Warehouse) -> str:
         FROM {warehouse.table("quarantined_rows")}
         WHERE day = {{day:Date}} AND (
             (source_key, source_etag, run_id) IN (
-                SELECT object_key, etag, run_id FROM ({decided_versions_sql(warehouse)})
+                SELECT object_key, etag, load_id FROM ({decided_versions_sql(warehouse)})
             )
             OR run_id = (
                 SELECT argMax(run_id, published_at)

@@ -12,6 +12,11 @@ version with a greater emitted_at replaces one, at dedupe. Per (key, ETag) the l
 names the load whose rows count, so the same content loaded twice (concurrent runs, or judged
 again under a changed node registry) counts once and under the rules in force. Rows with no
 ledger entry (a crashed or retried attempt, a native attempt handed back) never count.
+
+This module is the one door to the ledger: every query of an object's current entry goes
+through `latest_sql` (its latest row by recorded_at), and invoicing, the audits and
+reconciliation call the functions below rather than reading `ingest_objects` themselves. The
+ledger's load ids are read as `load_id` (sql/010: an ALIAS of the physical column `run_id`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from datetime import date, datetime
 from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
+# The columns a ledger row is inserted with. The load id goes to the physical column `run_id`
+# (its name since sql/002); readers use its ALIAS `load_id` (sql/010).
 LEDGER_COLUMNS = (
     "day", "object_key", "etag", "size", "last_modified", "node_id", "hour", "format",
     "status", "reason", "rows_read", "rows_loaded", "rows_quarantined", "run_id", "recorded_at",
@@ -68,12 +75,12 @@ def latest_sql(
 def current_entries(warehouse: Warehouse, day: date) -> dict[str, LedgerEntry]:
     current = latest_sql(
         warehouse,
-        ("etag", "status", "reason", "rows_read", "rows_loaded", "rows_quarantined", "run_id"),
+        ("etag", "status", "reason", "rows_read", "rows_loaded", "rows_quarantined", "load_id"),
     )
     rows = warehouse.query_rows(
         f"""
         SELECT object_key, etag, toString(status), reason, rows_read, rows_loaded,
-               rows_quarantined, run_id
+               rows_quarantined, load_id
         FROM ({current})
         """,
         {"day": day},
@@ -113,21 +120,21 @@ def current_objects_sql(warehouse: Warehouse) -> str:
 
 
 def counting_loads_sql(warehouse: Warehouse) -> str:
-    """THE rule: a subquery of (object_key, etag, run_id, loaded_rows), the loads whose rows
+    """THE rule: a subquery of (object_key, etag, load_id, loaded_rows), the loads whose rows
     count for `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest
-    decision, if that decision was `loaded`. (The ledger's `run_id` column holds load ids.)"""
-    latest = latest_sql(warehouse, ("run_id", "rows_loaded", "status"), per="object_key, etag")
+    decision, if that decision was `loaded`."""
+    latest = latest_sql(warehouse, ("load_id", "rows_loaded", "status"), per="object_key, etag")
     return f"""
-        SELECT object_key, etag, run_id, rows_loaded AS loaded_rows
+        SELECT object_key, etag, load_id, rows_loaded AS loaded_rows
         FROM ({latest})
         WHERE status = 'loaded'
     """
 
 
 def decided_versions_sql(warehouse: Warehouse) -> str:
-    """(object_key, etag, run_id) of the latest decision about every object version of
+    """(object_key, etag, load_id) of the latest decision about every object version of
     `{day:Date}`, whatever it was: the quarantine that belongs to the counting state."""
-    return latest_sql(warehouse, ("run_id",), per="object_key, etag")
+    return latest_sql(warehouse, ("load_id",), per="object_key, etag")
 
 
 def counting_rows_sql(warehouse: Warehouse) -> str:
@@ -140,7 +147,7 @@ def counting_rows_sql(warehouse: Warehouse) -> str:
         SELECT * FROM {warehouse.table("rollup_rows")}
         WHERE day = {{day:Date}}
           AND load_key IN (
-              SELECT sipHash128(object_key, etag, run_id)
+              SELECT sipHash128(object_key, etag, load_id)
               FROM ({counting_loads_sql(warehouse)})
           )
     """

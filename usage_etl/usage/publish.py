@@ -514,7 +514,7 @@ def _report(
     )  # fmt: skip
 
 
-def record_publication(
+def record_day_publication(
     warehouse: Warehouse,
     report: PublishReport,
     load_id: str,

@@ -26,7 +26,7 @@ from usage_etl.landing import Landing
 from usage_etl.resources import ClickHouseResource, LandingResource
 from usage_etl.usage import ledger
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication, top_accounts
+from usage_etl.usage.publish import publish_day, record_day_publication, top_accounts
 from usage_etl.usage.registry import NodeRegistryResource
 
 SOURCES_GROUP = "sources"
@@ -244,7 +244,7 @@ def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[d
             "group_sum_overflow (quarantined_rows names each group). Every other group is exact."
         )
     state = _day_state(warehouse, day)
-    record_publication(warehouse, report, load_id, state)
+    record_day_publication(warehouse, report, load_id, state)
     preview = _markdown_top_accounts(top_accounts(warehouse, day))
     shared = {"day": day.isoformat(), "rollups": report.rollups}
     hourly = {**shared, "dagster/row_count": report.rollups}
