@@ -16,7 +16,6 @@ from test_invoices import GIB, add_usage, publish_days
 from typer.testing import CliRunner
 
 from usage_etl.cli import app
-from usage_etl.defs.usage.assets import _day_state
 from usage_etl.invoicing.bill import account_bill
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
@@ -47,8 +46,7 @@ def run(warehouse, book, period, as_of):
 def ingest(warehouse, landing, day=DAY):
     load = f"load-{uuid.uuid4().hex[:8]}"
     ingest_day(warehouse, landing.area, day, load)
-    record_day_publication(warehouse, publish_day(warehouse, day, load), load,
-                           _day_state(warehouse, day))  # fmt: skip
+    record_day_publication(warehouse, publish_day(warehouse, day, load), load)
 
 
 def land_acme(landing):

@@ -16,7 +16,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from usage_etl.defs.usage.assets import _day_state
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
 from usage_etl.invoicing.export import export_period
@@ -94,8 +93,7 @@ def simulate_days(warehouse, s3, settings, days, seed=11):
         load = f"load-{uuid.uuid4().hex[:8]}"
         ingest_day(warehouse, Landing(s3, settings.landing_bucket, settings.landing_prefix), day,
                    load)  # fmt: skip
-        record_day_publication(warehouse, publish_day(warehouse, day, load), load,
-                               _day_state(warehouse, day))  # fmt: skip
+        record_day_publication(warehouse, publish_day(warehouse, day, load), load)
 
 
 def run(warehouse, period, as_of):

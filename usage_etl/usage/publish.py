@@ -515,11 +515,11 @@ def _report(
 
 
 def record_day_publication(
-    warehouse: Warehouse,
-    report: PublishReport,
-    load_id: str,
-    objects: dict[str, int],
-) -> None:
+    warehouse: Warehouse, report: PublishReport, load_id: str
+) -> dict[str, int]:
+    """Log the publication in usage_day_publications, with how many of the day's objects the
+    ledger now holds as loaded, quarantined and ignored; returns those counts."""
+    objects = ledger.day_state(warehouse, report.day)
     warehouse.insert_rows(
         "usage_day_publications",
         [[
@@ -533,6 +533,7 @@ def record_day_publication(
             "request_count",
         ],
     )  # fmt: skip
+    return objects
 
 
 def top_accounts(warehouse: Warehouse, day: date, limit: int = 10) -> list[dict]:

@@ -140,7 +140,7 @@ def _ingest(
     for key, reason in report.ignored_objects:
         context.log.info(f"ignored object s3://{landing.bucket}/{key}: {reason}")
     unregistered = registry.unregistered_nodes_seen()
-    day_state = _day_state(warehouse, day)
+    day_state = ledger.day_state(warehouse, day)
     return {
         "day": day.isoformat(),
         "objects_listed": report.objects_listed,
@@ -156,13 +156,6 @@ def _ingest(
         "unregistered_nodes": sorted(unregistered),
         **{f"day_objects_{k}": v for k, v in day_state.items()},
         "dagster/row_count": report.rows_loaded,
-    }
-
-
-def _day_state(warehouse, day: date) -> dict[str, int]:
-    entries = ledger.current_entries(warehouse, day).values()
-    return {
-        s: sum(1 for e in entries if e.status == s) for s in ("loaded", "quarantined", "ignored")
     }
 
 
@@ -243,8 +236,7 @@ def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[d
             f"published; their {report.overflow_rows} rollup(s) are quarantined as "
             "group_sum_overflow (quarantined_rows names each group). Every other group is exact."
         )
-    state = _day_state(warehouse, day)
-    record_day_publication(warehouse, report, load_id, state)
+    state = record_day_publication(warehouse, report, load_id)
     preview = _markdown_top_accounts(top_accounts(warehouse, day))
     shared = {"day": day.isoformat(), "rollups": report.rollups}
     hourly = {**shared, "dagster/row_count": report.rollups}
