@@ -1,7 +1,7 @@
 """How long the reconciliation checks take on a large day (they must stay cheap).
 
 Generates a day in an embedded ClickHouse entirely with INSERT ... SELECT (numbers()), then
-times `reconcile()` and `completeness()`:
+times `reconcile()` and `node_hour_coverage()`:
 
     .venv/bin/python -m bench.reconciliation_bench --events 5000000 --nodes 50
 """
@@ -14,7 +14,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from usage_etl.reconciliation.compare import Tolerances, completeness, day_window, reconcile
+from usage_etl.reconciliation.compare import Tolerances, day_window, node_hour_coverage, reconcile
 from usage_etl.warehouse.client import open_warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
@@ -90,7 +90,7 @@ def main() -> None:
                 "reconcile", lambda: reconcile(warehouse, DAY, Tolerances(), "cache_events")
             )
             print(f"groups: {rec.groups:,}  status: {rec.status}  worst listed: {len(rec.worst)}")
-            comp = timed("completeness", lambda: completeness(warehouse, DAY))
+            comp = timed("completeness", lambda: node_hour_coverage(warehouse, DAY))
             print(f"nodes: {comp.nodes}  missing node-hours: {comp.missing_node_hours}")
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from usage_etl.landing import Landing as LandingArea
 from usage_etl.rollups.schema import object_key
 from usage_etl.simulator.truth import ROW_SCHEMA
 
@@ -89,6 +90,11 @@ class Landing:
         self.client = s3_server.client()
         self.bucket = settings.landing_bucket
         self.prefix = settings.landing_prefix
+
+    @property
+    def area(self) -> LandingArea:
+        """The same landing area as the pipeline's value."""
+        return LandingArea(self.client, self.bucket, self.prefix)
 
     def key(self, name: str, day: date = date(2026, 10, 5), hour: int = 3, node: str = "node-a"):
         return object_key(self.prefix, day, hour, node, name)

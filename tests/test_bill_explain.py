@@ -16,7 +16,6 @@ from test_invoices import GIB, add_usage, publish_days
 from typer.testing import CliRunner
 
 from usage_etl.cli import app
-from usage_etl.defs.usage.assets import _day_state
 from usage_etl.invoicing.bill import account_bill
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
@@ -27,7 +26,7 @@ from usage_etl.periods import Period
 from usage_etl.settings import SAMPLE_PRICE_BOOK
 from usage_etl.usage import read_api
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication
+from usage_etl.usage.publish import publish_day, record_day_publication
 
 OCT, NOV = Period.parse("2026-10"), Period.parse("2026-11")
 DAY = date(2026, 10, 5)
@@ -46,9 +45,8 @@ def run(warehouse, book, period, as_of):
 
 def ingest(warehouse, landing, day=DAY):
     load = f"load-{uuid.uuid4().hex[:8]}"
-    ingest_day(warehouse, landing.client, landing.bucket, landing.prefix, day, load)
-    record_publication(warehouse, publish_day(warehouse, day, load), load,
-                       _day_state(warehouse, day))  # fmt: skip
+    ingest_day(warehouse, landing.area, day, load)
+    record_day_publication(warehouse, publish_day(warehouse, day, load), load)
 
 
 def land_acme(landing):

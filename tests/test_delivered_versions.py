@@ -16,7 +16,7 @@ import pytest
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, run_daily, usage_rows
 
 from usage_etl.simulator.truth import ROW_SCHEMA, latest_versions
-from usage_etl.usage.versions import CONTENT_HASH, content_hash
+from usage_etl.usage.dedupe import CONTENT_HASH, content_hash
 
 DAY = "2026-10-05"
 

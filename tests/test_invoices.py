@@ -34,6 +34,7 @@ from usage_etl.invoicing.store import (
     read_invoices,
     read_lines,
 )
+from usage_etl.landing import Landing
 from usage_etl.periods import Period
 from usage_etl.rollups.schema import object_key
 from usage_etl.s3 import s3_client
@@ -108,7 +109,7 @@ def run(wh, settings, period, as_of, book=BOOK):
         at(as_of),
         f"run-{uuid.uuid4().hex}",
         lambda: check_completeness(
-            wh, s3, settings.landing_bucket, settings.landing_prefix, period
+            wh, Landing(s3, settings.landing_bucket, settings.landing_prefix), period
         ),
     )
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from usage_etl.defs.usage.assets import _day_state
 from usage_etl.invoicing.completeness import Completeness
 from usage_etl.invoicing.explain import explain_invoice
 from usage_etl.invoicing.export import export_period
@@ -24,11 +23,12 @@ from usage_etl.invoicing.price_book import parse_price_book
 from usage_etl.invoicing.run import run_period
 from usage_etl.invoicing.statement import check_statement, exact_sum, statement_rows
 from usage_etl.invoicing.store import read_invoices, read_lines
+from usage_etl.landing import Landing
 from usage_etl.periods import Period
 from usage_etl.settings import Settings
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication
+from usage_etl.usage.publish import publish_day, record_day_publication
 from usage_etl.warehouse.client import Warehouse
 from usage_etl.warehouse.migrations import DdlOptions, apply_migrations
 
@@ -91,9 +91,9 @@ def simulate_days(warehouse, s3, settings, days, seed=11):
         Simulator.upload(sim_day.files, s3, settings.landing_bucket, settings.landing_prefix,
                          include_late=True)  # fmt: skip
         load = f"load-{uuid.uuid4().hex[:8]}"
-        ingest_day(warehouse, s3, settings.landing_bucket, settings.landing_prefix, day, load)
-        record_publication(warehouse, publish_day(warehouse, day, load), load,
-                           _day_state(warehouse, day))  # fmt: skip
+        ingest_day(warehouse, Landing(s3, settings.landing_bucket, settings.landing_prefix), day,
+                   load)  # fmt: skip
+        record_day_publication(warehouse, publish_day(warehouse, day, load), load)
 
 
 def run(warehouse, period, as_of):

@@ -197,10 +197,7 @@ def _reset(warehouse) -> None:
 
 
 def _ingest(warehouse, landing: Landing, access: native.S3Access | None, load_id: str):
-    return ingest_day(
-        warehouse, landing.client, landing.bucket, landing.prefix, DAY, load_id=load_id,
-        s3_access=access,
-    )  # fmt: skip
+    return ingest_day(warehouse, landing.area, DAY, load_id=load_id, s3_access=access)
 
 
 def test_native_path_stages_quarantines_and_records_exactly_what_python_does(landing, warehouse):
@@ -319,12 +316,13 @@ def test_a_native_run_never_loads_the_python_readers(landing, settings):
     script = """
         import sys
         from datetime import date
+        from usage_etl.landing import Landing
         from usage_etl.usage.load import ingest_day
         from usage_etl.defs.resources import ClickHouseResource, LandingResource
         landing = LandingResource()
         client = landing.get_client()
         report = ingest_day(
-            ClickHouseResource().get_warehouse(), client, landing.bucket, landing.prefix,
+            ClickHouseResource().get_warehouse(), Landing(client, landing.bucket, landing.prefix),
             date(2026, 10, 5), load_id="native-only", s3_access=landing.clickhouse_access(client),
         )
         print(report.objects_read_natively, report.objects_ignored, report.rows_loaded,

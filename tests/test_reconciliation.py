@@ -16,7 +16,7 @@ import pytest
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
 from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.vocabulary import daily_partitions
-from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
+from usage_etl.reconciliation.compare import Status, Tolerances, node_hour_coverage, reconcile
 from usage_etl.settings import MIB
 
 DAY = date(2026, 10, 5)
@@ -385,7 +385,7 @@ def test_silent_node_hour_is_reported(warehouse):
     )
 
     evaluation = run_checks()["node_hours_complete"]
-    comp = completeness(warehouse, DAY)
+    comp = node_hour_coverage(warehouse, DAY)
 
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN

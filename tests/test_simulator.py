@@ -38,7 +38,7 @@ from usage_etl.simulator import (
 )
 from usage_etl.simulator.fleet import KINDS, Fleet
 from usage_etl.simulator.spec import FAULT_OPTIONS_HELP
-from usage_etl.usage.versions import content_hash
+from usage_etl.usage.dedupe import content_hash
 
 DAY = date(2026, 10, 5)
 FLEET = FleetSpec(nodes=6, accounts=30, rows_per_day=4000, seed=11)
@@ -353,7 +353,7 @@ def test_conflicts_are_off_by_default_and_named_when_injected(clean, heavy):
     day = day_with(conflict_rate=0.05)
     twins = pl.concat([f.rows for f in day.with_fault(Fault.CONFLICT)])
     assert day.conflicting_event_ids() == set(twins["event_id"])
-    # Ties resolve to the greater content hash, as in the pipeline (usage/versions.py): the
+    # Ties resolve to the greater content hash, as in the pipeline (usage/dedupe.py): the
     # twin (which carries more bytes) wins some conflicts and loses others.
     originals = {
         row["event_id"]: row

@@ -12,6 +12,7 @@ from datetime import date
 import polars as pl
 import pytest
 
+from usage_etl.landing import Landing
 from usage_etl.simulator import SUPPORTED_BAD_ROW_RULES, FaultSpec, FleetSpec, Simulator
 from usage_etl.simulator.fleet import Fleet
 from usage_etl.simulator.truth import USAGE_SCHEMA
@@ -49,9 +50,8 @@ def usage_daily(warehouse) -> pl.DataFrame:
 
 
 def run(warehouse, s3, settings, load_id: str):
-    report = ingest.ingest_day(
-        warehouse, s3, settings.landing_bucket, settings.landing_prefix, DAY, load_id
-    )
+    landing = Landing(s3, settings.landing_bucket, settings.landing_prefix)
+    report = ingest.ingest_day(warehouse, landing, DAY, load_id)
     publish.publish_day(warehouse, DAY, load_id)
     return report
 

@@ -28,10 +28,11 @@ from reliability_harness import (
 
 from usage_etl import crash_points
 from usage_etl.invoicing.completeness import stale_days
+from usage_etl.landing import Landing
 from usage_etl.periods import Period
 from usage_etl.s3 import s3_client
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication
+from usage_etl.usage.publish import publish_day, record_day_publication
 from usage_etl.warehouse.client import is_embedded
 
 DAYS = [DAY - timedelta(days=2), DAY - timedelta(days=1), DAY]
@@ -97,13 +98,10 @@ class _Run:
         self.warehouse, self.settings, self.load_id = warehouse, settings, f"{name}.run"
 
     def __call__(self, day: date = DAY) -> None:
-        ingest_day(
-            self.warehouse, s3_client(), self.settings.landing_bucket,
-            self.settings.landing_prefix, day, load_id=self.load_id,
-        )  # fmt: skip
+        landing = Landing(s3_client(), self.settings.landing_bucket, self.settings.landing_prefix)
+        ingest_day(self.warehouse, landing, day, load_id=self.load_id)
         report = publish_day(self.warehouse, day, self.load_id)
-        objects = {"loaded": 0, "quarantined": 0, "ignored": 0}
-        record_publication(self.warehouse, report, self.load_id, objects)
+        record_day_publication(self.warehouse, report, self.load_id)
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
-from usage_etl.rollups.schema import RollupKey, classify_key, day_prefix
+from usage_etl.landing import LandedObject
 from usage_etl.settings import LateFileSettings
+
+__all__ = ["LandedObject", "ScanCursor", "ScanWindow", "late_objects", "signature"]
 
 DEFAULT_LOOKBACK_DAYS = LateFileSettings.model_fields["late_lookback_days"].default
 DEFAULT_DAYS_PER_TICK = LateFileSettings.model_fields["late_days_per_tick"].default
@@ -75,22 +77,6 @@ class ScanCursor:
     def forget_outside(self, window: Iterable[date]) -> None:
         keep = {d.isoformat() for d in window}
         self.requested = {d: s for d, s in self.requested.items() if d in keep}
-
-
-@dataclass(frozen=True)
-class LandedObject:
-    key: str
-    etag: str
-    last_modified: datetime
-
-
-def list_rollup_objects(s3, bucket: str, prefix: str, day: date) -> Iterator[LandedObject]:
-    """Rollup files under the day's prefix; ignored objects cannot change usage."""
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix(prefix, day)):
-        for obj in page.get("Contents", []):
-            if isinstance(classify_key(prefix, obj["Key"], obj["Size"]), RollupKey):
-                yield LandedObject(obj["Key"], obj["ETag"].strip('"'), obj["LastModified"])
 
 
 def late_objects(objects: Iterable[LandedObject], baseline: float) -> list[LandedObject]:

@@ -11,13 +11,13 @@ way the day must be re-run before billing it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
 from usage_etl.invoicing.store import published_days
+from usage_etl.landing import Landing
 from usage_etl.periods import Period
-from usage_etl.rollups.schema import RollupKey, classify_key
+from usage_etl.usage.ledger import current_etags, days_with_entries, last_recorded_sql
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -61,75 +61,31 @@ def _normalize_etag(etag: str) -> str:
 
 def ledger_etags(warehouse: Warehouse, period: Period) -> dict[str, str]:
     """The current ETag the ledger holds for each object key of the period."""
-    rows = warehouse.query_rows(
-        f"""
-        SELECT object_key, argMax(etag, recorded_at)
-        FROM {warehouse.table("ingest_objects")}
-        WHERE day >= {{start:Date}} AND day < {{end:Date}}
-        GROUP BY object_key
-        """,
-        {"start": period.start, "end": period.end},
-    )
-    return {key: _normalize_etag(etag) for key, etag in rows}
-
-
-def list_objects(s3, bucket: str, prefix: str) -> Iterator[dict]:
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
-
-
-def month_prefix(landing_prefix: str, period: Period) -> str:
-    head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
-    return f"{head}date={period.label}-"
-
-
-def late_objects(
-    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
-) -> dict[date, list[str]]:
-    """Rollup objects in S3 whose current version the ledger has not decided about."""
-    return _scan(warehouse, s3, bucket, landing_prefix, period)[0]
+    return {key: _normalize_etag(etag) for key, etag in current_etags(warehouse, period).items()}
 
 
 def _scan(
-    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
+    warehouse: Warehouse, landing: Landing, period: Period
 ) -> tuple[dict[date, list[str]], set[date]]:
     """(late objects per day, days that have rollup objects at all)."""
     ledger = ledger_etags(warehouse, period)
-    head = f"{landing_prefix.strip('/')}/" if landing_prefix.strip("/") else ""
     late: dict[date, list[str]] = {}
     days_with_objects: set[date] = set()
-    for obj in list_objects(s3, bucket, month_prefix(landing_prefix, period)):
-        key = obj["Key"]
-        parsed = classify_key(landing_prefix, key, obj.get("Size", 0))
-        if not isinstance(parsed, RollupKey) or not period.start <= parsed.day < period.end:
-            continue
-        days_with_objects.add(parsed.day)
+    for obj in landing.rollups_of_period(period):
+        day = obj.kind.day  # type: ignore[union-attr]
+        days_with_objects.add(day)
         # The ledger may hold the full key or the key relative to the landing prefix.
-        known = ledger.get(key) or ledger.get(key.removeprefix(head))
-        if known != _normalize_etag(obj.get("ETag", "")):
-            late.setdefault(parsed.day, []).append(key)
+        known = ledger.get(obj.key) or ledger.get(landing.relative(obj.key))
+        if known != _normalize_etag(obj.etag):
+            late.setdefault(day, []).append(obj.key)
     return late, days_with_objects
-
-
-def ledger_days(warehouse: Warehouse, period: Period) -> set[date]:
-    rows = warehouse.query_rows(
-        f"SELECT DISTINCT day FROM {warehouse.table('ingest_objects')} "
-        "WHERE day >= {start:Date} AND day < {end:Date}",
-        {"start": period.start, "end": period.end},
-    )
-    return {r[0] for r in rows}
 
 
 def stale_days(warehouse: Warehouse, period: Period) -> list[date]:
     """Days whose ledger has entries newer than the day's last publication."""
     rows = warehouse.query_rows(
         f"""
-        SELECT l.day FROM
-        (
-            SELECT day, max(recorded_at) AS recorded FROM {warehouse.table("ingest_objects")}
-            WHERE day >= {{start:Date}} AND day < {{end:Date}} GROUP BY day
-        ) AS l
+        SELECT l.day FROM ({last_recorded_sql(warehouse)}) AS l
         INNER JOIN
         (
             SELECT day, max(published_at) AS published
@@ -144,14 +100,12 @@ def stale_days(warehouse: Warehouse, period: Period) -> list[date]:
     return [r[0] for r in rows]
 
 
-def check_completeness(
-    warehouse: Warehouse, s3, bucket: str, landing_prefix: str, period: Period
-) -> Completeness:
+def check_completeness(warehouse: Warehouse, landing: Landing, period: Period) -> Completeness:
     published = published_days(warehouse, period)
-    late, days_with_objects = _scan(warehouse, s3, bucket, landing_prefix, period)
+    late, days_with_objects = _scan(warehouse, landing, period)
     # A day with no rollup object anywhere has nothing to bill: not materializing it loses
     # nothing. A day with objects (in S3 or the ledger) must have been published.
-    has_usage_input = days_with_objects | ledger_days(warehouse, period)
+    has_usage_input = days_with_objects | days_with_entries(warehouse, period)
     return Completeness(
         unpublished_days=[d for d in period.days if d not in published and d in has_usage_input],
         late_objects=late,

@@ -42,18 +42,16 @@ from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_f
 from usage_etl.invoicing.price_book import PriceBook, TierCharge
 from usage_etl.invoicing.store import LINES, latest_book, meter_totals, read_lines
 from usage_etl.periods import Period
+from usage_etl.usage.dedupe import VERSION_ORDER
 
 # The ingest code's own rules: which staged rows count (contract §1) and the content hash of
 # the equal-emitted_at tie-break.
 from usage_etl.usage.ledger import counting_rows_sql
-from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.client import Warehouse
 
 DIMENSIONS = (
     "project_id", "region", "node_id", "direction", "operation", "artifact_kind", "network_path",
 )  # fmt: skip
-# The order publish's dedupe takes the latest version by (latest_versions_sql).
-VERSION_ORDER = f"(emitted_at, {CONTENT_HASH})"
 
 COUNTED, REDELIVERED, SUPERSEDED, CONFLICT = "counted", "redelivered", "superseded", "conflict"
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from usage_etl.settings import Tolerances
-from usage_etl.usage.ledger import counting_loads_sql
+from usage_etl.usage.ledger import current_objects_sql
 from usage_etl.warehouse.client import Warehouse
 
 HOURS = 24
@@ -216,7 +216,7 @@ def _by_bytes(nodes: list[str], sizes: list[int]) -> tuple[tuple[str, int], ...]
     return tuple(sorted(zip(nodes, map(int, sizes), strict=True), key=lambda n: (-n[1], n[0])))
 
 
-# -- completeness --------------------------------------------------------------------------------
+# -- node-hour coverage (the completeness check) ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class NodeGap:
 
 
 @dataclass(frozen=True)
-class Completeness:
+class NodeHourCoverage:
     day: date
     nodes: int  # nodes with at least one loaded or quarantined object for the day
     objects_loaded: int
@@ -247,21 +247,6 @@ class Completeness:
             return None
         return self.newest_last_modified - day_window(self.day)[1]
 
-
-# The current state of each object is its ledger row with the greatest recorded_at; `delivered`:
-# some version of it was loaded and its rows count (ledger.counting_loads_sql), even if the
-# object was overwritten since (contract §1: nothing is retracted).
-_CURRENT_OBJECTS_SQL = """
-SELECT object_key,
-       argMax(node_id, recorded_at) AS node_id,
-       argMax(hour, recorded_at) AS hour,
-       argMax(status, recorded_at) AS status,
-       argMax(last_modified, recorded_at) AS last_modified,
-       object_key IN (SELECT object_key FROM ({counting})) AS delivered
-FROM {ingest_objects}
-WHERE day = {{day:Date}}
-GROUP BY object_key
-"""
 
 _LEDGER_SUMMARY_SQL = """
 SELECT countIf(status = 'loaded'), countIf(status = 'quarantined'), countIf(status = 'ignored'),
@@ -292,11 +277,10 @@ LIMIT {{limit:UInt32}}
 """
 
 
-def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Completeness:
+def node_hour_coverage(warehouse: Warehouse, day: date, max_nodes: int = 50) -> NodeHourCoverage:
     """Which node-hours of the day have no loaded object, for nodes that reported that day."""
-    current = _CURRENT_OBJECTS_SQL.format(
-        ingest_objects=warehouse.table("ingest_objects"), counting=counting_loads_sql(warehouse)
-    )
+    # The current state of each object, from its ledger (ledger.current_objects_sql).
+    current = current_objects_sql(warehouse)
     loaded, quarantined, ignored, seen, newest, nodes = warehouse.query_rows(
         _LEDGER_SUMMARY_SQL.format(current=current), {"day": day}
     )[0]
@@ -307,7 +291,7 @@ def completeness(warehouse: Warehouse, day: date, max_nodes: int = 50) -> Comple
         NodeGap(node, sorted(int(h) for h in missing), sorted(int(h) for h in in_quarantine))
         for node, missing, in_quarantine, _, _ in rows
     ]
-    return Completeness(
+    return NodeHourCoverage(
         day=day,
         nodes=int(nodes),
         objects_loaded=int(loaded),

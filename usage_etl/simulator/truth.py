@@ -3,7 +3,7 @@
 Computed from the rows the simulator knows it wrote, never by reading the files back:
 rows of unreadable files and rows it broke on purpose are excluded; per event_id the version
 with the greatest emitted_at wins. Conflicts (same event_id and emitted_at, other values) are
-resolved as the pipeline resolves them, by the greatest content hash (`usage/versions.py`),
+resolved as the pipeline resolves them, by the greatest content hash (`usage/dedupe.py`),
 and `conflicting_event_ids` names them.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from usage_etl.rollups.schema import FIELDS, USAGE_DIMENSIONS
-from usage_etl.usage.versions import content_hash
+from usage_etl.usage.dedupe import content_hash
 
 if TYPE_CHECKING:
     from usage_etl.simulator.model import SimFile

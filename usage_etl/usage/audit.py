@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from usage_etl.usage.dedupe import CONTENT_HASH
 from usage_etl.usage.ledger import counting_rows_sql, decided_versions_sql
 from usage_etl.usage.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
-from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -151,7 +151,7 @@ def _current_quarantine_sql(warehouse: Warehouse) -> str:
         FROM {warehouse.table("quarantined_rows")}
         WHERE day = {{day:Date}} AND (
             (source_key, source_etag, run_id) IN (
-                SELECT object_key, etag, run_id FROM ({decided_versions_sql(warehouse)})
+                SELECT object_key, etag, load_id FROM ({decided_versions_sql(warehouse)})
             )
             OR run_id = (
                 SELECT argMax(run_id, published_at)

@@ -12,6 +12,11 @@ version with a greater emitted_at replaces one, at dedupe. Per (key, ETag) the l
 names the load whose rows count, so the same content loaded twice (concurrent runs, or judged
 again under a changed node registry) counts once and under the rules in force. Rows with no
 ledger entry (a crashed or retried attempt, a native attempt handed back) never count.
+
+This module is the one door to the ledger: every query of an object's current entry goes
+through `latest_sql` (its latest row by recorded_at), and invoicing, the audits and
+reconciliation call the functions below rather than reading `ingest_objects` themselves. The
+ledger's load ids are read as `load_id` (sql/010: an ALIAS of the physical column `run_id`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from usage_etl.periods import Period
 from usage_etl.warehouse.client import Warehouse
 
+# The columns a ledger row is inserted with. The load id goes to the physical column `run_id`
+# (its name since sql/002); readers use its ALIAS `load_id` (sql/010).
 LEDGER_COLUMNS = (
     "day", "object_key", "etag", "size", "last_modified", "node_id", "hour", "format",
     "status", "reason", "rows_read", "rows_loaded", "rows_quarantined", "run_id", "recorded_at",
@@ -39,46 +47,94 @@ class LedgerEntry:
     load_id: str
 
 
+# The period filter of the ledger queries over a billing period (query parameters only).
+IN_PERIOD = "day >= {start:Date} AND day < {end:Date}"
+ON_DAY = "day = {day:Date}"
+
+
+def latest_sql(
+    warehouse: Warehouse,
+    columns: tuple[str, ...],
+    *,
+    per: str = "object_key",
+    where: str = ON_DAY,
+) -> str:
+    """THE current-entry rule, the only one: a subquery with one row per `per` (`object_key`:
+    an object; `object_key, etag`: one version of it) holding the values of `columns` from its
+    latest ledger row (greatest recorded_at), under the columns' own names. `where` filters the
+    ledger rows first (ON_DAY, `{day:Date}`, or IN_PERIOD, `{start:Date}` and `{end:Date}`)."""
+    latest = ", ".join(f"argMax({c}, recorded_at) AS {c}" for c in columns)
+    return f"""
+        SELECT {per}, {latest}
+        FROM {warehouse.table("ingest_objects")}
+        WHERE {where}
+        GROUP BY {per}
+    """
+
+
 def current_entries(warehouse: Warehouse, day: date) -> dict[str, LedgerEntry]:
+    current = latest_sql(
+        warehouse,
+        ("etag", "status", "reason", "rows_read", "rows_loaded", "rows_quarantined", "load_id"),
+    )
     rows = warehouse.query_rows(
         f"""
-        SELECT object_key,
-               argMax(etag, recorded_at), toString(argMax(status, recorded_at)),
-               argMax(reason, recorded_at), argMax(rows_read, recorded_at),
-               argMax(rows_loaded, recorded_at), argMax(rows_quarantined, recorded_at),
-               argMax(run_id, recorded_at)
-        FROM {warehouse.table("ingest_objects")}
-        WHERE day = {{day:Date}}
-        GROUP BY object_key
+        SELECT object_key, etag, toString(status), reason, rows_read, rows_loaded,
+               rows_quarantined, load_id
+        FROM ({current})
         """,
         {"day": day},
     )
     return {r[0]: LedgerEntry(*r) for r in rows}
 
 
-def counting_loads_sql(warehouse: Warehouse) -> str:
-    """THE rule: a subquery of (object_key, etag, run_id, loaded_rows), the loads whose rows
-    count for `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest
-    decision, if that decision was `loaded`. (The ledger's `run_id` column holds load ids.)"""
+def day_state(warehouse: Warehouse, day: date) -> dict[str, int]:
+    """How many objects of the day are currently loaded, quarantined and ignored."""
+    entries = current_entries(warehouse, day).values()
+    return {
+        s: sum(1 for e in entries if e.status == s) for s in ("loaded", "quarantined", "ignored")
+    }
+
+
+def current_etags(warehouse: Warehouse, period: Period) -> dict[str, str]:
+    """The ETag of the current entry of every object key of the period's days."""
+    rows = warehouse.query_rows(
+        f"SELECT object_key, etag FROM ({latest_sql(warehouse, ('etag',), where=IN_PERIOD)})",
+        {"start": period.start, "end": period.end},
+    )
+    return dict(rows)
+
+
+def current_objects_sql(warehouse: Warehouse) -> str:
+    """(object_key, node_id, hour, status, last_modified, delivered) of every object of
+    `{day:Date}` as its current entry has it; `delivered`: some version of it was loaded and
+    its rows count (counting_loads_sql), even if the object was overwritten since (contract §1:
+    nothing is retracted)."""
+    current = latest_sql(warehouse, ("node_id", "hour", "status", "last_modified"))
     return f"""
-        SELECT object_key, etag, argMax(run_id, recorded_at) AS run_id,
-               argMax(rows_loaded, recorded_at) AS loaded_rows
-        FROM {warehouse.table("ingest_objects")}
-        WHERE day = {{day:Date}}
-        GROUP BY object_key, etag
-        HAVING argMax(status, recorded_at) = 'loaded'
+        SELECT object_key, node_id, hour, status, last_modified,
+               object_key IN (SELECT object_key FROM ({counting_loads_sql(warehouse)}))
+                   AS delivered
+        FROM ({current})
+    """
+
+
+def counting_loads_sql(warehouse: Warehouse) -> str:
+    """THE rule: a subquery of (object_key, etag, load_id, loaded_rows), the loads whose rows
+    count for `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest
+    decision, if that decision was `loaded`."""
+    latest = latest_sql(warehouse, ("load_id", "rows_loaded", "status"), per="object_key, etag")
+    return f"""
+        SELECT object_key, etag, load_id, rows_loaded AS loaded_rows
+        FROM ({latest})
+        WHERE status = 'loaded'
     """
 
 
 def decided_versions_sql(warehouse: Warehouse) -> str:
-    """(object_key, etag, run_id) of the latest decision about every object version of
+    """(object_key, etag, load_id) of the latest decision about every object version of
     `{day:Date}`, whatever it was: the quarantine that belongs to the counting state."""
-    return f"""
-        SELECT object_key, etag, argMax(run_id, recorded_at) AS run_id
-        FROM {warehouse.table("ingest_objects")}
-        WHERE day = {{day:Date}}
-        GROUP BY object_key, etag
-    """
+    return latest_sql(warehouse, ("load_id",), per="object_key, etag")
 
 
 def counting_rows_sql(warehouse: Warehouse) -> str:
@@ -91,7 +147,7 @@ def counting_rows_sql(warehouse: Warehouse) -> str:
         SELECT * FROM {warehouse.table("rollup_rows")}
         WHERE day = {{day:Date}}
           AND load_key IN (
-              SELECT sipHash128(object_key, etag, run_id)
+              SELECT sipHash128(object_key, etag, load_id)
               FROM ({counting_loads_sql(warehouse)})
           )
     """
@@ -103,6 +159,32 @@ def counting_row_count(warehouse: Warehouse, day: date) -> int:
         f"SELECT sum(loaded_rows) FROM ({counting_loads_sql(warehouse)})", {"day": day}
     )
     return int(total or 0)
+
+
+def version(warehouse: Warehouse, day: date) -> int:
+    """Rows of the day's append-only ledger: grows with every decision any run records."""
+    return warehouse.query_one(
+        f"SELECT count() FROM {warehouse.table('ingest_objects')} WHERE day = {{day:Date}}",
+        {"day": day},
+    )
+
+
+def days_with_entries(warehouse: Warehouse, period: Period) -> set[date]:
+    """The period's days that have any ledger entry."""
+    rows = warehouse.query_rows(
+        f"SELECT DISTINCT day FROM {warehouse.table('ingest_objects')} WHERE {IN_PERIOD}",
+        {"start": period.start, "end": period.end},
+    )
+    return {r[0] for r in rows}
+
+
+def last_recorded_sql(warehouse: Warehouse) -> str:
+    """(day, recorded): when each day of the period [`{start:Date}`, `{end:Date}`) last had a
+    decision recorded."""
+    return f"""
+        SELECT day, max(recorded_at) AS recorded FROM {warehouse.table("ingest_objects")}
+        WHERE {IN_PERIOD} GROUP BY day
+    """
 
 
 def record(warehouse: Warehouse, rows: list[list]) -> None:

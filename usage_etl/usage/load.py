@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from usage_etl import crash_points
-from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
+from usage_etl.landing import LandedObject, Landing
+from usage_etl.rollups.schema import IgnoreReason, RollupKey
 from usage_etl.settings import tuning
 from usage_etl.usage import ledger, native
 from usage_etl.usage.registry import NodeAuthorization
@@ -47,15 +48,6 @@ class StorageError(RuntimeError):
     """S3 failed while reading a named object (transient: the run may be retried)."""
 
 
-@dataclass(frozen=True)
-class ListedObject:
-    key: str
-    etag: str
-    size: int
-    last_modified: datetime
-    kind: RollupKey | IgnoreReason
-
-
 @dataclass
 class IngestReport:
     objects_listed: int = 0
@@ -73,31 +65,18 @@ class IngestReport:
     objects_handed_back: dict[str, str] = field(default_factory=dict)  # key -> why
 
 
-def list_day(s3, bucket: str, prefix: str, day: date) -> list[ListedObject]:
-    listed = []
-    paginator = s3.get_paginator("list_objects_v2")
+def list_day(landing: Landing, day: date) -> list[LandedObject]:
     try:
-        for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix(prefix, day)):
-            for obj in page.get("Contents", []):
-                kind = classify_key(prefix, obj["Key"], obj["Size"])
-                if isinstance(kind, RollupKey) and kind.day != day:
-                    kind = IgnoreReason.BAD_KEY
-                listed.append(
-                    ListedObject(
-                        obj["Key"], obj["ETag"].strip('"'), obj["Size"],
-                        obj["LastModified"].astimezone(UTC), kind,
-                    )
-                )  # fmt: skip
+        return landing.objects_of_day(day)
     except (BotoCoreError, ClientError) as exc:
         raise StorageError(
-            f"listing s3://{bucket}/{day_prefix(prefix, day)} failed: {exc}"
+            f"listing s3://{landing.bucket}/{landing.day_prefix(day)} failed: {exc}"
         ) from None
-    return sorted(listed, key=lambda o: o.key)
 
 
 @dataclass
 class _FileOutcome:
-    obj: ListedObject
+    obj: LandedObject
     etag: str
     good: pl.DataFrame | None = None
     bad: pl.DataFrame | None = None
@@ -106,7 +85,7 @@ class _FileOutcome:
 
 
 def _read_and_validate(
-    s3, bucket: str, obj: ListedObject, tenant_for_node: Callable[[str], NodeAuthorization]
+    landing: Landing, obj: LandedObject, tenant_for_node: Callable[[str], NodeAuthorization]
 ) -> _FileOutcome:
     # The Python readers (polars) load only when a file takes this path, not in every run.
     from usage_etl.usage.readers import FileQuarantined, read_rollup_file
@@ -114,11 +93,11 @@ def _read_and_validate(
 
     key: RollupKey = obj.kind  # type: ignore[assignment]
     try:
-        response = s3.get_object(Bucket=bucket, Key=obj.key)
+        response = landing.client.get_object(Bucket=landing.bucket, Key=obj.key)
         body = response["Body"].read()
         etag = response["ETag"].strip('"')
     except (BotoCoreError, ClientError) as exc:
-        raise StorageError(f"reading s3://{bucket}/{obj.key} failed: {exc}") from None
+        raise StorageError(f"reading s3://{landing.bucket}/{obj.key} failed: {exc}") from None
     outcome = _FileOutcome(obj, etag)
     try:
         parsed = read_rollup_file(body, key.format)
@@ -219,7 +198,7 @@ def _arrow(frame: pl.DataFrame):
 
 
 def _prefetched(
-    pool: ThreadPoolExecutor, objects: list[ListedObject], work, prefetch: int
+    pool: ThreadPoolExecutor, objects: list[LandedObject], work, prefetch: int
 ) -> Iterator[_FileOutcome]:
     """Results in order, with at most `prefetch` files read ahead."""
     pending: collections.deque[Future] = collections.deque()
@@ -237,9 +216,7 @@ def _prefetched(
 
 def ingest_day(
     warehouse: Warehouse,
-    s3,
-    bucket: str,
-    prefix: str,
+    landing: Landing,
     day: date,
     load_id: str,
     tenant_for_node: Callable[[str], NodeAuthorization] = lambda node: NodeAuthorization(),
@@ -250,12 +227,12 @@ def ingest_day(
     """Decide every new or changed object of the day. With `s3_access`, ClickHouse reads the
     objects itself first (native.py) and Python reads only what it hands back."""
     report = IngestReport()
-    listed = list_day(s3, bucket, prefix, day)
+    listed = list_day(landing, day)
     report.objects_listed = len(listed)
     crash_points.fault_point("ingest.listed")
     current = ledger.current_entries(warehouse, day)
     batch = _Batch(warehouse, day, load_id)
-    todo: list[ListedObject] = []
+    todo: list[LandedObject] = []
     for obj in listed:
         seen = current.get(obj.key)
         if seen is not None and seen.etag == obj.etag and _same_rules(seen, obj, tenant_for_node):
@@ -268,11 +245,11 @@ def ingest_day(
             todo.append(obj)
 
     if s3_access is not None:
-        todo = _load_natively(warehouse, s3_access, bucket, day, load_id, todo, tenant_for_node,
-                              report)  # fmt: skip
+        todo = _load_natively(warehouse, s3_access, landing.bucket, day, load_id, todo,
+                              tenant_for_node, report)  # fmt: skip
 
-    def work(obj: ListedObject) -> _FileOutcome:
-        return _read_and_validate(s3, bucket, obj, tenant_for_node)
+    def work(obj: LandedObject) -> _FileOutcome:
+        return _read_and_validate(landing, obj, tenant_for_node)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup-read") as pool:
         try:
@@ -298,10 +275,10 @@ def _load_natively(
     bucket: str,
     day: date,
     load_id: str,
-    todo: list[ListedObject],
+    todo: list[LandedObject],
     tenant_for_node: Callable[[str], NodeAuthorization],
     report: IngestReport,
-) -> list[ListedObject]:
+) -> list[LandedObject]:
     """Load what ClickHouse can decide alone; return the objects Python must still read.
 
     Rows of this path carry load ids of their own (`<load_id>.s3.<attempt>`): a file handed
@@ -361,7 +338,7 @@ def _load_natively(
 
 
 def _same_rules(
-    seen: ledger.LedgerEntry, obj: ListedObject, tenant_for_node: Callable[[str], NodeAuthorization]
+    seen: ledger.LedgerEntry, obj: LandedObject, tenant_for_node: Callable[[str], NodeAuthorization]
 ) -> bool:
     """Was this loaded object judged under the node authorization in force now?"""
     if seen.status != "loaded" or not isinstance(obj.kind, RollupKey):

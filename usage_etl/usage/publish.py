@@ -1,11 +1,12 @@
 """Deduplicate a day's staged rollups and publish `usage_hourly` and `usage_daily` atomically.
 
-Dedupe (contract §1): per event_id, the version with the greatest emitted_at wins among every
-version ever delivered (the counting rows of `ledger.counting_rows_sql`: overwriting or deleting
-an object retracts nothing); between versions with equal emitted_at the one with the greatest
-content hash wins (`versions.py`), so the choice is the same whatever order files arrived or
-were processed in. Identical re-deliveries have the same hash and count once; equal emitted_at
-with different contents is a *conflict*, counted and reported.
+Dedupe (contract §1, the rule in `dedupe.py`): per event_id, the version with the greatest
+emitted_at wins among every version ever delivered (the counting rows of
+`ledger.counting_rows_sql`: overwriting or deleting an object retracts nothing); between
+versions with equal emitted_at the one with the greatest content hash wins, so the choice is the
+same whatever order files arrived or were processed in. Identical re-deliveries have the same
+hash and count once; equal emitted_at with different contents is a *conflict*, counted and
+reported.
 
 Publish: the day is computed into per-load build tables, then swapped in with
 `ALTER TABLE … REPLACE PARTITION`, which is atomic per table: readers see the old day or the
@@ -28,12 +29,12 @@ from datetime import UTC, date, datetime
 from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.settings import tuning
+from usage_etl.usage import ledger
+from usage_etl.usage.dedupe import CONTENT_HASH, DIMENSIONS, latest_versions_sql
 from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
-from usage_etl.usage.versions import CONTENT_HASH
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
-DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
 # bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
 DEDUPE_BUCKET_ROWS = tuning().dedupe_bucket_rows  # USAGE_ETL_DEDUPE_BUCKET_ROWS
@@ -66,27 +67,6 @@ GROUP_SUM_OVERFLOW = "group_sum_overflow"
 UINT64_MAX = 2**64 - 1
 
 
-def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
-    """One row per event_id whose hash is in the table `duplicates`: the winning version (the
-    greatest (emitted_at, content_hash)), how many versions it was chosen from, and whether the
-    versions sharing the greatest emitted_at differ in content (a conflict)."""
-    return f"""
-        SELECT
-            event_id,
-            argMax(({DIMENSIONS}, window_start, bytes, request_count),
-                   (emitted_at, content_hash)) AS v,
-            count() AS versions,
-            argMax(content_hash, (emitted_at, content_hash))
-                != argMin(content_hash, (-toUnixTimestamp64Micro(emitted_at), content_hash))
-                AS conflict
-        FROM (
-            SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
-            WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
-        )
-        GROUP BY event_id
-    """
-
-
 # Runs of the same day may overlap on a ClickHouse server (no engine lock): one that built its
 # tables before another recorded new objects could swap in after it, and overwrite the newer
 # day with an older one. So after swapping, a run checks that the day's ledger did not change
@@ -97,21 +77,13 @@ MAX_PUBLISH_ATTEMPTS = 5
 
 def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
     for attempt in range(1, MAX_PUBLISH_ATTEMPTS + 1):
-        version = _ledger_version(warehouse, day)
+        version = ledger.version(warehouse, day)
         report = _publish_once(warehouse, day, load_id, f"{load_id}.publish.{attempt}")
-        if _ledger_version(warehouse, day) == version:
+        if ledger.version(warehouse, day) == version:
             return report
     raise WarehouseError(
         f"{day}: other runs kept recording objects while this one published; re-run the day",
         transient=True,
-    )
-
-
-def _ledger_version(warehouse: Warehouse, day: date) -> int:
-    """Rows of the day's append-only ledger: grows with every decision any run records."""
-    return warehouse.query_one(
-        f"SELECT count() FROM {warehouse.table('ingest_objects')} WHERE day = {{day:Date}}",
-        {"day": day},
     )
 
 
@@ -542,12 +514,12 @@ def _report(
     )  # fmt: skip
 
 
-def record_publication(
-    warehouse: Warehouse,
-    report: PublishReport,
-    load_id: str,
-    objects: dict[str, int],
-) -> None:
+def record_day_publication(
+    warehouse: Warehouse, report: PublishReport, load_id: str
+) -> dict[str, int]:
+    """Log the publication in usage_day_publications, with how many of the day's objects the
+    ledger now holds as loaded, quarantined and ignored; returns those counts."""
+    objects = ledger.day_state(warehouse, report.day)
     warehouse.insert_rows(
         "usage_day_publications",
         [[
@@ -561,6 +533,7 @@ def record_publication(
             "request_count",
         ],
     )  # fmt: skip
+    return objects
 
 
 def top_accounts(warehouse: Warehouse, day: date, limit: int = 10) -> list[dict]:

@@ -15,7 +15,6 @@ from usage_etl.automation.late_files import (
     ScanCursor,
     ScanWindow,
     late_objects,
-    list_rollup_objects,
     signature,
 )
 from usage_etl.defs.automation.history import day_baselines
@@ -23,6 +22,7 @@ from usage_etl.defs.jobs import daily_usage, monthly_invoices
 from usage_etl.defs.resources import ClockResource, LandingResource, PriceBookResource
 from usage_etl.defs.vocabulary import FIRST_DAY, PARTITION_TAG, sensor_status
 from usage_etl.invoicing.price_book import load_price_book
+from usage_etl.landing import Landing
 from usage_etl.s3 import s3_client
 
 LATE_FILE_INTERVAL_SECONDS = 120
@@ -46,7 +46,7 @@ def late_rollup_files(context: dg.SensorEvaluationContext, landing: LandingResou
     cursor.forget_outside(days)
     batch = cursor.next_batch(days, window.days_per_tick)
     baselines = day_baselines(context.instance, batch)
-    s3 = s3_client(max_attempts=2)
+    area = Landing(s3_client(max_attempts=2), landing.bucket, landing.prefix)
     deadline = time.monotonic() + TICK_BUDGET_SECONDS
     requests = []
     for index, day in enumerate(batch):
@@ -54,7 +54,7 @@ def late_rollup_files(context: dg.SensorEvaluationContext, landing: LandingResou
             cursor.position = days.index(day)  # resume here next tick
             context.log.warning(f"tick budget spent after {index} of {len(batch)} days")
             break
-        request = _late_request(context, cursor, s3, landing, day, baselines.get(day))
+        request = _late_request(context, cursor, area, day, baselines.get(day))
         if request is not None:
             requests.append(request)
     scanned = f"{batch[0]}..{batch[-1]}" if batch else "nothing"
@@ -65,12 +65,12 @@ def late_rollup_files(context: dg.SensorEvaluationContext, landing: LandingResou
     )
 
 
-def _late_request(context, cursor: ScanCursor, s3, landing, day: date, baseline: float | None):
+def _late_request(context, cursor: ScanCursor, landing: Landing, day: date, baseline: float | None):
     key = day.isoformat()
     if baseline is None:  # never published: not a late file, a day still to run
         cursor.requested.pop(key, None)
         return None
-    late = late_objects(list_rollup_objects(s3, landing.bucket, landing.prefix, day), baseline)
+    late = late_objects(landing.rollups_of_day(day), baseline)
     if not late:
         cursor.requested.pop(key, None)
         return None

@@ -28,6 +28,7 @@ from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.invoicing.run import PeriodOutcome, run_period
 from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
+from usage_etl.landing import Landing
 
 PREVIEW_ROWS = 10
 
@@ -77,7 +78,7 @@ def invoice_period(
         as_of,
         context.run.run_id,
         lambda: check_completeness(
-            warehouse, landing.get_client(), landing.bucket, landing.prefix, period
+            warehouse, Landing(landing.get_client(), landing.bucket, landing.prefix), period
         ),
     )
     if not outcome.checksum_ok:

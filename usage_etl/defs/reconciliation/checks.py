@@ -18,7 +18,7 @@ from usage_etl.defs.reconciliation.report import (
 from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import per_day_check
 from usage_etl.defs.vocabulary import POOL, USAGE_DAILY_KEY, daily_partitions
-from usage_etl.reconciliation.compare import Status, Tolerances, completeness, reconcile
+from usage_etl.reconciliation.compare import Status, Tolerances, node_hour_coverage, reconcile
 
 
 class ReconciliationConfig(dg.Config):
@@ -90,7 +90,7 @@ with warnings.catch_warnings():
         warehouse = clickhouse.get_warehouse()
 
         def evaluate(day):
-            comp = completeness(warehouse, day)
+            comp = node_hour_coverage(warehouse, day)
             return dg.AssetCheckResult(
                 passed=comp.nodes > 0 and comp.gap_nodes == 0,
                 severity=dg.AssetCheckSeverity.WARN,

@@ -9,9 +9,9 @@ from typing import Any
 import dagster as dg
 
 from usage_etl.reconciliation.compare import (
-    Completeness,
     GroupDiff,
     KindSummary,
+    NodeHourCoverage,
     Reconciliation,
     Status,
 )
@@ -157,7 +157,7 @@ def _hours(hours: list[int]) -> str:
     return ", ".join(f"{h:02d}" for h in hours)
 
 
-def gaps_table(comp: Completeness) -> str:
+def gaps_table(comp: NodeHourCoverage) -> str:
     lines = [
         "| node | missing hours (UTC) | count | of which quarantined |",
         "|---|---|---:|---|",
@@ -170,7 +170,7 @@ def gaps_table(comp: Completeness) -> str:
     return "\n".join(lines)
 
 
-def completeness_description(comp: Completeness, names: int = 5) -> str:
+def completeness_description(comp: NodeHourCoverage, names: int = 5) -> str:
     if comp.nodes == 0:
         return f"{comp.day}: no rollup objects loaded or quarantined for this day yet."
     if not comp.gap_nodes:
@@ -190,7 +190,7 @@ COMPLETENESS_HINT = (
 )
 
 
-def completeness_metadata(comp: Completeness) -> dict[str, Any]:
+def completeness_metadata(comp: NodeHourCoverage) -> dict[str, Any]:
     metadata = {
         "day": dg.MetadataValue.text(comp.day.isoformat()),
         "nodes_reporting": dg.MetadataValue.int(comp.nodes),

@@ -28,9 +28,10 @@ from usage_etl.defs.vocabulary import (
     daily_partitions,
     days_of,
 )
+from usage_etl.landing import Landing
 from usage_etl.usage import ledger
 from usage_etl.usage.load import ingest_day
-from usage_etl.usage.publish import publish_day, record_publication, top_accounts
+from usage_etl.usage.publish import publish_day, record_day_publication, top_accounts
 
 landing_rollup_files = dg.AssetSpec(
     LANDING_FILES_KEY,
@@ -84,17 +85,18 @@ def rollup_rows(
         warehouse = clickhouse.get_warehouse()
     client = landing.get_client()
     s3_access = landing.clickhouse_access(client)
+    area = Landing(client, landing.bucket, landing.prefix)
     days = days_of(context)
     if not is_range(context):
         yield dg.MaterializeResult(
-            metadata=_ingest(context, warehouse, client, landing, node_registry, days[0], s3_access)
+            metadata=_ingest(context, warehouse, area, node_registry, days[0], s3_access)
         )
         return
     done: dict[date, dict] = {}
     failures: dict[date, BaseException] = {}
     for day in days:
         try:
-            done[day] = _ingest(context, warehouse, client, landing, node_registry, day, s3_access)
+            done[day] = _ingest(context, warehouse, area, node_registry, day, s3_access)
         except Exception as exc:  # the day is named, the other days go on (days.py)
             context.log.error(f"ingesting {day} failed: {exc}")
             failures[day] = exc
@@ -120,17 +122,16 @@ def _range_summary(done: dict[date, dict]) -> dict:
 def _ingest(
     context: dg.AssetExecutionContext,
     warehouse,
-    client,
-    landing: LandingResource,
+    landing: Landing,
     node_registry: NodeRegistryResource,
     day: date,
     s3_access,
 ) -> dict:
     """Ingest one day; its materialization metadata."""
     registry = node_registry.load()
-    with retry_only_transient(f"ingesting {day}", s3_endpoint=client.meta.endpoint_url):
+    with retry_only_transient(f"ingesting {day}", s3_endpoint=landing.client.meta.endpoint_url):
         report = ingest_day(
-            warehouse, client, landing.bucket, landing.prefix, day,
+            warehouse, landing, day,
             load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
             s3_access=s3_access,
         )  # fmt: skip
@@ -141,7 +142,7 @@ def _ingest(
     for key, reason in report.ignored_objects:
         context.log.info(f"ignored object s3://{landing.bucket}/{key}: {reason}")
     unregistered = registry.unregistered_nodes_seen()
-    day_state = _day_state(warehouse, day)
+    day_state = ledger.day_state(warehouse, day)
     return {
         "day": day.isoformat(),
         "objects_listed": report.objects_listed,
@@ -157,13 +158,6 @@ def _ingest(
         "unregistered_nodes": sorted(unregistered),
         **{f"day_objects_{k}": v for k, v in day_state.items()},
         "dagster/row_count": report.rows_loaded,
-    }
-
-
-def _day_state(warehouse, day: date) -> dict[str, int]:
-    entries = ledger.current_entries(warehouse, day).values()
-    return {
-        s: sum(1 for e in entries if e.status == s) for s in ("loaded", "quarantined", "ignored")
     }
 
 
@@ -248,8 +242,7 @@ def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[d
             f"published; their {report.overflow_rows} rollup(s) are quarantined as "
             "group_sum_overflow (quarantined_rows names each group). Every other group is exact."
         )
-    state = _day_state(warehouse, day)
-    record_publication(warehouse, report, load_id, state)
+    state = record_day_publication(warehouse, report, load_id)
     preview = _markdown_top_accounts(top_accounts(warehouse, day))
     shared = {"day": day.isoformat(), "rollups": report.rollups}
     hourly = {**shared, "dagster/row_count": report.rollups}
