@@ -287,6 +287,23 @@ class Warehouse:
                 database=self.database,
             )
 
+    def insert_typed_rows(
+        self, table: str, rows: Sequence[Sequence[Any]], schema: pa.Schema
+    ) -> None:
+        """Rows of Python values, inserted as the Arrow columns `schema` names and types.
+
+        `insert_rows` goes through clickhouse-connect's row insert, which imports pandas (to
+        ask whether the data is a DataFrame): ~0.35 CPU-s, 1.5 without bytecode, in every
+        process that writes a ledger entry or a publication. This path never touches pandas.
+        ClickHouse converts each Arrow column to its column's type (a string to an Enum, a
+        decimal string to UInt128)."""
+        if rows:
+            columns = [
+                pa.array([row[i] for row in rows], type=field.type)
+                for i, field in enumerate(schema)
+            ]
+            self.insert_arrow(table, pa.Table.from_arrays(columns, schema=schema))
+
     def table(self, name: str) -> str:
         """Fully qualified, quoted table name."""
         return f"`{self.database}`.`{name}`"
