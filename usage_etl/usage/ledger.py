@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-import pyarrow as pa
-
 from usage_etl.warehouse.client import Warehouse
 
 LEDGER_COLUMNS = (
@@ -107,23 +105,8 @@ def counting_row_count(warehouse: Warehouse, day: date) -> int:
     return int(total or 0)
 
 
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-# Arrow types of LEDGER_COLUMNS (ClickHouse converts: status to its Enum8, timestamps to
-# DateTime64(3|6)), so the ledger is written without clickhouse-connect's row insert.
-LEDGER_SCHEMA = pa.schema(
-    [
-        ("day", pa.date32()), ("object_key", pa.string()), ("etag", pa.string()),
-        ("size", pa.uint64()), ("last_modified", _TIMESTAMP), ("node_id", pa.string()),
-        ("hour", pa.uint8()), ("format", pa.string()), ("status", pa.string()),
-        ("reason", pa.string()), ("rows_read", pa.uint64()), ("rows_loaded", pa.uint64()),
-        ("rows_quarantined", pa.uint64()), ("run_id", pa.string()), ("recorded_at", _TIMESTAMP),
-    ]
-)  # fmt: skip
-assert tuple(LEDGER_SCHEMA.names) == LEDGER_COLUMNS
-
-
 def record(warehouse: Warehouse, rows: list[list]) -> None:
-    warehouse.insert_typed_rows("ingest_objects", rows, LEDGER_SCHEMA)
+    warehouse.insert_json_rows("ingest_objects", rows, LEDGER_COLUMNS)
 
 
 def ledger_row(

@@ -26,8 +26,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-import pyarrow as pa
-
 from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
@@ -550,27 +548,19 @@ def record_publication(
     load_id: str,
     objects: dict[str, int],
 ) -> None:
-    counts = [
-        objects["loaded"], objects["quarantined"], objects["ignored"], report.versions,
-        report.rollups, report.duplicates, report.conflicts,
-    ]  # fmt: skip
-    # The totals are UInt128 (sql/009): written as decimal strings, exact at any size.
-    row = [report.day, report.publish_id or load_id, datetime.now(UTC), *counts,
-           str(report.bytes), str(report.request_count)]  # fmt: skip
-    warehouse.insert_typed_rows("usage_day_publications", [row], _PUBLICATION_SCHEMA)
-
-
-_PUBLICATION_SCHEMA = pa.schema(
-    [
-        ("day", pa.date32()), ("run_id", pa.string()),
-        ("published_at", pa.timestamp("us", tz="UTC")),
-        *((name, pa.uint64()) for name in (
-            "objects_loaded", "objects_quarantined", "objects_ignored", "rows_loaded",
-            "rollups", "duplicates", "conflicts",
-        )),
-        ("bytes", pa.string()), ("request_count", pa.string()),
-    ]
-)  # fmt: skip
+    warehouse.insert_json_rows(
+        "usage_day_publications",
+        [[
+            report.day, report.publish_id or load_id, datetime.now(UTC), objects["loaded"],
+            objects["quarantined"], objects["ignored"], report.versions, report.rollups,
+            report.duplicates, report.conflicts, report.bytes, report.request_count,
+        ]],
+        [
+            "day", "run_id", "published_at", "objects_loaded", "objects_quarantined",
+            "objects_ignored", "rows_loaded", "rollups", "duplicates", "conflicts", "bytes",
+            "request_count",
+        ],
+    )  # fmt: skip
 
 
 def top_accounts(warehouse: Warehouse, day: date, limit: int = 10) -> list[dict]:

@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
 
-import pyarrow as pa
-
 from usage_etl.settings import SQL_DIR, Settings
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -97,12 +95,6 @@ def render(migration: Migration, options: DdlOptions) -> list[str]:
     return [Template(s).substitute(options.variables()) for s in split_statements(migration.text)]
 
 
-_BOOKKEEPING_SCHEMA = pa.schema(
-    [("version", pa.string()), ("name", pa.string()), ("checksum", pa.string()),
-     ("applied_at", pa.timestamp("us", tz="UTC"))]
-)  # fmt: skip
-
-
 def _ensure_bookkeeping(warehouse: Warehouse, options: DdlOptions) -> None:
     on_cluster = options.variables()["on_cluster"]
     engine = options.variables()["MergeTree"]
@@ -137,10 +129,10 @@ def apply_migrations(warehouse: Warehouse, options: DdlOptions) -> list[str]:
             continue
         for statement in render(migration, options):
             warehouse.command(statement)
-        warehouse.insert_typed_rows(
+        warehouse.insert_json_rows(
             "schema_migrations",
             [[migration.version, migration.name, migration.checksum, datetime.now(UTC)]],
-            _BOOKKEEPING_SCHEMA,
+            ["version", "name", "checksum", "applied_at"],
         )
         newly_applied.append(migration.version)
     return newly_applied
