@@ -188,7 +188,7 @@ def last_recorded_sql(warehouse: Warehouse) -> str:
 
 
 def record(warehouse: Warehouse, rows: list[list]) -> None:
-    warehouse.insert_rows("ingest_objects", rows, LEDGER_COLUMNS)
+    warehouse.insert_json_rows("ingest_objects", rows, LEDGER_COLUMNS)
 
 
 def ledger_row(

@@ -520,7 +520,7 @@ def record_day_publication(
     """Log the publication in usage_day_publications, with how many of the day's objects the
     ledger now holds as loaded, quarantined and ignored; returns those counts."""
     objects = ledger.day_state(warehouse, report.day)
-    warehouse.insert_rows(
+    warehouse.insert_json_rows(
         "usage_day_publications",
         [[
             report.day, report.publish_id or load_id, datetime.now(UTC), objects["loaded"],

@@ -15,6 +15,7 @@ resources call inside runs (never at definitions load or in sensors).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -79,6 +81,18 @@ def _log_if_slow(seconds: float, args: tuple) -> None:
         "slow statement %.2f s (process peak RSS so far %.2f GiB): %s",
         seconds, peak, " ".join(statement.split())[:160],
     )  # fmt: skip
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give it a timezone")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int):
+        return value
+    raise TypeError(f"no JSONEachRow spelling for {type(value).__name__}")
 
 
 class EmbeddedEngineBusy(WarehouseError):
@@ -286,6 +300,29 @@ class Warehouse:
                 column_names=list(column_names),
                 database=self.database,
             )
+
+    def insert_json_rows(
+        self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]
+    ) -> None:
+        """Rows of Python values (str, int, date, timezone-aware datetime, None) sent as
+        JSONEachRow in the INSERT's body; ClickHouse converts each value to its column's type
+        (a string to an Enum, a big int to UInt128). Values never enter the SQL text.
+
+        `insert_rows` goes through clickhouse-connect's row insert, which imports pandas (to
+        ask whether the data is a DataFrame; so does pyarrow's `pa.array`): ~0.35 CPU-s, 1.5
+        without bytecode, in every process that writes a ledger entry or a publication."""
+        if not rows:
+            return
+        lines = [
+            json.dumps(dict(zip(column_names, map(_json_value, row), strict=True)),
+                       ensure_ascii=False)
+            for row in rows
+        ]  # fmt: skip
+        body = ("\n".join(lines) + "\n").encode()
+        self._call(
+            self.client.raw_insert, self.table(table), list(column_names), body,
+            fmt="JSONEachRow",
+        )  # fmt: skip
 
     def table(self, name: str) -> str:
         """Fully qualified, quoted table name."""

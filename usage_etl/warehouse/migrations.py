@@ -129,7 +129,7 @@ def apply_migrations(warehouse: Warehouse, options: DdlOptions) -> list[str]:
             continue
         for statement in render(migration, options):
             warehouse.command(statement)
-        warehouse.insert_rows(
+        warehouse.insert_json_rows(
             "schema_migrations",
             [[migration.version, migration.name, migration.checksum, datetime.now(UTC)]],
             ["version", "name", "checksum", "applied_at"],
