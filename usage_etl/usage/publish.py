@@ -66,22 +66,39 @@ GROUP_SUM_OVERFLOW = "group_sum_overflow"
 UINT64_MAX = 2**64 - 1
 
 
+# The version order (emitted_at, content_hash) as one UInt256: emitted_at's microseconds with
+# the sign bit flipped (Int64 order as unsigned) above the content hash read big-endian (MD5
+# bytes compare as unsigned byte strings). `VERSION_KEY_LATEST_FIRST` puts the latest emitted_at
+# lowest and keeps the hash ascending: its argMin is the smallest hash among the latest versions.
+_EMITTED = "bitXor(reinterpretAsUInt64(toUnixTimestamp64Micro(emitted_at)), 9223372036854775808)"
+_HASH = "toUInt256(reinterpretAsUInt128(reverse(content_hash)))"
+VERSION_KEY = f"bitOr(bitShiftLeft(toUInt256({_EMITTED}), 128), {_HASH})"
+VERSION_KEY_LATEST_FIRST = f"bitOr(bitShiftLeft(toUInt256(bitNot({_EMITTED})), 128), {_HASH})"
+
+
 def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
     """One row per event_id whose hash is in the table `duplicates`: the winning version (the
     greatest (emitted_at, content_hash)), how many versions it was chosen from, and whether the
-    versions sharing the greatest emitted_at differ in content (a conflict)."""
+    versions sharing the greatest emitted_at differ in content (a conflict).
+
+    The order is one UInt256 (`VERSION_KEY`) and each value its own argMax: argMax over a tuple
+    value or a tuple key keeps every state as a generic Field, ~3x the CPU of the whole
+    statement at 10% duplicated rows (docs/performance.md, shape grid). Versions with equal
+    keys are identical (same content hash), so which one a column's argMax takes is the same."""
+    values = [*USAGE_DIMENSIONS, "window_start", "bytes", "request_count"]
+    winner = ", ".join(f"argMax({name}, version_key)" for name in values)
     return f"""
         SELECT
             event_id,
-            argMax(({DIMENSIONS}, window_start, bytes, request_count),
-                   (emitted_at, content_hash)) AS v,
+            tuple({winner}) AS v,
             count() AS versions,
-            argMax(content_hash, (emitted_at, content_hash))
-                != argMin(content_hash, (-toUnixTimestamp64Micro(emitted_at), content_hash))
-                AS conflict
+            argMax(content_hash, version_key) != argMin(content_hash, latest_first) AS conflict
         FROM (
-            SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
-            WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+            SELECT *, {VERSION_KEY} AS version_key, {VERSION_KEY_LATEST_FIRST} AS latest_first
+            FROM (
+                SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
+                WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+            )
         )
         GROUP BY event_id
     """
@@ -428,7 +445,12 @@ def _quarantine_overflow(
 def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
     """The winning version of every event_id listed in `duplicates`, into `winners`."""
     n = len(USAGE_DIMENSIONS)
-    winner_dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    # LowCardinality as in rollup_rows: the hourly GROUP BY reads winners UNION ALL staged rows,
+    # and a String column on one side makes the union String, which expands every staged row's
+    # dimensions into strings before their ids are looked up (once per distinct value instead).
+    winner_dims = ", ".join(
+        f"toLowCardinality(v.{i + 1}) AS {name}" for i, name in enumerate(USAGE_DIMENSIONS)
+    )
     warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(winners)}")
     warehouse.command(
         f"""
