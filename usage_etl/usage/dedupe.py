@@ -3,8 +3,9 @@
 Per event_id, the version with the greatest emitted_at wins; between versions with the same
 emitted_at, the one with the greatest *content hash*. The choice depends on the versions only,
 never on files or processing order. This module is the rule's one home, in both languages:
-`VERSION_ORDER` / `CONTENT_HASH` in ClickHouse (the publish's `latest_versions_sql`, the audits,
-the invoice explanation) and `version_order` / `content_hash` in Python (the simulator's ground
+`VERSION_ORDER` / `CONTENT_HASH` in ClickHouse (the audits, the invoice explanation; the
+publish's `latest_versions_sql` uses `VERSION_KEY`, the same order packed into one UInt256 for
+speed, proved equal by tests/test_version_key.py) and `version_order` / `content_hash` in Python (the simulator's ground
 truth); a test checks that both hashes give the same 16 bytes.
 
 The content hash is the MD5 of a canonical encoding of the values in
@@ -79,22 +80,39 @@ def version_order(row: Mapping) -> tuple[datetime, bytes]:
 DIMENSIONS = ", ".join(USAGE_DIMENSIONS)
 
 
+# The version order (emitted_at, content_hash) as one UInt256: emitted_at's microseconds with
+# the sign bit flipped (Int64 order as unsigned) above the content hash read big-endian (MD5
+# bytes compare as unsigned byte strings). `VERSION_KEY_LATEST_FIRST` puts the latest emitted_at
+# lowest and keeps the hash ascending: its argMin is the smallest hash among the latest versions.
+_EMITTED = "bitXor(reinterpretAsUInt64(toUnixTimestamp64Micro(emitted_at)), 9223372036854775808)"
+_HASH = "toUInt256(reinterpretAsUInt128(reverse(content_hash)))"
+VERSION_KEY = f"bitOr(bitShiftLeft(toUInt256({_EMITTED}), 128), {_HASH})"
+VERSION_KEY_LATEST_FIRST = f"bitOr(bitShiftLeft(toUInt256(bitNot({_EMITTED})), 128), {_HASH})"
+
+
 def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
     """One row per event_id whose hash is in the table `duplicates`: the winning version (the
-    greatest VERSION_ORDER), how many versions it was chosen from, and whether the versions
-    sharing the greatest emitted_at differ in content (a conflict)."""
+    greatest (emitted_at, content_hash)), how many versions it was chosen from, and whether the
+    versions sharing the greatest emitted_at differ in content (a conflict).
+
+    The order is one UInt256 (`VERSION_KEY`) and each value its own argMax: argMax over a tuple
+    value or a tuple key keeps every state as a generic Field, ~3x the CPU of the whole
+    statement at 10% duplicated rows (docs/performance.md, shape grid). Versions with equal
+    keys are identical (same content hash), so which one a column's argMax takes is the same."""
+    values = [*USAGE_DIMENSIONS, "window_start", "bytes", "request_count"]
+    winner = ", ".join(f"argMax({name}, version_key)" for name in values)
     return f"""
         SELECT
             event_id,
-            argMax(({DIMENSIONS}, window_start, bytes, request_count),
-                   (emitted_at, content_hash)) AS v,
+            tuple({winner}) AS v,
             count() AS versions,
-            argMax(content_hash, (emitted_at, content_hash))
-                != argMin(content_hash, (-toUnixTimestamp64Micro(emitted_at), content_hash))
-                AS conflict
+            argMax(content_hash, version_key) != argMin(content_hash, latest_first) AS conflict
         FROM (
-            SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
-            WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+            SELECT *, {VERSION_KEY} AS version_key, {VERSION_KEY_LATEST_FIRST} AS latest_first
+            FROM (
+                SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
+                WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+            )
         )
         GROUP BY event_id
     """

@@ -400,7 +400,12 @@ def _quarantine_overflow(
 def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
     """The winning version of every event_id listed in `duplicates`, into `winners`."""
     n = len(USAGE_DIMENSIONS)
-    winner_dims = ", ".join(f"v.{i + 1} AS {name}" for i, name in enumerate(USAGE_DIMENSIONS))
+    # LowCardinality as in rollup_rows: the hourly GROUP BY reads winners UNION ALL staged rows,
+    # and a String column on one side makes the union String, which expands every staged row's
+    # dimensions into strings before their ids are looked up (once per distinct value instead).
+    winner_dims = ", ".join(
+        f"toLowCardinality(v.{i + 1}) AS {name}" for i, name in enumerate(USAGE_DIMENSIONS)
+    )
     warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(winners)}")
     warehouse.command(
         f"""
