@@ -5,8 +5,8 @@ emitted_at, the one with the greatest *content hash*. The choice depends on the 
 never on files or processing order. This module is the rule's one home, in both languages:
 `VERSION_ORDER` / `CONTENT_HASH` in ClickHouse (the audits, the invoice explanation; the
 publish's `latest_versions_sql` uses `VERSION_KEY`, the same order packed into one UInt256 for
-speed, proved equal by tests/test_version_key.py) and `version_order` / `content_hash` in Python (the simulator's ground
-truth); a test checks that both hashes give the same 16 bytes.
+speed, proved equal by tests/test_version_key.py) and `version_order` / `content_hash` in
+Python (the simulator's ground truth); a test checks that both hashes give the same 16 bytes.
 
 The content hash is the MD5 of a canonical encoding of the values in
 `rollups/schema.py:CONTENT_FIELDS` (the values that make two versions "the same rollup"): each
