@@ -42,10 +42,9 @@ from usage_etl.invoicing.meter_view import MeterDefinition, MeterPricing, plan_f
 from usage_etl.invoicing.price_book import PriceBook, TierCharge
 from usage_etl.invoicing.store import LINES, latest_book, meter_totals, read_lines
 from usage_etl.periods import Period
-from usage_etl.usage.dedupe import VERSION_ORDER
 
-# The ingest code's own rules: which staged rows count (contract §1) and the content hash of
-# the equal-emitted_at tie-break.
+# The usage area's own rules: which versions win (dedupe) and which staged rows count (ledger).
+from usage_etl.usage.dedupe import VERSION_ORDER
 from usage_etl.usage.ledger import counting_rows_sql
 from usage_etl.warehouse.client import Warehouse
 

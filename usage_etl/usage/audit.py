@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from usage_etl.usage.dedupe import CONTENT_HASH
+from usage_etl.usage.dedupe import CONTENT_HASH, LATEST_VERSION_FIRST
 from usage_etl.usage.ledger import counting_rows_sql, decided_versions_sql
 from usage_etl.usage.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
 from usage_etl.warehouse.client import Warehouse
@@ -64,7 +64,7 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
                 SELECT bytes, request_count FROM (
                     SELECT bytes, request_count FROM ({in_bucket})
                     WHERE event_hash IN ({repeated})
-                    ORDER BY event_id, emitted_at DESC, {CONTENT_HASH} DESC
+                    ORDER BY event_id, {LATEST_VERSION_FIRST}
                     LIMIT 1 BY event_id
                 )
             )

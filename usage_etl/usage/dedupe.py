@@ -45,6 +45,8 @@ _NUMBERS_SQL = ", ',', ".join(
 CONTENT_HASH = f"MD5(concat({_TEXT_SQL}, {_NUMBERS_SQL}))"
 # The order in which versions of one event_id win: the greatest wins.
 VERSION_ORDER = f"(emitted_at, {CONTENT_HASH})"
+# The same order as an ORDER BY clause, the winner first (the audit's independent recount).
+LATEST_VERSION_FIRST = f"emitted_at DESC, {CONTENT_HASH} DESC"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

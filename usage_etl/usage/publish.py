@@ -30,7 +30,7 @@ from usage_etl import crash_points
 from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.settings import tuning
 from usage_etl.usage import ledger
-from usage_etl.usage.dedupe import CONTENT_HASH, DIMENSIONS, latest_versions_sql
+from usage_etl.usage.dedupe import DIMENSIONS, VERSION_ORDER, latest_versions_sql
 from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
 from usage_etl.warehouse.client import Warehouse, WarehouseError
@@ -343,8 +343,7 @@ def overflow_winners_sql(warehouse: Warehouse, groups: str) -> str:
                 SELECT event_id,
                        argMax((source_key, source_etag, source_row, {DIMENSIONS}, bytes,
                                request_count),
-                              (emitted_at, {CONTENT_HASH}, source_key, source_etag,
-                               source_row)) AS v
+                              ({VERSION_ORDER}, source_key, source_etag, source_row)) AS v
                 FROM ({counting_rows_sql(warehouse)})
                 WHERE event_id IN (
                     SELECT event_id FROM ({counting_rows_sql(warehouse)}) WHERE {in_groups}
