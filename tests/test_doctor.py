@@ -7,10 +7,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from engine_holder import engine_held_by_another_process
 
 from usage_etl.instance import instance_problems, prepare_instance
 
@@ -84,24 +84,8 @@ def test_doctor_names_a_missing_bucket_and_exits_1(deployment, monkeypatch):
 
 
 def test_doctor_reports_an_engine_in_use_as_busy_without_waiting(deployment, tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys
-            from usage_etl.warehouse.client import Warehouse
-            wh = Warehouse.open({os.environ["USAGE_ETL_CLICKHOUSE_DSN"]!r}, "usage")
-            print("holding", flush=True)
-            sys.stdin.readline()
-            wh.close()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with engine_held_by_another_process(os.environ["USAGE_ETL_CLICKHOUSE_DSN"]) as holder:
         result = _cli("doctor", "--lock-wait", "1")
-    finally:
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        holder.wait(timeout=60)
 
     line = _lines(result)["ClickHouse"]
     assert line.startswith("⚠") and f"busy: in use by pid {holder.pid}" in line, line

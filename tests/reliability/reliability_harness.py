@@ -12,7 +12,6 @@ import os
 import random
 import subprocess
 import sys
-import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -103,32 +102,6 @@ class Pipeline:
         """The pipeline's database, opened in this process (and closed: the engine is free)."""
         with open_warehouse(self.dsn, self.database, lock_timeout_seconds=120) as warehouse:
             yield warehouse
-
-
-@contextmanager
-def engine_held_by_another_process(dsn: str) -> Iterator[subprocess.Popen]:
-    """A second process holding the embedded engine at `dsn` until the block ends (it then
-    closes the engine and exits 0); yields the process, whose pid the lock names."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys
-            from usage_etl.warehouse.client import Warehouse
-            wh = Warehouse.open({dsn!r}, "usage")
-            print("holding", flush=True)
-            sys.stdin.readline()
-            wh.close()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "holding"
-        yield holder
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        assert holder.wait(timeout=60) == 0
-    finally:
-        if holder.poll() is None:
-            holder.kill()
 
 
 def job_for(name: str) -> dg.JobDefinition:

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
+from engine_holder import engine_held_by_another_process
 from reliability_harness import (
     DAY,
     daily_table,
-    engine_held_by_another_process,
     expected_daily,
     failure_message,
     first_delivery,

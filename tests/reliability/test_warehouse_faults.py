@@ -8,11 +8,11 @@ import os
 import subprocess
 
 import pytest
+from engine_holder import engine_held_by_another_process
 from reliability_harness import (
     DAY,
     count_rows,
     daily_table,
-    engine_held_by_another_process,
     expected_daily,
     failure_message,
     first_delivery,
