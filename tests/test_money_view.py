@@ -110,6 +110,10 @@ class Month:
     october_statement: list[dict]
 
 
+# One worker builds the month once: a module fixture split over two xdist workers is built twice.
+pytestmark = pytest.mark.xdist_group("money_view_month")
+
+
 @pytest.fixture(scope="module")
 def month(s3_server, clickhouse_dsn, tmp_path_factory):
     """October simulated on six days and finalized (explained and stated right then); then

@@ -3,8 +3,9 @@
 Without preparation both processes create the instance's tables: one fails with "table runs
 already exists", or the runs database gets two Alembic heads and every later run fails. Each
 entry point (scripts/setup.sh, the demo, `usage-etl doctor --repair-instance`) sets the instance
-up first, under a file lock; here each of the two racing processes does exactly that and then
-runs `dagster job execute` on an empty day, ten times over on ten fresh homes.
+up first, under a file lock. The race is in that preparation (the schema's creation), so it is
+raced ten times over on ten fresh homes; once, each of the two racing processes then also runs
+`dagster job execute` on an empty day, which must both succeed on the prepared instance.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from usage_etl.instance import instance_problems
 PREPARE = [sys.executable, "-c", "from usage_etl.instance import prepare_instance as p; p()"]
 EMPTY_DAY = "2026-09-01"
 RACES = int(os.environ.get("USAGE_ETL_TEST_FRESH_INSTANCE_RACES", "10"))
+FULL_RUN_RACES = 1  # the first race also runs both jobs; the others race the preparation only
 
 
-def _first_run(home, engine) -> subprocess.Popen:
+def _first_run(home, engine, *, execute: bool) -> subprocess.Popen:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -32,21 +34,26 @@ def _first_run(home, engine) -> subprocess.Popen:
     }
     run = [DAGSTER, "job", "execute", "-m", "usage_etl.definitions", "-j", "daily_usage",
            "--tags", json.dumps({"dagster/partition": EMPTY_DAY})]  # fmt: skip
-    script = f"{subprocess.list2cmdline(PREPARE)} && {subprocess.list2cmdline(run)}"
+    script = subprocess.list2cmdline(PREPARE)
+    if execute:
+        script += f" && {subprocess.list2cmdline(run)}"
     return subprocess.Popen(
         ["sh", "-c", script], env=env, cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
-@pytest.mark.timeout(1800)  # 20 `dagster job execute` runs: ~2 min per race on a busy 2-core box
+@pytest.mark.timeout(900)
 def test_two_first_runs_at_once_on_a_fresh_instance(usage_env, tmp_path):
     import dagster as dg
 
     for attempt in range(RACES):
         home = tmp_path / f"home-{attempt}"
         home.mkdir()
-        runs = [_first_run(home, tmp_path / f"engine-{attempt}-{n}") for n in range(2)]
+        execute = attempt < FULL_RUN_RACES
+        runs = [
+            _first_run(home, tmp_path / f"engine-{attempt}-{n}", execute=execute) for n in range(2)
+        ]
         outputs = [run.communicate(timeout=600)[0] for run in runs]
 
         for run, output in zip(runs, outputs, strict=True):
@@ -55,5 +62,5 @@ def test_two_first_runs_at_once_on_a_fresh_instance(usage_env, tmp_path):
         assert instance_problems(home) == [], attempt
         with dg.DagsterInstance.from_config(str(home)) as instance:
             records = instance.get_run_records()
-            assert len(records) == 2
-            assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
+            assert len(records) == (2 if execute else 0)
+            assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
