@@ -17,7 +17,7 @@ fi
 set +e
 # Two workers by default (USAGE_ETL_TEST_WORKERS=0: none): the e2e tests mostly wait on the
 # daemon, so the rest of the suite runs beside them. They stay on one worker (xdist_group).
-.venv/bin/pytest -n "${USAGE_ETL_TEST_WORKERS:-2}" --dist loadgroup "$@"
+.venv/bin/pytest -n "${USAGE_ETL_TEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"
 status=$?
 set -e
 # pytest exits 5 when no test was collected: that is a failure for CI, say so plainly.
