@@ -31,8 +31,8 @@ def landing(s3_server, settings) -> Landing:
 
 
 def _deliver(landing: Landing, warehouse) -> None:
-    """A clean day, a day with quarantined rows and a file, a day with a conflicting version,
-    and a day with nothing delivered; cache events on two of them."""
+    """A clean day, a day with quarantined rows, a file and a group held back by the publish, a
+    day with a conflicting version, and a day with nothing delivered; cache events on two."""
     for day in (CLEAN, QUARANTINED, CONFLICTING):
         rows = [
             rollup(f"{day}-e{i}", day=day, minute=i, window_seconds=60, bytes=100 * (i + 1))
@@ -49,6 +49,12 @@ def _deliver(landing: Landing, warehouse) -> None:
         hour=5,
     )
     landing.put("broken.parquet", b"PAR1 not really", day=QUARANTINED, hour=7)
+    # A group summing beyond UInt64: the publication holds it back (quarantine by the publish).
+    over = [
+        rollup(f"o{i}", day=QUARANTINED, hour=9, bytes=2**63 - 1, account_id="greedy", minute=i)
+        for i in range(3)
+    ]
+    landing.put("over.parquet", parquet_bytes(over), day=QUARANTINED, hour=9)
     # Same event_id and emitted_at, other content: a conflict on CONFLICTING only.
     other = rollup(f"{CONFLICTING}-e0", day=CONFLICTING, window_seconds=60, bytes=999)
     landing.put("b.parquet", parquet_bytes([other]), day=CONFLICTING)
@@ -83,7 +89,8 @@ def test_range_audits_equal_the_one_day_audits(landing, warehouse):
         assert reconciliations[day] == reconcile(warehouse, day, tolerances, "cache_events"), day
         assert coverages[day] == node_hour_coverage(warehouse, day), day
     # The data is not trivial: each audit finds something on some day and nothing on others.
-    assert quarantine[QUARANTINED].by_rule and quarantine[QUARANTINED].files
+    assert quarantine[QUARANTINED].by_rule["group_sum_overflow"] == 3
+    assert quarantine[QUARANTINED].files
     assert quarantine[QUARANTINED].samples
     assert not quarantine[CLEAN].by_rule and not quarantine[EMPTY].by_rule
     assert conflicts[CONFLICTING].count == 1 and conflicts[CLEAN].count == 0
