@@ -19,7 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from usage_etl.settings import Tolerances
-from usage_etl.usage.ledger import current_objects_sql
+from usage_etl.usage.ledger import IN_PERIOD, current_objects_sql
 from usage_etl.warehouse.client import Warehouse
 
 HOURS = 24
@@ -127,9 +127,10 @@ def ratio(rollup_bytes: int, cache_bytes: int) -> Decimal | None:
 
 # Both sides as one UNION ALL, then GROUP BY: equivalent to a FULL OUTER JOIN on the group key,
 # without relying on how the join fills keys of one-sided rows. Sums in UInt128: a report figure
-# never wraps, even where several usage_daily groups near 2^64 meet.
+# never wraps, even where several usage_daily groups near 2^64 meet. The days [first, last] at
+# once, grouped by day (a range run checks all its days in one statement; a day is a range of one).
 _GROUPS_SQL = """
-SELECT account_id, project_id, artifact_kind, action,
+SELECT day, account_id, project_id, artifact_kind, action,
        sum(rollup) AS rollup_bytes, sum(cache) AS cache_bytes,
        sumMapIf([node_id], [rollup], node_id != '') AS nodes,
        multiIf(
@@ -143,40 +144,40 @@ SELECT account_id, project_id, artifact_kind, action,
                  > toUInt128(cache_bytes) * {{warn_over_ppm:UInt64}}, 'warn',
            'ok') AS status
 FROM (
-    SELECT account_id, project_id, toString(artifact_kind) AS artifact_kind,
+    SELECT day, account_id, project_id, toString(artifact_kind) AS artifact_kind,
            if(direction = 'egress', 'download', 'upload') AS action,
            toString(node_id) AS node_id, toUInt128(bytes) AS rollup, toUInt128(0) AS cache
     FROM {usage_daily}
-    WHERE day = {{day:Date}} AND project_id != ''
+    WHERE day >= {{first:Date}} AND day <= {{last:Date}} AND project_id != ''
       AND ((direction = 'egress' AND operation = 'download')
            OR (direction = 'ingress' AND operation = 'upload'))
     UNION ALL
-    SELECT account_id, project_id, toString(artifact_kind), toString(action),
-           '', toUInt128(0), toUInt128(size_bytes)
+    SELECT toDate(occurred_at, 'UTC'), account_id, project_id, toString(artifact_kind),
+           toString(action), '', toUInt128(0), toUInt128(size_bytes)
     FROM {cache_events}
     WHERE project_id != ''
       AND occurred_at >= {{start:DateTime64(3, 'UTC')}}
       AND occurred_at < {{end:DateTime64(3, 'UTC')}}
 )
-GROUP BY account_id, project_id, artifact_kind, action
+GROUP BY day, account_id, project_id, artifact_kind, action
 """
 
 _KINDS_SQL = """
-SELECT artifact_kind, action, sum(rollup_bytes), sum(cache_bytes), count(),
+SELECT day, artifact_kind, action, sum(rollup_bytes), sum(cache_bytes), count(),
        countIf(status = 'error'), countIf(status = 'warn')
 FROM ({groups})
-GROUP BY artifact_kind, action
-ORDER BY artifact_kind, action
+GROUP BY day, artifact_kind, action
+ORDER BY day, artifact_kind, action
 """
 
 _WORST_SQL = """
-SELECT account_id, project_id, artifact_kind, action, rollup_bytes, cache_bytes, status,
+SELECT day, account_id, project_id, artifact_kind, action, rollup_bytes, cache_bytes, status,
        nodes.1, nodes.2
 FROM ({groups})
-ORDER BY indexOf(['error', 'warn', 'ok'], status),
+ORDER BY day, indexOf(['error', 'warn', 'ok'], status),
          greatest(rollup_bytes, cache_bytes) - least(rollup_bytes, cache_bytes) DESC,
          account_id, project_id, artifact_kind, action
-LIMIT {{top_n:UInt32}}
+LIMIT {{top_n:UInt32}} BY day
 """
 
 
@@ -189,27 +190,47 @@ def reconcile(
     warehouse: Warehouse, day: date, tolerances: Tolerances, cache_events_table: str
 ) -> Reconciliation:
     """Compare the day's project-bound rollups with the day's cache events, group by group."""
+    return reconcile_days(warehouse, [day], tolerances, cache_events_table)[day]
+
+
+def reconcile_days(
+    warehouse: Warehouse, days: list[date], tolerances: Tolerances, cache_events_table: str
+) -> dict[date, Reconciliation]:
+    """`reconcile` of every day from min(days) to max(days), in two statements for them all."""
+    first, last = min(days), max(days)
     groups = _GROUPS_SQL.format(
         usage_daily=warehouse.table("usage_daily"),
         cache_events=warehouse.table(cache_events_table),
     )
-    start, end = day_window(day)
-    params = {"day": day, "start": start, "end": end, **tolerances.parameters()}
-    kinds = [
-        KindSummary(kind, action, int(r), int(c), int(n), int(e), int(w))
-        for kind, action, r, c, n, e, w in warehouse.query_rows(
-            _KINDS_SQL.format(groups=groups), params
-        )
-    ]
-    worst = [
-        GroupDiff(
+    params = {
+        "first": first,
+        "last": last,
+        "start": day_window(first)[0],
+        "end": day_window(last)[1],
+        **tolerances.parameters(),
+    }
+    kinds: dict[date, list[KindSummary]] = {}
+    for day, kind, action, r, c, n, e, w in warehouse.query_rows(
+        _KINDS_SQL.format(groups=groups), params
+    ):
+        summary = KindSummary(kind, action, int(r), int(c), int(n), int(e), int(w))
+        kinds.setdefault(day, []).append(summary)
+    worst: dict[date, list[GroupDiff]] = {}
+    for day, account, project, kind, action, r, c, status, nodes, b in warehouse.query_rows(
+        _WORST_SQL.format(groups=groups), {**params, "top_n": tolerances.top_n}
+    ):
+        diff = GroupDiff(
             account, project, kind, action, int(r), int(c), Status(status), _by_bytes(nodes, b)
         )
-        for account, project, kind, action, r, c, status, nodes, b in warehouse.query_rows(
-            _WORST_SQL.format(groups=groups), {**params, "top_n": tolerances.top_n}
-        )
-    ]
-    return Reconciliation(day, tolerances, kinds, worst)
+        worst.setdefault(day, []).append(diff)
+    return {
+        day: Reconciliation(day, tolerances, kinds.get(day, []), worst.get(day, []))
+        for day in _every_day(first, last)
+    }
+
+
+def _every_day(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _by_bytes(nodes: list[str], sizes: list[int]) -> tuple[tuple[str, int], ...]:
@@ -248,60 +269,81 @@ class NodeHourCoverage:
         return self.newest_last_modified - day_window(self.day)[1]
 
 
+# Every day of [start, end) at once, grouped by day (ledger.IN_PERIOD); a day is a range of one.
 _LEDGER_SUMMARY_SQL = """
-SELECT countIf(status = 'loaded'), countIf(status = 'quarantined'), countIf(status = 'ignored'),
-       countIf(status != 'ignored'), maxIf(last_modified, status != 'ignored'),
+SELECT day, countIf(status = 'loaded'), countIf(status = 'quarantined'),
+       countIf(status = 'ignored'), countIf(status != 'ignored'),
+       maxIf(last_modified, status != 'ignored'),
        uniqExactIf(node_id, status != 'ignored' AND node_id != '')
 FROM ({current})
+GROUP BY day
 """
 
 _NODE_GAPS_SQL = """
-SELECT node_id, missing, arrayFilter(h -> has(quarantined, h), missing),
-       count() OVER () AS gap_nodes, sum(length(missing)) OVER () AS missing_node_hours
+SELECT day, node_id, missing, arrayFilter(h -> has(quarantined, h), missing),
+       count() OVER (PARTITION BY day) AS gap_nodes,
+       sum(length(missing)) OVER (PARTITION BY day) AS missing_node_hours
 FROM (
-    SELECT node_id,
+    SELECT day, node_id,
            arrayFilter(h -> NOT has(loaded, h), range(toUInt8({{hours:UInt8}}))) AS missing,
            quarantined
     FROM (
-        SELECT node_id,
+        SELECT day, node_id,
                groupUniqArrayIf(hour, delivered) AS loaded,
                groupUniqArrayIf(hour, status = 'quarantined') AS quarantined
         FROM ({current})
         WHERE status != 'ignored' AND node_id != ''
-        GROUP BY node_id
+        GROUP BY day, node_id
     )
 )
 WHERE length(missing) > 0
-ORDER BY length(missing) DESC, node_id
-LIMIT {{limit:UInt32}}
+ORDER BY day, length(missing) DESC, node_id
+LIMIT {{limit:UInt32}} BY day
 """
 
 
 def node_hour_coverage(warehouse: Warehouse, day: date, max_nodes: int = 50) -> NodeHourCoverage:
     """Which node-hours of the day have no loaded object, for nodes that reported that day."""
+    return node_hour_coverages(warehouse, [day], max_nodes)[day]
+
+
+def node_hour_coverages(
+    warehouse: Warehouse, days: list[date], max_nodes: int = 50
+) -> dict[date, NodeHourCoverage]:
+    """`node_hour_coverage` of every day from min(days) to max(days), in two statements."""
+    first, last = min(days), max(days)
     # The current state of each object, from its ledger (ledger.current_objects_sql).
-    current = current_objects_sql(warehouse)
-    loaded, quarantined, ignored, seen, newest, nodes = warehouse.query_rows(
-        _LEDGER_SUMMARY_SQL.format(current=current), {"day": day}
-    )[0]
-    rows = warehouse.query_rows(
-        _NODE_GAPS_SQL.format(current=current), {"day": day, "hours": HOURS, "limit": max_nodes}
-    )
-    gaps = [
-        NodeGap(node, sorted(int(h) for h in missing), sorted(int(h) for h in in_quarantine))
-        for node, missing, in_quarantine, _, _ in rows
-    ]
-    return NodeHourCoverage(
-        day=day,
-        nodes=int(nodes),
-        objects_loaded=int(loaded),
-        objects_quarantined=int(quarantined),
-        objects_ignored=int(ignored),
-        newest_last_modified=_utc(newest) if seen else None,
-        gap_nodes=int(rows[0][3]) if rows else 0,
-        missing_node_hours=int(rows[0][4]) if rows else 0,
-        gaps=gaps,
-    )
+    current = current_objects_sql(warehouse, where=IN_PERIOD)
+    params = {"start": first, "end": last + timedelta(days=1)}
+    summaries = {
+        row[0]: row[1:]
+        for row in warehouse.query_rows(_LEDGER_SUMMARY_SQL.format(current=current), params)
+    }
+    gap_rows: dict[date, list] = {}
+    for row in warehouse.query_rows(
+        _NODE_GAPS_SQL.format(current=current), {**params, "hours": HOURS, "limit": max_nodes}
+    ):
+        gap_rows.setdefault(row[0], []).append(row[1:])
+    coverages = {}
+    for day in _every_day(first, last):
+        loaded, quarantined, ignored, seen, newest, nodes = summaries.get(day, (0,) * 6)
+        rows = gap_rows.get(day, [])
+        gaps = [
+            NodeGap(node, sorted(int(h) for h in missing), sorted(int(h) for h in in_quarantine))
+            for node, missing, in_quarantine, _, _ in rows
+        ]
+        coverages[day] = NodeHourCoverage(
+            day=day,
+            nodes=int(nodes),
+            objects_loaded=int(loaded),
+            objects_quarantined=int(quarantined),
+            objects_ignored=int(ignored),
+            newest_last_modified=_utc(newest) if seen else None,
+            gap_nodes=int(rows[0][3]) if rows else 0,
+            missing_node_hours=int(rows[0][4]) if rows else 0,
+            gaps=gaps,
+        )
+    return coverages
 
 
 def _utc(value: datetime) -> datetime:

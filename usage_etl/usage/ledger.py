@@ -105,25 +105,30 @@ def current_etags(warehouse: Warehouse, period: Period) -> dict[str, str]:
     return dict(rows)
 
 
-def current_objects_sql(warehouse: Warehouse) -> str:
-    """(object_key, node_id, hour, status, last_modified, delivered) of every object of
-    `{day:Date}` as its current entry has it; `delivered`: some version of it was loaded and
-    its rows count (counting_loads_sql), even if the object was overwritten since (contract §1:
-    nothing is retracted)."""
-    current = latest_sql(warehouse, ("node_id", "hour", "status", "last_modified"))
+def current_objects_sql(warehouse: Warehouse, where: str = ON_DAY) -> str:
+    """(object_key, day, node_id, hour, status, last_modified, delivered) of every object of
+    `{day:Date}` (or of the days `where` selects, e.g. IN_PERIOD: an object key names its day)
+    as its current entry has it; `delivered`: some version of it was loaded and its rows count
+    (counting_loads_sql), even if the object was overwritten since (contract §1: nothing is
+    retracted)."""
+    # Grouped by (object_key, day), the same as by object_key: a key is under one day's prefix.
+    columns = ("node_id", "hour", "status", "last_modified")
+    current = latest_sql(warehouse, columns, per="object_key, day", where=where)
     return f"""
-        SELECT object_key, node_id, hour, status, last_modified,
-               object_key IN (SELECT object_key FROM ({counting_loads_sql(warehouse)}))
+        SELECT object_key, day, node_id, hour, status, last_modified,
+               object_key IN (SELECT object_key FROM ({counting_loads_sql(warehouse, where)}))
                    AS delivered
         FROM ({current})
     """
 
 
-def counting_loads_sql(warehouse: Warehouse) -> str:
+def counting_loads_sql(warehouse: Warehouse, where: str = ON_DAY) -> str:
     """THE rule: a subquery of (object_key, etag, load_id, loaded_rows), the loads whose rows
-    count for `{day:Date}`: for every version (key, ETag) of an object ever decided, its latest
-    decision, if that decision was `loaded`."""
-    latest = latest_sql(warehouse, ("load_id", "rows_loaded", "status"), per="object_key, etag")
+    count for `{day:Date}` (or the days `where` selects): for every version (key, ETag) of an
+    object ever decided, its latest decision, if that decision was `loaded`."""
+    latest = latest_sql(
+        warehouse, ("load_id", "rows_loaded", "status"), per="object_key, etag", where=where
+    )
     return f"""
         SELECT object_key, etag, load_id, rows_loaded AS loaded_rows
         FROM ({latest})

@@ -18,7 +18,14 @@ from usage_etl.defs.reconciliation.report import (
 from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import per_day_check
 from usage_etl.defs.vocabulary import POOL, USAGE_DAILY_KEY, daily_partitions
-from usage_etl.reconciliation.compare import Status, Tolerances, node_hour_coverage, reconcile
+from usage_etl.reconciliation.compare import (
+    Status,
+    Tolerances,
+    node_hour_coverage,
+    node_hour_coverages,
+    reconcile,
+    reconcile_days,
+)
 
 
 class ReconciliationConfig(dg.Config):
@@ -58,8 +65,7 @@ with warnings.catch_warnings():
         settings = clickhouse.settings()
         warehouse = clickhouse.get_warehouse()
 
-        def evaluate(day):
-            rec = reconcile(warehouse, day, config.tolerances(), settings.cache_events_table)
+        def result(rec) -> dg.AssetCheckResult:
             severity = dg.AssetCheckSeverity.ERROR
             if rec.status is Status.WARN:
                 severity = dg.AssetCheckSeverity.WARN
@@ -70,9 +76,18 @@ with warnings.catch_warnings():
                 description=reconciliation_description(rec),
             )
 
-        # One evaluation per day, also in a backfill's range run.
+        def evaluate(day):
+            return result(
+                reconcile(warehouse, day, config.tolerances(), settings.cache_events_table)
+            )
+
+        def evaluate_days(days):
+            recs = reconcile_days(warehouse, days, config.tolerances(), settings.cache_events_table)
+            return {day: result(rec) for day, rec in recs.items()}
+
+        # One evaluation per day, also in a backfill's range run (its days read at once).
         yield from per_day_check(
-            context, USAGE_DAILY_KEY, "rollups_cover_cache_events", False, evaluate
+            context, USAGE_DAILY_KEY, "rollups_cover_cache_events", False, evaluate, evaluate_days
         )
 
     @dg.asset_check(
@@ -90,7 +105,12 @@ with warnings.catch_warnings():
         warehouse = clickhouse.get_warehouse()
 
         def evaluate(day):
-            comp = node_hour_coverage(warehouse, day)
+            return result(node_hour_coverage(warehouse, day))
+
+        def evaluate_days(days):
+            return {day: result(c) for day, c in node_hour_coverages(warehouse, days).items()}
+
+        def result(comp) -> dg.AssetCheckResult:
             return dg.AssetCheckResult(
                 passed=comp.nodes > 0 and comp.gap_nodes == 0,
                 severity=dg.AssetCheckSeverity.WARN,
@@ -98,4 +118,6 @@ with warnings.catch_warnings():
                 description=completeness_description(comp),
             )
 
-        yield from per_day_check(context, USAGE_DAILY_KEY, "node_hours_complete", False, evaluate)
+        yield from per_day_check(
+            context, USAGE_DAILY_KEY, "node_hours_complete", False, evaluate, evaluate_days
+        )

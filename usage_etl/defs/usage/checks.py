@@ -2,7 +2,8 @@
 
 A range run (backfill) evaluates each check once per day, each result stored against its own
 partition (days.check_evaluation); a blocking check that fails on some days fails the step
-after every day was checked, naming those days."""
+after every day was checked, naming those days. The quarantine and conflict checks read all the
+days of a range in one go (usage/audit_days.py); the exactness check recomputes day by day."""
 
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -12,7 +13,7 @@ import dagster as dg
 from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.usage.days import check_evaluation, per_day_check
 from usage_etl.defs.vocabulary import POOL, ROLLUP_ROWS_KEY, USAGE_DAILY_KEY, daily_partitions
-from usage_etl.usage import audit
+from usage_etl.usage import audit, audit_days
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -33,7 +34,15 @@ def _exactness(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
 
 
 def _quarantine(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
-    report = audit.quarantine_summary(warehouse, day)
+    return _quarantine_result(audit.quarantine_summary(warehouse, day))
+
+
+def _quarantine_days(warehouse: Warehouse, days: list[date]) -> dict[date, dg.AssetCheckResult]:
+    summaries = audit_days.quarantine_summaries(warehouse, days)
+    return {day: _quarantine_result(summary) for day, summary in summaries.items()}
+
+
+def _quarantine_result(report: audit.QuarantineSummary) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=report.total_rows == 0 and report.total_files == 0,
         severity=dg.AssetCheckSeverity.WARN,
@@ -43,7 +52,15 @@ def _quarantine(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
 
 
 def _conflicts(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
-    conflicts = audit.conflicts(warehouse, day)
+    return _conflicts_result(audit.conflicts(warehouse, day))
+
+
+def _conflicts_days(warehouse: Warehouse, days: list[date]) -> dict[date, dg.AssetCheckResult]:
+    found = audit_days.conflicts_by_day(warehouse, days)
+    return {day: _conflicts_result(conflicts) for day, conflicts in found.items()}
+
+
+def _conflicts_result(conflicts: audit.Conflicts) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not conflicts.count,
         severity=dg.AssetCheckSeverity.WARN,
@@ -78,30 +95,39 @@ def _quarantine_metadata(report: audit.QuarantineSummary) -> dict:
     }
 
 
-# (asset, check name, blocking, evaluation of one day)
-CHECKS: tuple[
-    tuple[dg.AssetKey, str, bool, Callable[[Warehouse, date], dg.AssetCheckResult]], ...
-] = (
-    (USAGE_DAILY_KEY, "usage_daily_is_exact", True, _exactness),
-    (ROLLUP_ROWS_KEY, "quarantine_report", False, _quarantine),
-    (USAGE_DAILY_KEY, "conflict_report", False, _conflicts),
+OneDay = Callable[[Warehouse, date], dg.AssetCheckResult]
+Days = Callable[[Warehouse, list[date]], dict[date, dg.AssetCheckResult]]
+
+# (asset, check name, blocking, evaluation of one day, of a range of days or None: day by day)
+CHECKS: tuple[tuple[dg.AssetKey, str, bool, OneDay, Days | None], ...] = (
+    (USAGE_DAILY_KEY, "usage_daily_is_exact", True, _exactness, None),
+    (ROLLUP_ROWS_KEY, "quarantine_report", False, _quarantine, _quarantine_days),
+    (USAGE_DAILY_KEY, "conflict_report", False, _conflicts, _conflicts_days),
 )
 
 
 def range_check_evaluations(warehouse: Warehouse, days: list[date]) -> Iterator:
     """The usage_daily checks of the days a range step published before it failed on other
     days: the check steps are skipped once their upstream step failed."""
-    for asset, name, blocking, evaluate in CHECKS:
-        for day in days if asset == USAGE_DAILY_KEY else ():
-            yield check_evaluation(evaluate(warehouse, day), asset, name, day, blocking)
+    for asset, name, blocking, evaluate, evaluate_days in CHECKS:
+        if asset != USAGE_DAILY_KEY or not days:
+            continue
+        results = evaluate_days(warehouse, days) if evaluate_days else {}
+        for day in days:
+            result = results[day] if day in results else evaluate(warehouse, day)
+            yield check_evaluation(result, asset, name, day, blocking)
 
 
 def _per_day(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, name: str
 ) -> Iterator:
-    asset, _, blocking, evaluate = next(c for c in CHECKS if c[1] == name)
+    asset, _, blocking, evaluate, evaluate_days = next(c for c in CHECKS if c[1] == name)
     warehouse = clickhouse.get_warehouse()
-    yield from per_day_check(context, asset, name, blocking, lambda day: evaluate(warehouse, day))
+    yield from per_day_check(
+        context, asset, name, blocking,
+        lambda day: evaluate(warehouse, day),
+        (lambda days: evaluate_days(warehouse, days)) if evaluate_days else None,
+    )  # fmt: skip
 
 
 @dg.asset_check(asset=USAGE_DAILY_KEY, blocking=True, pool=POOL, partitions_def=daily_partitions)

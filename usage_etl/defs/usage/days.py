@@ -110,17 +110,21 @@ def per_day_check(
     check_name: str,
     blocking: bool,
     evaluate: Callable[[date], dg.AssetCheckResult],
+    evaluate_days: Callable[[list[date]], Mapping[date, dg.AssetCheckResult]] | None = None,
 ) -> Iterator:
     """The body of a partitioned check: its result for a partition run, one evaluation per day
-    for a range run. A blocking check failing on some days fails the step after every day was
-    checked, naming those days."""
+    for a range run. `evaluate_days`, when given, evaluates all the days of a range at once
+    (one statement for the range instead of one per day) and must return, for each day, what
+    `evaluate` returns for it. A blocking check failing on some days fails the step after every
+    day was checked, naming those days."""
     days = days_of(context)
     if not is_range(context):
         yield evaluate(days[0])
         return
+    results = evaluate_days(days) if evaluate_days else None
     failed = []
     for day in days:
-        result = evaluate(day)
+        result = results[day] if results is not None else evaluate(day)
         if blocking and not result.passed and result.severity == dg.AssetCheckSeverity.ERROR:
             failed.append(day)
         yield check_evaluation(result, asset_key, check_name, day, blocking)

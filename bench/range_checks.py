@@ -1,0 +1,162 @@
+"""What the checks of a range run (a backfill's single run) cost per day.
+
+    .venv/bin/python -m bench.range_checks [--days 10] [--rows 2000]
+
+Starts SeaweedFS, simulates the demo fleet (8 nodes, 40 accounts, the demo's faults) for
+`--days` days, runs daily_usage over the range in process (what a backfill launches with
+BackfillPolicy.single_run), and prints each step's wall time from the run's event log, the
+check steps' total and their cost per day, and the CPU seconds of the whole run. Then, on the
+same warehouse in the same process, times each check's audit both ways, alternating `--rounds`
+times: day by day (the one-day functions, what a range run did before session 9) and the whole
+range at once (what it does now), wall and CPU seconds (chDB runs in this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from usage_etl.local_stack import start_seaweed
+from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
+
+BUCKET = "landing"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first", type=date.fromisoformat, default=date(2026, 10, 1))
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    days = [args.first + timedelta(days=i) for i in range(args.days)]
+    work = Path(tempfile.mkdtemp(prefix="bench-range-checks-"))
+    s3 = start_seaweed(work / "seaweedfs")
+    try:
+        s3.ensure_bucket(BUCKET)
+        os.environ.update(s3.env())
+        os.environ["USAGE_ETL_CLICKHOUSE_DSN"] = f"chdb://{work / 'engine'}"
+        os.environ["USAGE_ETL_DATABASE"] = "usage"
+        os.environ["USAGE_ETL_LANDING_URL"] = f"s3://{BUCKET}/range/rollups"
+        for key in ("USAGE_ETL_AS_OF", "USAGE_ETL_NODE_REGISTRY"):
+            os.environ.pop(key, None)
+        sim = Simulator(
+            FleetSpec(nodes=8, accounts=40, rows_per_day=args.rows, seed=7), FaultSpec.default()
+        )
+        client = s3.client()
+        for day in days:
+            sim.upload(sim.generate_day(day).files, client, BUCKET, "range/rollups")
+
+        import dagster as dg
+
+        from usage_etl.definitions import defs
+
+        job = defs().resolve_job_def("daily_usage")
+        tags = {
+            "dagster/asset_partition_range_start": days[0].isoformat(),
+            "dagster/asset_partition_range_end": days[-1].isoformat(),
+        }
+        cpu, started = _cpu(), time.time()
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(tags=tags, instance=instance, raise_on_error=False)
+            wall, cpu = time.time() - started, _cpu() - cpu
+            records = instance.all_logs(result.run_id)
+        audits = time_audits(days, args.rounds)
+    finally:
+        s3.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    starts, ends = {}, {}
+    for r in records:
+        if not r.is_dagster_event:
+            continue
+        if r.dagster_event_type == dg.DagsterEventType.STEP_START:
+            starts[r.step_key] = r.timestamp
+        elif r.dagster_event_type in (
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        ):
+            ends[r.step_key] = r.timestamp
+    evaluations = result.get_asset_check_evaluations()
+    print(f"{len(days)} days x {args.rows} rows: run success={result.success}")
+    checks = 0.0
+    for step in sorted(starts, key=starts.get):
+        seconds = ends.get(step, starts[step]) - starts[step]
+        is_check = step not in ("rollup_rows", "published_usage")
+        checks += seconds if is_check else 0.0
+        print(f"  step {step:<50} {seconds:7.2f} s")
+    print(f"check steps: {checks:.2f} s, {checks / len(days):.3f} s per day")
+    print(f"check evaluations: {len(evaluations)} ({len(evaluations) / len(days):.0f} per day)")
+    print(f"events written: {len(records)}")
+    print(f"whole run in process: wall {wall:.2f} s, CPU {cpu:.2f} s")
+    print(f"\nthe audits of {len(days)} days (best of {args.rounds}; wall s / CPU s):")
+    print(f"  {'check':<28} {'day by day':>16} {'range at once':>16}")
+    for name, (by_day, at_once) in audits.items():
+        print(
+            f"  {name:<28} {by_day[0]:7.2f} / {by_day[1]:5.2f}"
+            f"  {at_once[0]:7.2f} / {at_once[1]:5.2f}"
+        )
+
+
+def time_audits(days: list[date], rounds: int) -> dict[str, tuple]:
+    from usage_etl.defs.resources import ClickHouseResource
+    from usage_etl.reconciliation import compare
+    from usage_etl.settings import Tolerances
+    from usage_etl.usage import audit, audit_days
+
+    resource_ = ClickHouseResource()
+    warehouse = resource_.get_warehouse()
+    table = resource_.settings().cache_events_table
+    tol = Tolerances()
+    ways = {
+        "quarantine_report": (
+            lambda: [audit.quarantine_summary(warehouse, d) for d in days],
+            lambda: audit_days.quarantine_summaries(warehouse, days),
+        ),
+        "conflict_report": (
+            lambda: [audit.conflicts(warehouse, d) for d in days],
+            lambda: audit_days.conflicts_by_day(warehouse, days),
+        ),
+        "rollups_cover_cache_events": (
+            lambda: [compare.reconcile(warehouse, d, tol, table) for d in days],
+            lambda: compare.reconcile_days(warehouse, days, tol, table),
+        ),
+        "node_hours_complete": (
+            lambda: [compare.node_hour_coverage(warehouse, d) for d in days],
+            lambda: compare.node_hour_coverages(warehouse, days),
+        ),
+        "usage_daily_is_exact": (
+            lambda: [audit.recompute_day(warehouse, d) for d in days],
+            None,  # day by day in both (audit.py's recount is per day)
+        ),
+    }
+    best: dict[str, list] = {name: [(1e9, 1e9), (1e9, 1e9)] for name in ways}
+    try:
+        for _ in range(rounds):
+            for name, pair in ways.items():
+                for i, way in enumerate(pair):
+                    if way is None:
+                        best[name][i] = best[name][0]
+                        continue
+                    cpu, started = _cpu(), time.time()
+                    way()
+                    took = (time.time() - started, _cpu() - cpu)
+                    best[name][i] = min(best[name][i], took)
+    finally:
+        resource_.teardown_after_execution(None)
+    total = [tuple(sum(b[i][k] for b in best.values()) for k in (0, 1)) for i in (0, 1)]
+    return {**{name: tuple(b) for name, b in best.items()}, "all five": tuple(total)}
+
+
+if __name__ == "__main__":
+    main()
