@@ -13,7 +13,13 @@ the daemon marking the backfill complete). Then compares every day's usage_daily
 simulator's truth and exits non-zero on any difference.
 
 `--days-per-run N` sets USAGE_ETL_BACKFILL_DAYS_PER_RUN for the deployment (default: the
-code's policy, one run for the whole range).
+code's policy, one run for the whole range). `--daemon-interval S` sets
+USAGE_ETL_DAEMON_INTERVAL_SECONDS for the daemon (`python -m usage_etl.daemon`; default: its
+2 s; 30 is Dagster's own loop, the figure before session 9).
+
+CPU: `stack_cpu_s` is the user + system CPU of the deployment's process tree (webserver,
+daemon, code servers, the runs), counted when the stack has stopped (children's CPU reaches
+this process only once they are waited for); SeaweedFS and PostgreSQL are not in it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -61,12 +68,18 @@ def _ts(value) -> float:
     return float(value) if value is not None else float("nan")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first", type=date.fromisoformat, default=date(2026, 10, 1))
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--rows", type=int, default=20_000, help="rows per day")
     parser.add_argument("--days-per-run", type=int, default=0)
+    parser.add_argument("--daemon-interval", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
@@ -93,6 +106,9 @@ def main() -> None:
         }  # fmt: skip
         if args.days_per_run:
             env["USAGE_ETL_BACKFILL_DAYS_PER_RUN"] = str(args.days_per_run)
+        if args.daemon_interval is not None:
+            env["USAGE_ETL_DAEMON_INTERVAL_SECONDS"] = str(args.daemon_interval)
+        cpu_before = _children_cpu()
         stack = start_stack(workroot, env)
         launched = time.time()
         backfill_id = launch_asset_backfill(stack, [d.isoformat() for d in days])
@@ -104,6 +120,7 @@ def main() -> None:
         run_seconds = sum(_ts(r["endTime"]) - _ts(r["startTime"]) for r in runs)
         statuses = sorted({r["status"] for r in runs})
         stack.stop()
+        stack_cpu = _children_cpu() - cpu_before
         errors = []
         with stack_warehouse(stack) as warehouse:
             for day in days:
@@ -123,6 +140,8 @@ def main() -> None:
             "launch_to_backfill_complete_s": round(complete - launched, 1),
             "launch_to_first_run_start_s": round(first_start - launched, 1),
             "sum_of_run_seconds": round(run_seconds, 1),
+            "stack_cpu_s": round(stack_cpu, 1),
+            "daemon_interval_s": args.daemon_interval,
             "exact_days": len(days) - len(errors),
             "at": datetime.now().isoformat(timespec="seconds"),
         }
