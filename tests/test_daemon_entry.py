@@ -39,6 +39,9 @@ def restore_controller(monkeypatch):
         controller, "DEFAULT_DAEMON_INTERVAL_SECONDS", controller.DEFAULT_DAEMON_INTERVAL_SECONDS
     )
     monkeypatch.setattr(controller, "create_daemon_of_type", controller.create_daemon_of_type)
+    monkeypatch.setattr(
+        backfill_daemon, "execute_backfill_iteration", backfill_daemon.execute_backfill_iteration
+    )
 
 
 def backfill_loop_sleeps(monkeypatch) -> list[float]:
@@ -95,3 +98,54 @@ def test_the_asset_daemon_keeps_dagsters_interval(restore_controller):
         assert asset_daemon._pre_sensor_interval_seconds == 30
         backfill = controller.create_daemon_of_type(BackfillDaemon.daemon_type(), instance)
         assert isinstance(backfill, BackfillDaemon)
+
+
+def test_a_running_backfill_is_evaluated_at_dagsters_pace_a_new_one_at_once(restore_controller):
+    """The short loop is for picking up new backfills; one in progress is evaluated every 30 s
+    (Dagster's pace), a new or newly canceling one at the next 2 s iteration."""
+    from types import SimpleNamespace
+
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    backfills: list = []
+    context = SimpleNamespace(
+        instance=SimpleNamespace(get_backfills=lambda filters: list(backfills))
+    )
+    evaluated: list[float] = []
+    now = [1000.0]
+
+    def evaluate(workspace_process_context, logger, **kwargs):
+        evaluated.append(now[0])
+        yield None
+
+    iteration = daemon.throttled(evaluate, full_every=30, clock=lambda: now[0])
+
+    def tick(seconds: float = 2.0) -> None:
+        now[0] += seconds
+        list(iteration(context, None))
+
+    tick()  # the first iteration evaluates (as Dagster's would)
+    tick()
+    assert len(evaluated) == 1
+    backfills.append(SimpleNamespace(backfill_id="a", status=BulkActionStatus.REQUESTED))
+    tick()
+    assert len(evaluated) == 2  # a new backfill: at once
+    for _ in range(10):
+        tick()
+    assert len(evaluated) == 2  # in progress: not every 2 s
+    tick(10)
+    assert len(evaluated) == 3  # 30 s after the last evaluation
+    backfills[0] = SimpleNamespace(backfill_id="a", status=BulkActionStatus.CANCELING)
+    tick()
+    assert len(evaluated) == 4  # a cancel request: at once
+    backfills.clear()
+    tick()
+    assert len(evaluated) == 4
+
+
+def test_the_wrapper_throttles_dagsters_iteration(monkeypatch, restore_controller):
+    original = backfill_daemon.execute_backfill_iteration
+    daemon.apply_interval(2.0)
+    daemon.apply_interval(2.0)
+    wrapped = backfill_daemon.execute_backfill_iteration
+    assert wrapped is not original and wrapped.usage_etl_throttled

@@ -372,7 +372,7 @@ def _after_failed_query(warehouse: Warehouse) -> None:
     mid-stream had not yet sent for the *next* query on the connection: that one then raises
     a StreamFailureError or, worse, returns the failed query's partial rows as its own (a footer
     query after a failed one returned footers of the failed group, so files of the new group
-    looked unreadable and went the Python way for nothing). One throwaway query takes it."""
+    could look unreadable and go the Python way for nothing). One throwaway query takes it."""
     if not warehouse.embedded:
         return
     for _ in range(2):
