@@ -13,7 +13,13 @@ the daemon marking the backfill complete). Then compares every day's usage_daily
 simulator's truth and exits non-zero on any difference.
 
 `--days-per-run N` sets USAGE_ETL_BACKFILL_DAYS_PER_RUN for the deployment (default: the
-code's policy, one run for the whole range).
+code's policy, one run for the whole range). `--daemon-interval S` sets
+USAGE_ETL_DAEMON_INTERVAL_SECONDS for the daemon (`python -m usage_etl.daemon`; default: its
+2 s; 30 is Dagster's own loop, the figure before session 9).
+
+CPU: `stack_cpu_s` is the user + system CPU of the deployment's process trees (webserver,
+daemon, code servers, the runs) from the stack's start (after the simulation) to the backfill's
+end, by kind (`CpuSampler`); SeaweedFS and PostgreSQL are not in it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import date, datetime, timedelta
@@ -61,12 +68,65 @@ def _ts(value) -> float:
     return float(value) if value is not None else float("nan")
 
 
+class CpuSampler:
+    """User + system CPU of the deployment's process trees, by kind (daemon, webserver, code
+    servers, runs), sampled every 0.5 s from /proc (psutil): a process's own CPU as last seen,
+    so what a process spends in its last half second before exiting is missed."""
+
+    KINDS = (("usage_etl.daemon", "daemon"), ("dagster-daemon", "daemon"),
+             ("webserver", "webserver"), ("api grpc", "code_servers"),
+             ("execute_run", "runs"))  # fmt: skip
+
+    def __init__(self, roots: list[int]):
+        import psutil
+
+        self.psutil, self.roots = psutil, roots
+        self.seen: dict[tuple[int, float], tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _kind(self, proc) -> str:
+        line = " ".join(proc.cmdline())
+        return next((kind for needle, kind in self.KINDS if needle in line), "other")
+
+    def _sample(self) -> None:
+        for root in self.roots:
+            try:
+                top = self.psutil.Process(root)
+                procs = [top, *top.children(recursive=True)]
+            except self.psutil.Error:
+                continue
+            for proc in procs:
+                try:
+                    key = (proc.pid, proc.create_time())
+                    times = proc.cpu_times()
+                    kind = self.seen[key][0] if key in self.seen else self._kind(proc)
+                    self.seen[key] = (kind, times.user + times.system)
+                except self.psutil.Error:
+                    continue
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.5):
+            self._sample()
+
+    def totals(self) -> dict[str, float]:
+        self.stop.set()
+        self.thread.join()
+        by_kind: dict[str, float] = {}
+        for kind, seconds in self.seen.values():
+            by_kind[kind] = round(by_kind.get(kind, 0.0) + seconds, 1)
+        by_kind["total"] = round(sum(seconds for _, seconds in self.seen.values()), 1)
+        return by_kind
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first", type=date.fromisoformat, default=date(2026, 10, 1))
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--rows", type=int, default=20_000, help="rows per day")
     parser.add_argument("--days-per-run", type=int, default=0)
+    parser.add_argument("--daemon-interval", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
@@ -93,7 +153,10 @@ def main() -> None:
         }  # fmt: skip
         if args.days_per_run:
             env["USAGE_ETL_BACKFILL_DAYS_PER_RUN"] = str(args.days_per_run)
+        if args.daemon_interval is not None:
+            env["USAGE_ETL_DAEMON_INTERVAL_SECONDS"] = str(args.daemon_interval)
         stack = start_stack(workroot, env)
+        sampler = CpuSampler([p.pid for p in stack.processes.values()])
         launched = time.time()
         backfill_id = launch_asset_backfill(stack, [d.isoformat() for d in days])
         state = wait_for_backfill(stack, backfill_id, args.timeout)
@@ -103,6 +166,7 @@ def main() -> None:
         first_start = min(_ts(r["startTime"]) for r in runs)
         run_seconds = sum(_ts(r["endTime"]) - _ts(r["startTime"]) for r in runs)
         statuses = sorted({r["status"] for r in runs})
+        stack_cpu = sampler.totals()
         stack.stop()
         errors = []
         with stack_warehouse(stack) as warehouse:
@@ -123,6 +187,8 @@ def main() -> None:
             "launch_to_backfill_complete_s": round(complete - launched, 1),
             "launch_to_first_run_start_s": round(first_start - launched, 1),
             "sum_of_run_seconds": round(run_seconds, 1),
+            "stack_cpu_s": stack_cpu,
+            "daemon_interval_s": args.daemon_interval,
             "exact_days": len(days) - len(errors),
             "at": datetime.now().isoformat(timespec="seconds"),
         }

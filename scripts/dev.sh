@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Dagster UI on the demo's data: the demo's settings (dagster_home/demo.env, written by
 # `usage-etl demo`), its SeaweedFS (reused when the demo left it running, else started here and
-# stopped on exit), then `dagster dev`. Schedules and the sensor start STOPPED here
+# stopped on exit), then the webserver and the daemon (what `dagster dev` runs, but the daemon is
+# `python -m usage_etl.daemon`: backfills start within USAGE_ETL_DAEMON_INTERVAL_SECONDS, 2 s,
+# instead of `dagster dev`'s dagster-daemon and its fixed 30 s loop). Schedules and the sensor start STOPPED here
 # (USAGE_ETL_AUTOMATION=stopped): browsing the demo must not start daily runs for today's dates.
 # Ctrl+C stops what this script started.
 set -euo pipefail
@@ -27,5 +29,9 @@ for key, value in server.env().items():
 print(f"WEED_PID={server.process.pid if started else ''}")
 PY
 )"
-trap '[ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null || true' EXIT
-.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
+.venv/bin/python -m usage_etl.daemon run -w workspace.yaml &
+DAEMON=$!
+.venv/bin/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" &
+WEB=$!
+trap 'kill "$DAEMON" "$WEB" 2>/dev/null || true; [ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null || true; wait' EXIT INT TERM
+wait -n "$DAEMON" "$WEB"

@@ -253,6 +253,71 @@ def test_a_corrupt_file_inside_a_chunk_costs_only_itself(landing, warehouse):
     assert report.rows_loaded == 30
 
 
+def test_a_failed_footer_query_does_not_answer_the_next_one(landing, warehouse):
+    """The embedded engine leaves a failed query's unsent rows for the next query; the footer
+    query after a failed one must return its own files' footers (else they look unreadable)."""
+    clean = [
+        landing.put(f"c-{i}.parquet", parquet_bytes(_rows(f"c{i}", n=2000))) for i in range(40)
+    ]
+    good = parquet_bytes(_rows("good", n=20))
+    bad = [*clean, landing.put("truncated.parquet", good[: len(good) // 2])]
+    others = [landing.put(f"o-{i}.parquet", parquet_bytes(_rows(f"o{i}"))) for i in range(3)]
+    access = native.s3_access_from_client(landing.client)
+
+    assert native._footers(warehouse, access, landing.bucket, bad) is None
+    footers = native._footers(warehouse, access, landing.bucket, others)
+
+    assert footers is not None
+    assert sorted(f.key for f in footers) == sorted(others)
+
+
+def test_a_truncated_footer_is_screened_out_in_one_query(landing, warehouse, monkeypatch):
+    """A footer group failing on a truncated upload costs one screening query (files without a
+    footer magic), not ~2·log2(n) halving queries; every file gets the same verdict as by
+    halving alone (a file ending in PAR1 that still fails, corrupt.parquet, is halved out)."""
+    good = parquet_bytes(_rows("good", n=20))
+    keys = [landing.put(f"clean-{i}.parquet", parquet_bytes(_rows(f"c{i}"))) for i in range(12)]
+    keys.insert(5, landing.put("truncated.parquet", good[: len(good) // 2]))
+    keys.insert(9, landing.put("short.parquet", b"PAR"))
+    access = native.s3_access_from_client(landing.client)
+    bucket = landing.bucket
+    sizes = {key: 1000 for key in keys}
+    statements: list[str] = []
+    query_rows = warehouse.query_rows
+
+    def counted(sql, parameters=None, **kw):
+        if sql != "SELECT 1":  # not the drain after a failed query (native._after_failed_query)
+            statements.append("RawBLOB" if "RawBLOB" in sql else "footers")
+        return query_rows(sql, parameters, **kw)
+
+    monkeypatch.setattr(warehouse, "query_rows", counted)
+    halved = native.read_footers(warehouse, access, bucket, keys)
+    halving = len(statements)
+    statements.clear()
+    screened = native.read_footers(warehouse, access, bucket, keys, sizes=sizes)
+
+    assert screened == halved
+    assert set(screened) == set(keys) - {
+        landing.key("truncated.parquet"),
+        landing.key("short.parquet"),
+    }
+    assert statements == ["footers", "RawBLOB", "footers"]
+    assert halving > 2 * len(statements)
+
+    statements.clear()
+    with_corrupt = [*keys, landing.put("corrupt.parquet", b"PAR1 this is not parquet PAR1")]
+    screened = native.read_footers(warehouse, access, bucket, with_corrupt,
+                                   sizes={key: 1000 for key in with_corrupt})  # fmt: skip
+    assert screened == halved  # the screen sets two aside, halving finds the third
+    assert statements.count("RawBLOB") == 1
+
+    statements.clear()
+    native.read_footers(
+        warehouse, access, bucket, keys, sizes={key: native.SCREEN_BYTES for key in keys}
+    )
+    assert "RawBLOB" not in statements  # large groups are only halved (no whole-file reads)
+
+
 @pytest.mark.parametrize("problem", ["closed port", "wrong secret"])
 def test_when_clickhouse_cannot_reach_s3_python_reads_everything(
     landing, warehouse, caplog, problem

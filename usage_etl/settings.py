@@ -255,6 +255,14 @@ class LateFileSettings(Knobs):
     late_days_per_tick: int = 7  # day prefixes listed per tick, round-robin
 
 
+class DaemonSettings(Knobs):
+    """Read once by the project's daemon entry point (usage_etl/daemon.py) before Dagster's."""
+
+    # Seconds between the backfill daemon's iterations: how long a launched backfill waits
+    # for its first run (Dagster 1.13's fixed loop is 30 s).
+    daemon_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+
+
 class CliSettings(Knobs):
     """Read by the CLI when it reports an error (cli/errors.py)."""
 

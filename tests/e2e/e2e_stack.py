@@ -53,7 +53,8 @@ class DagsterStack:
                                   "-p", str(self.port)])  # fmt: skip
         self.wait_for(self._location_loaded, timeout, "the webserver and its code location")
         set_pool_limit(self.env, WAREHOUSE_POOL, 1)
-        self._spawn("daemon", ["dagster-daemon", "run", "-m", LOCATION])
+        # The project's daemon entry point (scripts/dagster_prod.sh's): the backfill loop every 2 s.
+        self._spawn("daemon", ["python", "-m", "usage_etl.daemon", "run", "-m", LOCATION])
         self.wait_for(self._daemons_healthy, timeout, "the daemon's heartbeats")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
