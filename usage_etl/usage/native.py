@@ -367,22 +367,6 @@ def _raise_unless_about_the_objects(exc: WarehouseError) -> None:
         raise Unreachable(str(exc)) from None
 
 
-def _after_failed_query(warehouse: Warehouse) -> None:
-    """The embedded engine (chDB through clickhouse-connect) leaves what a query that failed
-    mid-stream had not yet sent for the *next* query on the connection: that one then raises
-    a StreamFailureError or, worse, returns the failed query's partial rows as its own (a footer
-    query after a failed one returned footers of the failed group, so files of the new group
-    could look unreadable and go the Python way for nothing). One throwaway query takes it."""
-    if not warehouse.embedded:
-        return
-    for _ in range(2):
-        try:
-            if warehouse.query_rows("SELECT 1") == [(1,)]:
-                return
-        except Exception:  # the leftover stream, whatever it raises
-            continue
-
-
 def _footers(
     warehouse: Warehouse, access: S3Access, bucket: str, keys: list[str]
 ) -> list[Footer] | None:
@@ -399,7 +383,6 @@ def _footers(
             {**access.parameters(access.url(bucket, keys)), "key_offset": len(bucket) + 2},
         )
     except WarehouseError as exc:
-        _after_failed_query(warehouse)
         _raise_unless_about_the_objects(exc)
         return None
     return [Footer(key, etag, rows, eligible_parquet(cols)) for key, etag, rows, cols in rows]
@@ -431,7 +414,6 @@ def _without_footer_magic(
             {**access.parameters(access.url(bucket, keys)), "key_offset": len(bucket) + 2},
         )
     except WarehouseError as exc:
-        _after_failed_query(warehouse)
         _raise_unless_about_the_objects(exc)
         return None
     return {key for (key,) in rows} & set(keys)

@@ -336,12 +336,27 @@ class Warehouse:
             except WarehouseError:
                 raise
             except Exception as exc:  # clickhouse-connect / chDB errors
+                if self.embedded:
+                    self._drain_leftover_stream()
                 message = str(exc).replace(self.dsn, self.safe_dsn)
                 raise WarehouseError(
                     f"ClickHouse ({self.safe_dsn}): {message}", transient=_is_transient(exc)
                 ) from None
             finally:
                 _log_if_slow(time.perf_counter() - started, args)
+
+    def _drain_leftover_stream(self) -> None:
+        """The embedded engine (chDB through clickhouse-connect) leaves what a query that failed
+        mid-stream had not yet sent for the *next* query on the connection: that one then raises
+        a StreamFailureError or, worse, returns the failed query's partial rows as its own (a
+        footer query after a failed one returned the failed group's footers). One throwaway
+        query takes the leftover, so every caller's next statement answers for itself."""
+        for _ in range(2):
+            try:
+                if list(self.client.query("SELECT 1").result_rows) == [(1,)]:
+                    return
+            except Exception:  # the leftover stream, whatever it raises
+                continue
 
     # -- lifecycle -----------------------------------------------------------------------------
 
