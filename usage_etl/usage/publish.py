@@ -173,6 +173,7 @@ def _dedupe_into(
     """
     duplicates = f"{BUILD_PREFIX}duplicate_ids_{suffix}"
     winners = f"{BUILD_PREFIX}winners_{suffix}"
+    keyed = f"{BUILD_PREFIX}keyed_{suffix}"
     grouped = f"{BUILD_PREFIX}grouped_{suffix}"
     dimensions = f"{BUILD_PREFIX}dimensions_{suffix}"
     overflow = f"{BUILD_PREFIX}overflow_{suffix}"
@@ -182,10 +183,16 @@ def _dedupe_into(
         counts = _store_dimensions(warehouse, day, dimensions)
         ids, names, key = _dimension_ids(warehouse, dimensions, counts)
         buckets = max(1, math.ceil(counting_row_count(warehouse, day) / GROUP_BUCKET_ROWS))
+        rows = _keyed_rows_sql(warehouse, duplicates, winners, ids, key)
+        if buckets > 1:
+            # One read of the day: every row's bucket and hourly key into a narrow table,
+            # one partition per bucket; each bucket's GROUP BY then reads its own partition.
+            _store_keyed_rows(warehouse, day, rows, keyed, buckets, counts["account_id"])
+            rows = f"SELECT * FROM {warehouse.table(keyed)} WHERE bucket = {{bucket:UInt32}}"
         overflowed = False
         for bucket in range(buckets):
-            params = {"day": day, "buckets": buckets, "bucket": bucket}
-            _group_hourly(warehouse, params, duplicates, winners, grouped, ids, key)
+            params = {"day": day, "bucket": bucket}
+            _group_hourly(warehouse, params, rows, grouped)
             overflowed |= _spell_out(
                 warehouse, params, grouped, build_hourly, build_daily, names, key, overflow
             )
@@ -193,7 +200,7 @@ def _dedupe_into(
             return 0, 0
         return _quarantine_overflow(warehouse, day, overflow, publish_id)
     finally:
-        for table in (duplicates, winners, grouped, dimensions, overflow):
+        for table in (duplicates, winners, keyed, grouped, dimensions, overflow):
             warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(table)}")
 
 
@@ -205,43 +212,64 @@ HOURLY_ORDER_IDS = (
 ID_COLUMNS = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
 
 
-def _group_hourly(
-    warehouse: Warehouse,
-    params: dict,
-    duplicates: str,
-    winners: str,
-    grouped: str,
-    ids: str,
-    key: HourlyKey,
+def _keyed_rows_sql(
+    warehouse: Warehouse, duplicates: str, winners: str, ids: str, key: HourlyKey
+) -> str:
+    """The day's single-version rows and the winners of the others, one row per rollup: its
+    hourly key (hour of day and dimension ids, packed), the account's id (`i_account_id`),
+    its values, how many versions it was chosen from and whether they conflicted."""
+    return f"""
+        SELECT {key.encode} AS sort_key, i_account_id,
+               bytes, request_count, versions, conflict
+        FROM (
+            SELECT toHour(window_start) AS hour_of_day, {ids},
+                   bytes, request_count, versions, conflict
+            FROM (
+                SELECT window_start, {DIMENSIONS}, bytes, request_count,
+                       toUInt64(1) AS versions, toUInt8(0) AS conflict
+                FROM ({counting_rows_sql(warehouse)})
+                WHERE event_hash NOT IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+                UNION ALL
+                SELECT window_start, {DIMENSIONS}, bytes, request_count, versions, conflict
+                FROM {warehouse.table(winners)}
+            )
+        )
+    """
+
+
+def _store_keyed_rows(
+    warehouse: Warehouse, day: date, rows: str, keyed: str, buckets: int, accounts: int
 ) -> None:
-    """Sums per hourly key (hour of day and dimension ids, packed) of one bucket's
-    single-version rows and winners, into `grouped` (UInt128 sums: checked against UInt64 when
-    spelled out)."""
-    in_bucket = "cityHash64(account_id) % {buckets:UInt32} = {bucket:UInt32}"
+    """`rows` (`_keyed_rows_sql`) into the table `keyed`, partitioned by bucket: buckets are
+    ranges of account ids, so every hourly and every daily group lies in exactly one bucket.
+    Unsorted and never merged: each partition is read once, by its bucket's GROUP BY."""
+    bucket = "intDiv((toUInt64(i_account_id) - 1) * {buckets:UInt32}, {accounts:UInt32})"
+    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(keyed)}")
+    warehouse.command(
+        f"""
+        CREATE TABLE {warehouse.table(keyed)} ENGINE = MergeTree
+        PARTITION BY bucket ORDER BY tuple() SETTINGS {NO_MERGE_SETTINGS} AS
+        SELECT toUInt32({bucket}) AS bucket, sort_key, bytes, request_count, versions, conflict
+        FROM ({rows})
+        """,
+        {"day": day, "buckets": buckets, "accounts": max(1, accounts)},
+        max_partitions_per_insert_block=0,
+    )
+
+
+def _group_hourly(warehouse: Warehouse, params: dict, rows: str, grouped: str) -> None:
+    """Sums per hourly key of one bucket's rows (`rows`: `_keyed_rows_sql`, or the keyed
+    table's partition), into `grouped` (UInt128 sums: checked against UInt64 when spelled
+    out)."""
     warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(grouped)}")
     warehouse.command(
         f"""
         CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key
         SETTINGS {NO_MERGE_SETTINGS} AS
-        SELECT {key.encode} AS sort_key,
+        SELECT sort_key,
                sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
-               sum(rollup) AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
-        FROM (
-            SELECT toHour(window_start) AS hour_of_day, {ids},
-                   bytes, request_count, rollup, versions, conflict
-            FROM (
-                SELECT window_start, {DIMENSIONS}, bytes, request_count,
-                       1 AS rollup, 1 AS versions, 0 AS conflict
-                FROM ({counting_rows_sql(warehouse)})
-                WHERE {in_bucket} AND event_hash NOT IN (
-                    SELECT event_hash FROM {warehouse.table(duplicates)}
-                )
-                UNION ALL
-                SELECT window_start, {DIMENSIONS}, bytes, request_count, 1, versions, conflict
-                FROM {warehouse.table(winners)}
-                WHERE {in_bucket}
-            )
-        )
+               count() AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
+        FROM ({rows})
         GROUP BY sort_key
         """,
         params,
