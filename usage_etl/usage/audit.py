@@ -115,16 +115,19 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         f"SELECT sum(rollups) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
         params,
     )
-    held = warehouse.query_rows(
-        f"""
-        SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
-        FROM ({rows})
-        WHERE (source_key, source_etag, source_row) IN (
-            SELECT source_key, source_etag, source_row {_overflow_quarantine_sql(warehouse)}
-        )
-        """,
-        params,
-    )[0]
+    held = (0, 0, 0)
+    # The staged rows are scanned for them only on a day that has some (rarely any).
+    if warehouse.query_one(f"SELECT count() {_overflow_quarantine_sql(warehouse)}", params):
+        held = warehouse.query_rows(
+            f"""
+            SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
+            FROM ({rows})
+            WHERE (source_key, source_etag, source_row) IN (
+                SELECT source_key, source_etag, source_row {_overflow_quarantine_sql(warehouse)}
+            )
+            """,
+            params,
+        )[0]
     return Recomputation(
         published=(
             int(daily[0] or 0) + int(held[0] or 0),
