@@ -186,11 +186,13 @@ def _dedupe_into(
         counts = _store_dimensions(warehouse, day, dimensions)
         ids, names, key = _dimension_ids(warehouse, dimensions, counts)
         buckets = max(1, math.ceil(counting_row_count(warehouse, day) / GROUP_BUCKET_ROWS))
-        rows = _keyed_rows_sql(warehouse, duplicates, ids, key)
+        single, winners = _keyed_rows_sql(warehouse, duplicates, ids, key)
+        rows = f"{single} UNION ALL {winners}"
         if buckets > 1:
             # One read of the day: every row's bucket and hourly key into a narrow table,
             # one partition per bucket; each bucket's GROUP BY then reads its own partition.
-            _store_keyed_rows(warehouse, day, rows, keyed, buckets, counts["account_id"])
+            keyed_rows = (single, winners)
+            _store_keyed_rows(warehouse, day, keyed_rows, keyed, buckets)
             rows = f"SELECT * FROM {warehouse.table(keyed)} WHERE bucket = {{bucket:UInt32}}"
         overflowed = False
         for bucket in range(buckets):
@@ -214,14 +216,17 @@ HOURLY_ORDER_IDS = (
 ID_COLUMNS = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
 
 
-def _keyed_rows_sql(warehouse: Warehouse, duplicates: str, ids: str, key: HourlyKey) -> str:
-    """The day's single-version rows and the winners of the others (`latest_versions_sql`),
-    one row per rollup: its hourly key (hour of day and dimension ids, packed), the account's
-    id (`i_account_id`), its values, how many versions it was chosen from and whether they
-    conflicted. A winner's dimensions are never spelled out: only its key is taken."""
+def _keyed_rows_sql(
+    warehouse: Warehouse, duplicates: str, ids: str, key: HourlyKey
+) -> tuple[str, str]:
+    """The day's single-version rows, and the winners of the others (`latest_versions_sql`):
+    two queries of the same columns, one row per rollup: its hourly key (hour of day and
+    dimension ids, packed), the account's id (`i_account_id`), its values, how many versions
+    it was chosen from and whether they conflicted. A winner's dimensions are never spelled
+    out: only its key is taken."""
     keyed = f"toHour(window_start) AS hour_of_day, {ids}, {key.encode} AS sort_key"
     values = ("sort_key", "i_account_id", "bytes", "request_count")
-    return f"""
+    single = f"""
         SELECT sort_key, i_account_id, bytes, request_count,
                toUInt64(1) AS versions, toUInt8(0) AS conflict
         FROM (
@@ -229,27 +234,49 @@ def _keyed_rows_sql(warehouse: Warehouse, duplicates: str, ids: str, key: Hourly
             FROM ({counting_rows_sql(warehouse)})
             WHERE event_hash NOT IN (SELECT event_hash FROM {warehouse.table(duplicates)})
         )
-        UNION ALL
-        SELECT w_sort_key, w_i_account_id, w_bytes, w_request_count, versions, conflict
+    """
+    winners = f"""
+        SELECT w_sort_key AS sort_key, w_i_account_id AS i_account_id, w_bytes AS bytes,
+               w_request_count AS request_count, versions, toUInt8(conflict) AS conflict
         FROM ({latest_versions_sql(warehouse, duplicates, values, keyed)})
     """
+    return single, winners
 
 
 def _store_keyed_rows(
-    warehouse: Warehouse, day: date, rows: str, keyed: str, buckets: int, accounts: int
+    warehouse: Warehouse,
+    day: date,
+    rows: tuple[str, str],
+    keyed: str,
+    buckets: int,
 ) -> None:
-    """`rows` (`_keyed_rows_sql`) into the table `keyed`, partitioned by bucket: buckets are
-    ranges of account ids, so every hourly and every daily group lies in exactly one bucket.
-    Unsorted and never merged: each partition is read once, by its bucket's GROUP BY."""
-    bucket = "intDiv((toUInt64(i_account_id) - 1) * {buckets:UInt32}, {accounts:UInt32})"
+    """`rows` (`_keyed_rows_sql`) into the table `keyed`, partitioned by bucket: a bucket is
+    a hash of the account's id, so every hourly and every daily group lies in exactly one
+    bucket (ranges of ids made one bucket of a 10M-row day twice the others: sorted account
+    names are not spread evenly).
+    Unsorted and never merged: each partition is read once, by its bucket's GROUP BY. The
+    single-version rows and the winners are two statements: the winners' per-event_id states
+    and the single rows' insert then do not hold memory at the same time."""
+    bucket = "intHash32(i_account_id) % {buckets:UInt32}"
+    params = {"day": day, "buckets": buckets}
+    columns = "bucket, sort_key, bytes, request_count, versions, conflict"
+    single, winners = rows
     warehouse.command(
         f"""
         CREATE OR REPLACE TABLE {warehouse.table(keyed)} ENGINE = MergeTree
         PARTITION BY bucket ORDER BY tuple() SETTINGS {NO_MERGE_SETTINGS} AS
         SELECT toUInt32({bucket}) AS bucket, sort_key, bytes, request_count, versions, conflict
-        FROM ({rows})
+        FROM ({single})
         """,
-        {"day": day, "buckets": buckets, "accounts": max(1, accounts)},
+        params,
+        max_partitions_per_insert_block=0,
+    )
+    warehouse.command(
+        f"""
+        INSERT INTO {warehouse.table(keyed)} ({columns})
+        SELECT {bucket}, sort_key, bytes, request_count, versions, conflict FROM ({winners})
+        """,
+        params,
         max_partitions_per_insert_block=0,
     )
 
