@@ -430,14 +430,17 @@ def print_table(results: list[dict]) -> None:
 
 def print_grid(results: list[dict]) -> None:
     print(
-        "\n| cell | objects | rows | pipeline s | reference s | ratio | peak RSS pipeline | "
-        "peak RSS reference | totals |"
+        "\n| cell | objects | rows | pipeline s (CPU s) | reference s (CPU s) | ratio "
+        "(CPU ratio) | peak RSS pipeline | peak RSS reference | totals |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
+        cpu = r["pipeline_cpu_s"] / max(r["reference_cpu_s"], 0.1)
         print(
-            f"| {r['cell']} | {r['objects']:,} | {r['rows']:,} | {r['pipeline_s']:.1f} | "
-            f"{r['reference_s']:.1f} | {r['ratio']:.2f} | {gib(r['pipeline_peak_rss'])} | "
+            f"| {r['cell']} | {r['objects']:,} | {r['rows']:,} | "
+            f"{r['pipeline_s']:.1f} ({r['pipeline_cpu_s']:.0f}) | "
+            f"{r['reference_s']:.1f} ({r['reference_cpu_s']:.0f}) | {r['ratio']:.2f} ({cpu:.2f}) | "
+            f"{gib(r['pipeline_peak_rss'])} | "
             f"{gib(r['reference_peak_rss'])} | {'match' if r['totals_match'] else 'DIFFER'} |"
         )
 

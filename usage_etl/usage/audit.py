@@ -31,13 +31,30 @@ class Recomputation:
         }
 
 
+# A version's emitted_at (sign bit flipped: Int64 order as unsigned), bytes and request_count
+# as one UInt256, the time most significant; `_EARLIEST_FIRST` inverts the time only. Per
+# event_id, max of the first is the latest version with the greatest (bytes, request_count),
+# min of the second the latest with the smallest: equal low 128 bits mean every latest version
+# bills the same values, so the winner's values are known without the content hash. (toUIntN
+# of a UInt256 keeps its low N bits.)
+_EMITTED = "bitXor(reinterpretAsUInt64(toUnixTimestamp64Micro(emitted_at)), 9223372036854775808)"
+_VALUES = "bitOr(bitShiftLeft(toUInt256(bytes), 64), toUInt256(request_count))"
+_LATEST_VALUES = f"bitOr(bitShiftLeft(toUInt256({_EMITTED}), 128), {_VALUES})"
+_LATEST_VALUES_LOW = f"bitOr(bitShiftLeft(toUInt256(bitNot({_EMITTED})), 128), {_VALUES})"
+
+
 def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     """The day's totals recomputed from the staged rows, independently of the publish's SQL.
 
     An event_id whose hash occurs once among the counting rows has one version: its row counts
-    as it is. The rest are resolved per event_id by sorting (ORDER BY event_id, emitted_at DESC,
-    content_hash DESC LIMIT 1 BY event_id) rather than the publish's argMax. Buckets of
-    event_hash keep the memory flat, as in the publish. Sums stay in UInt128 (Python ints).
+    as it is. The others are recomputed per event_id from their versions' (emitted_at, bytes,
+    request_count) alone (`_LATEST_VALUES`): when every version at the latest emitted_at bills
+    the same values, those are the winner's whatever the content hash says. Only event_ids
+    whose latest versions bill different values (conflicts) are resolved by sorting their
+    versions (ORDER BY event_id, emitted_at DESC, content_hash DESC LIMIT 1 BY event_id). The
+    publish instead takes an argMax by the packed (emitted_at, content hash) of every repeated
+    event_id. Buckets of event_hash keep the memory flat, as in the publish. Sums stay in
+    UInt128 (Python ints).
 
     The published side is what usage_daily holds plus the rollups the latest publication
     quarantined as `group_sum_overflow` (their staged rows' values): every winning rollup must
@@ -53,25 +70,42 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
             SELECT * FROM ({rows}) WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
         """
         repeated = f"SELECT event_hash FROM ({in_bucket}) GROUP BY event_hash HAVING count() > 1"
-        # One statement, so ClickHouse builds the set of repeated hashes once for both halves.
+        per_event = f"""
+            SELECT event_id, max({_LATEST_VALUES}) AS hi, min({_LATEST_VALUES_LOW}) AS lo,
+                   toUInt128(hi) = toUInt128(lo) AS decided
+            FROM ({in_bucket}) WHERE event_hash IN ({repeated})
+            GROUP BY event_id
+        """
+        # One statement: ClickHouse builds the set of repeated hashes once for every part.
         row = warehouse.query_rows(
             f"""
-            SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
+            SELECT sum(toUInt128(b)), sum(toUInt128(r)), count(), countIf(NOT decided)
             FROM (
-                SELECT bytes, request_count FROM ({in_bucket})
+                SELECT bytes AS b, request_count AS r, 1 AS decided FROM ({in_bucket})
                 WHERE event_hash NOT IN ({repeated})
                 UNION ALL
-                SELECT bytes, request_count FROM (
-                    SELECT bytes, request_count FROM ({in_bucket})
-                    WHERE event_hash IN ({repeated})
-                    ORDER BY event_id, {LATEST_VERSION_FIRST}
-                    LIMIT 1 BY event_id
-                )
+                SELECT if(decided, toUInt64(bitShiftRight(hi, 64)), 0),
+                       if(decided, toUInt64(hi), 0), decided
+                FROM ({per_event})
             )
             """,
             bucket_params,
         )[0]
-        totals = [t + int(v or 0) for t, v in zip(totals, row, strict=True)]
+        totals = [t + int(v or 0) for t, v in zip(totals, row[:3], strict=True)]
+        if row[3]:
+            conflicting = f"SELECT event_id FROM ({per_event}) WHERE NOT decided"
+            exact = warehouse.query_rows(
+                f"""
+                SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)) FROM (
+                    SELECT bytes, request_count FROM ({in_bucket})
+                    WHERE event_hash IN ({repeated}) AND event_id IN ({conflicting})
+                    ORDER BY event_id, {LATEST_VERSION_FIRST}
+                    LIMIT 1 BY event_id
+                )
+                """,
+                bucket_params,
+            )[0]
+            totals = [totals[0] + int(exact[0] or 0), totals[1] + int(exact[1] or 0), totals[2]]
     daily = warehouse.query_rows(
         f"SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
@@ -81,16 +115,19 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         f"SELECT sum(rollups) FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
         params,
     )
-    held = warehouse.query_rows(
-        f"""
-        SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
-        FROM ({rows})
-        WHERE (source_key, source_etag, source_row) IN (
-            SELECT source_key, source_etag, source_row {_overflow_quarantine_sql(warehouse)}
-        )
-        """,
-        params,
-    )[0]
+    held = (0, 0, 0)
+    # The staged rows are scanned for them only on a day that has some (rarely any).
+    if warehouse.query_one(f"SELECT count() {_overflow_quarantine_sql(warehouse)}", params):
+        held = warehouse.query_rows(
+            f"""
+            SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)), count()
+            FROM ({rows})
+            WHERE (source_key, source_etag, source_row) IN (
+                SELECT source_key, source_etag, source_row {_overflow_quarantine_sql(warehouse)}
+            )
+            """,
+            params,
+        )[0]
     return Recomputation(
         published=(
             int(daily[0] or 0) + int(held[0] or 0),

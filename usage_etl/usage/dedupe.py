@@ -20,7 +20,7 @@ The hash is only computed for event_ids that have several versions (a few percen
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from usage_etl.rollups.schema import (
@@ -92,27 +92,33 @@ VERSION_KEY = f"bitOr(bitShiftLeft(toUInt256({_EMITTED}), 128), {_HASH})"
 VERSION_KEY_LATEST_FIRST = f"bitOr(bitShiftLeft(toUInt256(bitNot({_EMITTED})), 128), {_HASH})"
 
 
-def latest_versions_sql(warehouse: Warehouse, duplicates: str) -> str:
-    """One row per event_id whose hash is in the table `duplicates`: the winning version (the
-    greatest (emitted_at, content_hash)), how many versions it was chosen from, and whether the
-    versions sharing the greatest emitted_at differ in content (a conflict).
+def latest_versions_sql(
+    warehouse: Warehouse, duplicates: str, values: Sequence[str], computed: str = ""
+) -> str:
+    """One row per event_id whose hash is in the table `duplicates`: the winning version's
+    `values` (the greatest (emitted_at, content_hash)), each as `w_<value>`, how many versions
+    it was chosen from, and whether the versions sharing the greatest emitted_at differ in
+    content (a conflict). `values` name columns of the staged rows or of `computed` (a SELECT
+    list over them, e.g. the publish's packed hourly key).
 
     The order is one UInt256 (`VERSION_KEY`) and each value its own argMax: argMax over a tuple
     value or a tuple key keeps every state as a generic Field, ~3x the CPU of the whole
     statement at 10% duplicated rows (docs/performance.md, shape grid). Versions with equal
-    keys are identical (same content hash), so which one a column's argMax takes is the same."""
-    values = [*USAGE_DIMENSIONS, "window_start", "bytes", "request_count"]
-    winner = ", ".join(f"argMax({name}, version_key)" for name in values)
+    keys are identical (same content hash), so which one a column's argMax takes is the same.
+    The low 128 bits of both keys are the content hash: the greatest and the smallest hash
+    among the latest versions differ exactly when they conflict."""
+    winner = ", ".join(f"argMax({name}, version_key) AS w_{name}" for name in values)
     return f"""
         SELECT
             event_id,
-            tuple({winner}) AS v,
+            {winner},
             count() AS versions,
-            argMax(content_hash, version_key) != argMin(content_hash, latest_first) AS conflict
+            toUInt128(max(version_key)) != toUInt128(min(latest_first)) AS conflict
         FROM (
             SELECT *, {VERSION_KEY} AS version_key, {VERSION_KEY_LATEST_FIRST} AS latest_first
             FROM (
-                SELECT *, {CONTENT_HASH} AS content_hash FROM ({counting_rows_sql(warehouse)})
+                SELECT *, {CONTENT_HASH} AS content_hash {", " + computed if computed else ""}
+                FROM ({counting_rows_sql(warehouse)})
                 WHERE event_hash IN (SELECT event_hash FROM {warehouse.table(duplicates)})
             )
         )

@@ -39,8 +39,8 @@ from usage_etl.warehouse.client import Warehouse, WarehouseError
 # bounds that GROUP BY's memory (~32 bytes per row) however large the day grows.
 DEDUPE_BUCKET_ROWS = tuning().dedupe_bucket_rows  # USAGE_ETL_DEDUPE_BUCKET_ROWS
 # Rows aggregated per hourly pass (buckets of accounts): the hourly GROUP BY holds nearly one
-# entry per row (~100 bytes each with integer ids). Each extra pass re-reads the day: at 10M
-# rows, 3 passes were as fast as 2 and peaked at 1.1 instead of 1.4 GiB; 4 were slower.
+# entry per row (~100 bytes each with integer ids). The day is read once into a table
+# partitioned by bucket (`_store_keyed_rows`), so an extra pass costs its own statements only.
 GROUP_BUCKET_ROWS = tuning().group_bucket_rows  # USAGE_ETL_GROUP_BUCKET_ROWS
 
 
@@ -93,8 +93,8 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
     build_daily = f"{BUILD_PREFIX}usage_daily_{suffix}"
     params = {"day": day}
     try:
+        _drop(warehouse, build_hourly, build_daily)
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
-            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
             create_build_table(warehouse, build, target)  # plain MergeTree if replicated
         overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, suffix, publish_id)
         report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
@@ -110,9 +110,13 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
             warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", params)
         crash_points.fault_point("publish.before_record")
     finally:
-        for build in (build_hourly, build_daily):
-            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(build)}")
+        _drop(warehouse, build_hourly, build_daily)
     return report
+
+
+def _drop(warehouse: Warehouse, *tables: str) -> None:
+    """Drop these tables of the warehouse's database if they exist, in one statement."""
+    warehouse.command(f"DROP TABLE IF EXISTS {', '.join(warehouse.table(t) for t in tables)}")
 
 
 def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
@@ -127,9 +131,8 @@ def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
 def find_duplicates(warehouse: Warehouse, day: date, duplicates: str) -> None:
     """Fill the table `duplicates` with the event_hash of every event_id of the day that has
     more than one counting version (plus, rarely, hash collisions: harmless, see below)."""
-    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(duplicates)}")
     warehouse.command(
-        f"CREATE TABLE {warehouse.table(duplicates)} (event_hash UInt64) "
+        f"CREATE OR REPLACE TABLE {warehouse.table(duplicates)} (event_hash UInt64) "
         "ENGINE = MergeTree ORDER BY event_hash"
     )
     buckets = dedupe_buckets(warehouse, day)
@@ -158,34 +161,43 @@ def _dedupe_into(
 
     Most event_ids have one version. Those rows are aggregated as they are, with no per-event_id
     state at all; only event_ids whose hash occurs more than once go through the exact argMax
-    by event_id, once, into a small table of winners. Equal event_ids have equal hashes, so
-    every real duplicate takes the exact path; a hash collision merely sends two unique
-    event_ids there too. The sum is exact either way.
+    by event_id (`latest_versions_sql`), which takes only the winner's packed hourly key and
+    values. Equal event_ids have equal hashes, so every real duplicate takes the exact path; a
+    hash collision merely sends two unique event_ids there too. The sum is exact either way.
 
     Groups are keyed by dense integer ids of the dimension values (`_dimension_ids`). The hourly
-    GROUP BY holds nearly one entry per rollup, so the day is taken in buckets of accounts, one
-    after the other: a bucket's hourly groups go into a narrow table, from which its hourly and
-    daily rows are spelled out. account_id is a dimension of both tables, so every hourly and
-    every daily group lies in exactly one bucket, and memory is bounded by the bucket, not the
-    day.
+    GROUP BY holds nearly one entry per rollup, so a large day is taken in buckets of accounts,
+    one after the other. The day is read once: every rollup's bucket, hourly key and values go
+    into a narrow table partitioned by bucket (`_store_keyed_rows`), and each bucket's GROUP
+    BY reads its own partition into a table of hourly groups, from which its hourly and daily
+    rows are spelled out. account_id is a dimension of both tables, so every hourly and every
+    daily group lies in exactly one bucket, and memory is bounded by the bucket, not the day.
+    A day of one bucket skips the narrow table.
 
     Returns (groups, rows) quarantined because their sum does not fit UInt64 (`_spell_out`).
     """
     duplicates = f"{BUILD_PREFIX}duplicate_ids_{suffix}"
-    winners = f"{BUILD_PREFIX}winners_{suffix}"
+    keyed = f"{BUILD_PREFIX}keyed_{suffix}"
     grouped = f"{BUILD_PREFIX}grouped_{suffix}"
     dimensions = f"{BUILD_PREFIX}dimensions_{suffix}"
     overflow = f"{BUILD_PREFIX}overflow_{suffix}"
     try:
         find_duplicates(warehouse, day, duplicates)
-        _resolve_duplicates(warehouse, day, duplicates, winners)
         counts = _store_dimensions(warehouse, day, dimensions)
         ids, names, key = _dimension_ids(warehouse, dimensions, counts)
         buckets = max(1, math.ceil(counting_row_count(warehouse, day) / GROUP_BUCKET_ROWS))
+        single, winners = _keyed_rows_sql(warehouse, duplicates, ids, key)
+        rows = f"{single} UNION ALL {winners}"
+        if buckets > 1:
+            # One read of the day: every row's bucket and hourly key into a narrow table,
+            # one partition per bucket; each bucket's GROUP BY then reads its own partition.
+            keyed_rows = (single, winners)
+            _store_keyed_rows(warehouse, day, keyed_rows, keyed, buckets)
+            rows = f"SELECT * FROM {warehouse.table(keyed)} WHERE bucket = {{bucket:UInt32}}"
         overflowed = False
         for bucket in range(buckets):
-            params = {"day": day, "buckets": buckets, "bucket": bucket}
-            _group_hourly(warehouse, params, duplicates, winners, grouped, ids, key)
+            params = {"day": day, "bucket": bucket}
+            _group_hourly(warehouse, params, rows, grouped)
             overflowed |= _spell_out(
                 warehouse, params, grouped, build_hourly, build_daily, names, key, overflow
             )
@@ -193,8 +205,7 @@ def _dedupe_into(
             return 0, 0
         return _quarantine_overflow(warehouse, day, overflow, publish_id)
     finally:
-        for table in (duplicates, winners, grouped, dimensions, overflow):
-            warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(table)}")
+        _drop(warehouse, duplicates, keyed, grouped, dimensions, overflow)
 
 
 # usage_hourly's sorting key, in dimension ids (see _sort_key).
@@ -205,43 +216,83 @@ HOURLY_ORDER_IDS = (
 ID_COLUMNS = ", ".join(f"i_{name}" for name in USAGE_DIMENSIONS)
 
 
-def _group_hourly(
+def _keyed_rows_sql(
+    warehouse: Warehouse, duplicates: str, ids: str, key: HourlyKey
+) -> tuple[str, str]:
+    """The day's single-version rows, and the winners of the others (`latest_versions_sql`):
+    two queries of the same columns, one row per rollup: its hourly key (hour of day and
+    dimension ids, packed), the account's id (`i_account_id`), its values, how many versions
+    it was chosen from and whether they conflicted. A winner's dimensions are never spelled
+    out: only its key is taken."""
+    keyed = f"toHour(window_start) AS hour_of_day, {ids}, {key.encode} AS sort_key"
+    values = ("sort_key", "i_account_id", "bytes", "request_count")
+    single = f"""
+        SELECT sort_key, i_account_id, bytes, request_count,
+               toUInt64(1) AS versions, toUInt8(0) AS conflict
+        FROM (
+            SELECT {keyed}, bytes, request_count
+            FROM ({counting_rows_sql(warehouse)})
+            WHERE event_hash NOT IN (SELECT event_hash FROM {warehouse.table(duplicates)})
+        )
+    """
+    winners = f"""
+        SELECT w_sort_key AS sort_key, w_i_account_id AS i_account_id, w_bytes AS bytes,
+               w_request_count AS request_count, versions, toUInt8(conflict) AS conflict
+        FROM ({latest_versions_sql(warehouse, duplicates, values, keyed)})
+    """
+    return single, winners
+
+
+def _store_keyed_rows(
     warehouse: Warehouse,
-    params: dict,
-    duplicates: str,
-    winners: str,
-    grouped: str,
-    ids: str,
-    key: HourlyKey,
+    day: date,
+    rows: tuple[str, str],
+    keyed: str,
+    buckets: int,
 ) -> None:
-    """Sums per hourly key (hour of day and dimension ids, packed) of one bucket's
-    single-version rows and winners, into `grouped` (UInt128 sums: checked against UInt64 when
-    spelled out)."""
-    in_bucket = "cityHash64(account_id) % {buckets:UInt32} = {bucket:UInt32}"
-    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(grouped)}")
+    """`rows` (`_keyed_rows_sql`) into the table `keyed`, partitioned by bucket: a bucket is
+    a hash of the account's id, so every hourly and every daily group lies in exactly one
+    bucket (ranges of ids made one bucket of a 10M-row day twice the others: sorted account
+    names are not spread evenly).
+    Unsorted and never merged: each partition is read once, by its bucket's GROUP BY. The
+    single-version rows and the winners are two statements: the winners' per-event_id states
+    and the single rows' insert then do not hold memory at the same time."""
+    bucket = "intHash32(i_account_id) % {buckets:UInt32}"
+    params = {"day": day, "buckets": buckets}
+    columns = "bucket, sort_key, bytes, request_count, versions, conflict"
+    single, winners = rows
     warehouse.command(
         f"""
-        CREATE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key
+        CREATE OR REPLACE TABLE {warehouse.table(keyed)} ENGINE = MergeTree
+        PARTITION BY bucket ORDER BY tuple() SETTINGS {NO_MERGE_SETTINGS} AS
+        SELECT toUInt32({bucket}) AS bucket, sort_key, bytes, request_count, versions, conflict
+        FROM ({single})
+        """,
+        params,
+        max_partitions_per_insert_block=0,
+    )
+    warehouse.command(
+        f"""
+        INSERT INTO {warehouse.table(keyed)} ({columns})
+        SELECT {bucket}, sort_key, bytes, request_count, versions, conflict FROM ({winners})
+        """,
+        params,
+        max_partitions_per_insert_block=0,
+    )
+
+
+def _group_hourly(warehouse: Warehouse, params: dict, rows: str, grouped: str) -> None:
+    """Sums per hourly key of one bucket's rows (`rows`: `_keyed_rows_sql`, or the keyed
+    table's partition), into `grouped` (UInt128 sums: checked against UInt64 when spelled
+    out)."""
+    warehouse.command(
+        f"""
+        CREATE OR REPLACE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key
         SETTINGS {NO_MERGE_SETTINGS} AS
-        SELECT {key.encode} AS sort_key,
+        SELECT sort_key,
                sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
-               sum(rollup) AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
-        FROM (
-            SELECT toHour(window_start) AS hour_of_day, {ids},
-                   bytes, request_count, rollup, versions, conflict
-            FROM (
-                SELECT window_start, {DIMENSIONS}, bytes, request_count,
-                       1 AS rollup, 1 AS versions, 0 AS conflict
-                FROM ({counting_rows_sql(warehouse)})
-                WHERE {in_bucket} AND event_hash NOT IN (
-                    SELECT event_hash FROM {warehouse.table(duplicates)}
-                )
-                UNION ALL
-                SELECT window_start, {DIMENSIONS}, bytes, request_count, 1, versions, conflict
-                FROM {warehouse.table(winners)}
-                WHERE {in_bucket}
-            )
-        )
+               count() AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
+        FROM ({rows})
         GROUP BY sort_key
         """,
         params,
@@ -396,27 +447,6 @@ def _quarantine_overflow(
     return int(groups), int(rows)
 
 
-def _resolve_duplicates(warehouse: Warehouse, day: date, duplicates: str, winners: str) -> None:
-    """The winning version of every event_id listed in `duplicates`, into `winners`."""
-    n = len(USAGE_DIMENSIONS)
-    # LowCardinality as in rollup_rows: the hourly GROUP BY reads winners UNION ALL staged rows,
-    # and a String column on one side makes the union String, which expands every staged row's
-    # dimensions into strings before their ids are looked up (once per distinct value instead).
-    winner_dims = ", ".join(
-        f"toLowCardinality(v.{i + 1}) AS {name}" for i, name in enumerate(USAGE_DIMENSIONS)
-    )
-    warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(winners)}")
-    warehouse.command(
-        f"""
-        CREATE TABLE {warehouse.table(winners)} ENGINE = MergeTree ORDER BY tuple() AS
-        SELECT v.{n + 1} AS window_start, {winner_dims}, v.{n + 2} AS bytes,
-               v.{n + 3} AS request_count, versions, toUInt8(conflict) AS conflict
-        FROM ({latest_versions_sql(warehouse, duplicates)})
-        """,
-        {"day": day},
-    )
-
-
 def _store_dimensions(warehouse: Warehouse, day: date, dimensions: str) -> dict[str, int]:
     """Every value each dimension takes among the day's counting rows, sorted, into a one-row
     table (`values_<dimension>` arrays); returns how many values each has.
@@ -426,9 +456,8 @@ def _store_dimensions(warehouse: Warehouse, day: date, dimensions: str) -> dict[
     node can write them) would make every statement parse megabytes."""
     table = warehouse.table(dimensions)
     arrays = ", ".join(f"arraySort(groupUniqArray({d})) AS values_{d}" for d in USAGE_DIMENSIONS)
-    warehouse.command(f"DROP TABLE IF EXISTS {table}")
     warehouse.command(
-        f"CREATE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS "
+        f"CREATE OR REPLACE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS "
         f"SELECT {arrays} FROM ({counting_rows_sql(warehouse)})",
         {"day": day},
     )
