@@ -25,6 +25,27 @@ LANDING_BUCKET = "landing"
 SERVER_DSN = os.environ.get("USAGE_ETL_CLICKHOUSE_DSN", "")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep `xdist_group` tests on one worker under pytest 9.
+
+    pytest-xdist 3.8 (`--dist loadgroup`, scripts/test.sh) groups tests by suffixing each
+    marked item's node id with `@group`, which it does by setting `item._nodeid`; pytest 9
+    reads node ids from `item._id`, so the suffix never showed and every group was silently
+    split over both workers (the e2e stack and the money-view month were each built twice).
+    This sets the suffix where pytest 9 reads it. A no-op without loadgroup, or once xdist
+    itself gets it through (the id then already ends with the group)."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        suffix = f"@{'_'.join(sorted(names))}"
+        if names and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[SeaweedS3]:
     server = start_seaweed(tmp_path_factory.mktemp("seaweedfs"))
