@@ -8,6 +8,8 @@ other group of the day publishes exactly. Real SeaweedFS + chDB, through the dai
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from rollup_files import Landing, ndjson_gz_bytes, parquet_bytes, rollup, run_daily, usage_rows
 
@@ -130,4 +132,6 @@ def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(
         again = run_daily(DAY)
         assert again.success and _checks(again)["usage_daily_is_exact"]
         assert _daily(warehouse) == {"fine": (BIG, 10), "small": (7, 10)}
-        assert quarantine_summary(warehouse, DAY).by_rule == {"group_sum_overflow": 6}
+        assert quarantine_summary(warehouse, date.fromisoformat(DAY)).by_rule == {
+            "group_sum_overflow": 6
+        }

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from usage_etl.usage.dedupe import CONTENT_HASH, LATEST_VERSION_FIRST
-from usage_etl.usage.ledger import counting_rows_sql, decided_versions_sql
+from usage_etl.usage.ledger import counting_rows_sql
 from usage_etl.usage.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
 from usage_etl.warehouse.client import Warehouse
 
@@ -180,43 +180,13 @@ class QuarantineSummary:
         )
 
 
-def _current_quarantine_sql(warehouse: Warehouse) -> str:
-    """What is quarantined in the day's counting state: the rows and files of the latest
-    decision about every object version (ledger.decided_versions_sql, the versions whose rows
-    count), and the groups the latest publication held back (group_sum_overflow)."""
-    return f"""
-        FROM {warehouse.table("quarantined_rows")}
-        WHERE day = {{day:Date}} AND (
-            (source_key, source_etag, run_id) IN (
-                SELECT object_key, etag, load_id FROM ({decided_versions_sql(warehouse)})
-            )
-            OR run_id = (
-                SELECT argMax(run_id, published_at)
-                FROM {warehouse.table("usage_day_publications")}
-                WHERE day = {{day:Date}}
-            )
-        )
-    """
-
-
 def quarantine_summary(warehouse: Warehouse, day: date, samples: int = 20) -> QuarantineSummary:
-    params = {"day": day, "limit": samples}
-    source = _current_quarantine_sql(warehouse)
-    summary = QuarantineSummary(day)
-    summary.by_rule = dict(
-        warehouse.query_rows(f"SELECT toString(rule), count() {source} GROUP BY rule", params)
-    )
-    summary.files = warehouse.query_dicts(
-        f"SELECT source_key, toString(rule) AS rule, detail {source} AND scope = 'file' "
-        "ORDER BY source_key LIMIT 200",
-        params,
-    )
-    summary.samples = warehouse.query_dicts(
-        f"SELECT source_key, source_row, toString(rule) AS rule, field, value {source} "
-        "AND scope = 'row' ORDER BY source_key, source_row LIMIT {limit:UInt32}",
-        params,
-    )
-    return summary
+    """The day's current quarantine: a range of one day, so the rule (rows of the latest
+    decision about every object version, and what the latest publication held back) is
+    written once, in `audit_days.quarantine_summaries`."""
+    from usage_etl.usage.audit_days import quarantine_summaries  # audit_days imports audit
+
+    return quarantine_summaries(warehouse, [day], samples)[day]
 
 
 @dataclass

@@ -8,9 +8,9 @@ returns for that day (tests/test_range_checks.py compares both on the same wareh
 - `conflicts_by_day`: the publish's per-hour conflict counts of every day in one statement;
   the listing (`audit.conflicts`) only for the days that have conflicts.
 - `quarantine_summaries`: the current quarantine of every day in three statements (counts
-  by rule, whole files, row samples), by the rule of `audit._current_quarantine_sql` over the
-  range: the rows of the latest decision about every object version of the day (the ledger's
-  `latest_sql`, one door), and what the day's latest publication held back.
+  by rule, whole files, row samples): the rows of the latest decision about every object
+  version of the day (the ledger's `latest_sql`, one door), and what the day's latest
+  publication held back. The one-day `audit.quarantine_summary` is this over one day.
 
 The exactness check (`audit.recompute_day`) stays one day at a time: its recount is bucketed
 per day by design.
@@ -55,8 +55,8 @@ def conflicts_by_day(
 
 
 def _current_quarantine_sql(warehouse: Warehouse) -> str:
-    """`audit._current_quarantine_sql` for every day of [start, end), each day by its own
-    ledger decisions and its own latest publication."""
+    """What is quarantined in the counting state of every day of [start, end), each day by its
+    own ledger decisions and its own latest publication."""
     decided = latest_sql(warehouse, ("load_id",), per="day, object_key, etag", where=IN_PERIOD)
     return f"""
         FROM {warehouse.table("quarantined_rows")}

@@ -136,12 +136,6 @@ def counting_loads_sql(warehouse: Warehouse, where: str = ON_DAY) -> str:
     """
 
 
-def decided_versions_sql(warehouse: Warehouse) -> str:
-    """(object_key, etag, load_id) of the latest decision about every object version of
-    `{day:Date}`, whatever it was: the quarantine that belongs to the counting state."""
-    return latest_sql(warehouse, ("load_id",), per="object_key, etag")
-
-
 def counting_rows_sql(warehouse: Warehouse) -> str:
     """The staged rows of `{day:Date}` that count (before dedupe): those of the counting loads.
 
