@@ -15,7 +15,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from usage_etl.periods import Period
-from usage_etl.rollups.schema import IgnoreReason, RollupKey, classify_key, day_prefix
+from usage_etl.rollups.schema import (
+    IgnoreReason,
+    RollupKey,
+    classify_key,
+    day_prefix,
+    prefix_head,
+)
 
 
 @dataclass(frozen=True)
@@ -40,13 +46,11 @@ class Landing:
         return day_prefix(self.prefix, day)
 
     def month_prefix(self, period: Period) -> str:
-        head = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
-        return f"{head}date={period.label}-"
+        return f"{prefix_head(self.prefix)}date={period.label}-"
 
     def relative(self, key: str) -> str:
         """The key relative to the landing prefix."""
-        head = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
-        return key.removeprefix(head)
+        return key.removeprefix(prefix_head(self.prefix))
 
     def _list(self, prefix: str) -> Iterator[LandedObject]:
         """Every object under `prefix` (below the landing prefix), classified by its key."""

@@ -141,18 +141,21 @@ class RollupKey:
 
 def object_key(prefix: str, day: date, hour: int, node_id: str, name: str) -> str:
     """The key a node writes: PREFIX/date=YYYY-MM-DD/hour=HH/node=NODE_ID/NAME."""
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    return f"{head}date={day.isoformat()}/hour={hour:02d}/node={node_id}/{name}"
+    return f"{day_prefix(prefix, day)}hour={hour:02d}/node={node_id}/{name}"
+
+
+def prefix_head(prefix: str) -> str:
+    """The landing prefix as keys under it begin: `a/b/` for `/a/b/`, "" for the bucket root."""
+    return f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
 
 def day_prefix(prefix: str, day: date) -> str:
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    return f"{head}date={day.isoformat()}/"
+    return f"{prefix_head(prefix)}date={day.isoformat()}/"
 
 
 def classify_key(prefix: str, key: str, size: int) -> RollupKey | IgnoreReason:
     """Parse a listed key, or say why it is not a rollup file."""
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    head = prefix_head(prefix)
     relative = key[len(head) :] if key.startswith(head) else key
     parts = relative.split("/")
     if any(p == "_tmp" or p.startswith("_tmp") for p in parts[:-1]) or parts[-1].endswith(".tmp"):
