@@ -17,6 +17,27 @@ code's policy, one run for the whole range). `--daemon-interval S` sets
 USAGE_ETL_DAEMON_INTERVAL_SECONDS for the daemon (`python -m usage_etl.daemon`; default: its
 2 s; 30 is Dagster's own loop, the figure before session 9).
 
+Simulate once, reuse later (`--data DIR`): the first run with a DIR that is missing or empty
+simulates into it (DIR/seaweedfs: SeaweedFS's data, DIR/truth/DAY.parquet: each day's
+expected usage_daily, DIR/manifest.json written last); a later run with the same DIR and the
+same --first/--days/--rows/--seed starts SeaweedFS on the kept data and skips the simulation.
+Other parameters, a DIR without a manifest (a simulation that stopped midway) or a missing day
+are refused with what differs. The pipeline only reads the landing, so a kept DIR serves any
+number of runs. `--simulate-only` fills (or checks) DIR and stops:
+
+    .venv/bin/python -m bench.backfill_bench --first 2025-11-01 --days 365 \
+        --data /tmp/year --simulate-only
+    .venv/bin/python -m bench.backfill_bench --first 2025-11-01 --days 365 \
+        --data /tmp/year --timeout 3000
+
+Simulating: `--sim-workers` processes (default 2) each generate a day at a time (without cache
+events, which the backfill does not read) and PUT its objects on `--upload-threads` threads
+(default 8). The objects and the truth are byte for byte those of one process uploading in
+list order (tests/test_simulator_speed.py); only their LastModified order differs.
+
+`--daemon-threads FILE` runs the daemon under `bench.daemon_threads`: its CPU by thread (one
+per Dagster daemon, the controller's main thread) lands in FILE and in the printed figures.
+
 CPU: `stack_cpu_s` is the user + system CPU of the deployment's process trees (webserver,
 daemon, code servers, the runs) from the stack's start (after the simulation) to the backfill's
 end, by kind (`CpuSampler`); SeaweedFS and PostgreSQL are not in it.
@@ -27,12 +48,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
+import resource
 import shutil
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -50,18 +75,147 @@ from e2e_stack import stack_warehouse, start_stack  # noqa: E402
 from bench.daily_usage import DAILY_COLUMNS, compare  # noqa: E402
 
 BUCKET = "landing"
+DATA_LAYOUT = 1  # the --data folder's layout: bump when it changes
 
 
-def simulate(server, prefix: str, days: list[date], rows: int) -> dict[date, pl.DataFrame]:
-    sim = Simulator(FleetSpec(nodes=8, accounts=40, rows_per_day=rows, seed=7), FaultSpec.default())
-    client = server.client()
-    truth = {}
-    for day in days:
-        sim_day = sim.generate_day(day)
-        sim.upload(sim_day.files, client, BUCKET, prefix, include_late=True)
-        truth[day] = sim_day.expected_usage_daily(sim_day.files)
+def fleet_specs(rows: int, seed: int) -> tuple[FleetSpec, FaultSpec]:
+    """The demo fleet (8 nodes, 40 accounts) and the demo's faults."""
+    return FleetSpec(nodes=8, accounts=40, rows_per_day=rows, seed=seed), FaultSpec.default()
+
+
+# -- simulation: one process per worker, each a day at a time --------------------------------
+
+_WORKER: dict = {}
+
+
+def _worker_init(rows: int, seed: int, s3: dict, upload_threads: int) -> None:
+    import boto3
+    from botocore.config import Config
+
+    _WORKER["sim"] = Simulator(*fleet_specs(rows, seed))
+    _WORKER["threads"] = upload_threads
+    _WORKER["client"] = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 2},
+            max_pool_connections=max(10, upload_threads),
+        ),
+    )
+
+
+def _simulate_day(day: date, prefix: str, truth_dir: str | None) -> tuple[date, pl.DataFrame]:
+    sim, client = _WORKER["sim"], _WORKER["client"]
+    sim_day = sim.generate_day(day, cache_events=False)  # the bench loads files only
+    sim.upload(sim_day.files, client, BUCKET, prefix, include_late=True,
+               workers=_WORKER["threads"])  # fmt: skip
     # Late files of a day land under that day's key: every day's truth includes them.
-    return truth
+    truth = sim_day.expected_usage_daily(sim_day.files)
+    if truth_dir is not None:
+        truth.write_parquet(Path(truth_dir) / f"{day.isoformat()}.parquet")
+    return day, truth
+
+
+def simulate(
+    server,
+    prefix: str,
+    days: list[date],
+    rows: int,
+    seed: int = 7,
+    workers: int = 2,
+    upload_threads: int = 8,
+    truth_dir: Path | None = None,
+) -> dict[date, pl.DataFrame]:
+    """Every day simulated and uploaded (late files included), its truth returned (and written
+    as `truth_dir/DAY.parquet`). `workers` processes each take a day at a time; each uploads a
+    day's objects on `upload_threads` threads. The objects and the truth are those of one
+    process uploading in order (the simulator is seeded per day, node and hour); only the
+    objects' LastModified order differs, which nothing reads before the backfill starts."""
+    s3 = {"endpoint": server.endpoint, "access_key": server.access_key,
+          "secret_key": server.secret_key, "region": server.region}  # fmt: skip
+    init = (rows, seed, s3, upload_threads)
+    folder = str(truth_dir) if truth_dir is not None else None
+    if workers <= 1:
+        _worker_init(*init)
+        return dict(_simulate_day(day, prefix, folder) for day in days)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                             initargs=init) as pool:  # fmt: skip
+        futures = [pool.submit(_simulate_day, day, prefix, folder) for day in days]
+        return dict(future.result() for future in futures)
+
+
+# -- the kept data folder (--data DIR) ------------------------------------------------------
+
+
+class DataMismatch(SystemExit):
+    pass
+
+
+def data_manifest(days: list[date], rows: int, seed: int) -> dict:
+    """What a kept data folder holds: the parameters a later run must match exactly."""
+    fleet, faults = fleet_specs(rows, seed)
+    return {
+        "layout": DATA_LAYOUT,
+        "first": days[0].isoformat(),
+        "days": len(days),
+        "rows_per_day": rows,
+        "seed": seed,
+        "fleet": repr(fleet),
+        "faults": repr(faults),
+        "bucket": BUCKET,
+        "prefix": "bench/rollups",
+    }
+
+
+def check_data(folder: Path, wanted: dict) -> bool:
+    """True if `folder` holds a complete simulation with exactly `wanted`'s parameters; False
+    if it is missing or empty (simulate into it); raises DataMismatch otherwise."""
+    manifest = folder / "manifest.json"
+    if not folder.exists() or not any(folder.iterdir()):
+        return False
+    if not manifest.exists():
+        raise DataMismatch(
+            f"{folder} is not an empty folder and has no manifest.json (a simulation that did "
+            "not finish, or another folder): remove it or choose another --data"
+        )
+    kept = json.loads(manifest.read_text())
+    differ = {k: (kept.get(k), v) for k, v in wanted.items() if kept.get(k) != v}
+    if set(differ) - {"fleet", "faults"}:  # the specs follow from rows and seed: say those
+        differ = {k: v for k, v in differ.items() if k not in ("fleet", "faults")}
+    if differ:
+        lines = "; ".join(f"{k}: kept {a!r}, asked {b!r}" for k, (a, b) in differ.items())
+        raise DataMismatch(f"{folder} holds another simulation ({lines}): use the same "
+                           "--first/--days/--rows/--seed, or another --data folder")  # fmt: skip
+    missing = [d for d in _days_of(kept) if not (folder / "truth" / f"{d}.parquet").exists()]
+    if missing:
+        raise DataMismatch(f"{folder} lacks the truth of {len(missing)} days ({missing[0]}…)")
+    return True
+
+
+def _days_of(manifest: dict) -> list[str]:
+    first = date.fromisoformat(manifest["first"])
+    return [(first + timedelta(days=i)).isoformat() for i in range(manifest["days"])]
+
+
+def read_truth(folder: Path, days: list[date]) -> dict[date, pl.DataFrame]:
+    return {d: pl.read_parquet(folder / "truth" / f"{d.isoformat()}.parquet") for d in days}
+
+
+def _children_cpu() -> float:
+    """User + system CPU of this process's reaped children (the simulation's workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _daemon_threads(path: Path | None) -> dict:
+    if path is None or not path.exists():
+        return {}
+    return {"daemon_cpu_by_thread_s": json.loads(path.read_text())}
 
 
 def _ts(value) -> float:
@@ -74,6 +228,7 @@ class CpuSampler:
     so what a process spends in its last half second before exiting is missed."""
 
     KINDS = (("usage_etl.daemon", "daemon"), ("dagster-daemon", "daemon"),
+             ("bench.daemon_threads", "daemon"),
              ("webserver", "webserver"), ("api grpc", "code_servers"),
              ("execute_run", "runs"))  # fmt: skip
 
@@ -125,26 +280,74 @@ def main() -> None:
     parser.add_argument("--first", type=date.fromisoformat, default=date(2026, 10, 1))
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--rows", type=int, default=20_000, help="rows per day")
+    parser.add_argument("--seed", type=int, default=7, help="the fleet's seed")
     parser.add_argument("--days-per-run", type=int, default=0)
     parser.add_argument("--daemon-interval", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the simulation in DIR (SeaweedFS data + truth per day), or "
+        "reuse it if DIR holds one with the same days/rows/seed",
+    )
+    parser.add_argument(
+        "--simulate-only",
+        action="store_true",
+        help="with --data: simulate into DIR (or check it) and stop",
+    )
+    parser.add_argument(
+        "--sim-workers", type=int, default=2, help="processes simulating days (default 2)"
+    )
+    parser.add_argument("--upload-threads", type=int, default=8,
+                        help="threads uploading a day's objects (default 8)")  # fmt: skip
+    parser.add_argument("--daemon-threads", type=Path, default=None, metavar="FILE",
+                        help="run the daemon under bench.daemon_threads: its CPU by thread "
+                             "(one per Dagster daemon) into FILE")  # fmt: skip
     args = parser.parse_args()
+    if args.simulate_only and args.data is None:
+        parser.error("--simulate-only needs --data DIR")
     days = [args.first + timedelta(days=i) for i in range(args.days)]
+    manifest = data_manifest(days, args.rows, args.seed)
+    reuse = check_data(args.data, manifest) if args.data is not None else False
     workroot = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     run_id = uuid.uuid4().hex[:8]
-    s3 = start_seaweed(workroot / "seaweedfs")
-    postgres = start_postgres(workroot / "postgres")
-    stack = None
+    if args.data is not None:
+        seaweed_dir, prefix = args.data / "seaweedfs", manifest["prefix"]
+    else:
+        seaweed_dir, prefix = workroot / "seaweedfs", f"bench-{run_id}/rollups"
+    started = time.perf_counter()
+    s3 = start_seaweed(seaweed_dir)
+    postgres = stack = None
     try:
-        s3.ensure_bucket(BUCKET)
+        if reuse:
+            truth = read_truth(args.data, days)
+            print(f"reusing the simulation in {args.data} ({len(days)} days; SeaweedFS up "
+                  f"{time.perf_counter() - started:.0f} s after start)", flush=True)  # fmt: skip
+        else:
+            s3.ensure_bucket(BUCKET)
+            truth_dir = None
+            if args.data is not None:
+                truth_dir = args.data / "truth"
+                truth_dir.mkdir()
+            cpu = _children_cpu()
+            truth = simulate(s3, prefix, days, args.rows, args.seed, args.sim_workers,
+                             args.upload_threads, truth_dir)  # fmt: skip
+            took = round(time.perf_counter() - started, 1)
+            print(f"simulated {len(days)} days in {took} s "
+                  f"({_children_cpu() - cpu:.0f} CPU-s in the workers)", flush=True)  # fmt: skip
+            if args.data is not None:
+                kept = {**manifest, "simulated_s": took,
+                        "simulated_at": datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+                (args.data / "manifest.json").write_text(json.dumps(kept, indent=2))
+        if args.simulate_only:
+            return
+        postgres = start_postgres(workroot / "postgres")
         pg = dataclasses.replace(postgres, database=f"bench_{run_id}")
         _create_database(pg)
-        prefix = f"bench-{run_id}/rollups"
-        started = time.perf_counter()
-        truth = simulate(s3, prefix, days, args.rows)
-        print(f"simulated {len(days)} days in {time.perf_counter() - started:.0f} s", flush=True)
         env = {
             **s3.env(), **pg.env(),
             "USAGE_ETL_CLICKHOUSE_DSN": f"chdb://{workroot / 'engine'}",
@@ -155,12 +358,17 @@ def main() -> None:
             env["USAGE_ETL_BACKFILL_DAYS_PER_RUN"] = str(args.days_per_run)
         if args.daemon_interval is not None:
             env["USAGE_ETL_DAEMON_INTERVAL_SECONDS"] = str(args.daemon_interval)
-        stack = start_stack(workroot, env)
+        wrap = None
+        if args.daemon_threads is not None:
+            wrap = ("bench.daemon_threads", str(args.daemon_threads.resolve()))
+        stack = start_stack(workroot, env, wrap)
         sampler = CpuSampler([p.pid for p in stack.processes.values()])
+        load_at_launch = os.getloadavg()[0]
         launched = time.time()
         backfill_id = launch_asset_backfill(stack, [d.isoformat() for d in days])
         state = wait_for_backfill(stack, backfill_id, args.timeout)
         complete = time.time()
+        load_at_end = os.getloadavg()[0]
         runs = state["runs"]
         last_end = max(_ts(r["endTime"]) for r in runs)
         first_start = min(_ts(r["startTime"]) for r in runs)
@@ -188,7 +396,9 @@ def main() -> None:
             "launch_to_first_run_start_s": round(first_start - launched, 1),
             "sum_of_run_seconds": round(run_seconds, 1),
             "stack_cpu_s": stack_cpu,
+            **_daemon_threads(args.daemon_threads),
             "daemon_interval_s": args.daemon_interval,
+            "load_1min_at_launch_and_end": [round(load_at_launch, 1), round(load_at_end, 1)],
             "exact_days": len(days) - len(errors),
             "at": datetime.now().isoformat(timespec="seconds"),
         }
@@ -202,7 +412,8 @@ def main() -> None:
     finally:
         if stack is not None:
             stack.stop()
-        postgres.stop()
+        if postgres is not None:
+            postgres.stop()
         s3.stop()
         if not args.keep:
             shutil.rmtree(workroot, ignore_errors=True)

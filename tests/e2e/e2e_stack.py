@@ -42,6 +42,8 @@ class DagsterStack:
     env: dict[str, str]
     port: int
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # `python -m <these>` then the daemon's arguments (benchmarks wrap the entry point).
+    daemon_module: tuple[str, ...] = ("usage_etl.daemon",)
 
     @property
     def url(self) -> str:
@@ -54,7 +56,7 @@ class DagsterStack:
         self.wait_for(self._location_loaded, timeout, "the webserver and its code location")
         set_pool_limit(self.env, WAREHOUSE_POOL, 1)
         # The project's daemon entry point (scripts/dagster_prod.sh's): the backfill loop every 2 s.
-        self._spawn("daemon", ["python", "-m", "usage_etl.daemon", "run", "-m", LOCATION])
+        self._spawn("daemon", ["python", "-m", *self.daemon_module, "run", "-m", LOCATION])
         self.wait_for(self._daemons_healthy, timeout, "the daemon's heartbeats")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -167,14 +169,19 @@ def _stop_tree(process: subprocess.Popen, timeout: float = 30) -> None:
     process.wait(timeout=timeout)
 
 
-def start_stack(workdir: Path, env_overrides: dict[str, str]) -> DagsterStack:
-    """DAGSTER_HOME under `workdir` with the production (PostgreSQL) instance file."""
+def start_stack(
+    workdir: Path, env_overrides: dict[str, str], daemon_module: tuple[str, ...] | None = None
+) -> DagsterStack:
+    """DAGSTER_HOME under `workdir` with the production (PostgreSQL) instance file;
+    `daemon_module` replaces `usage_etl.daemon` in the daemon's `python -m` command line."""
     home = workdir / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "dagster_home" / "dagster.postgres.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGE_ETL_", "DAGSTER_"))}
     env.update({"DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", **env_overrides})
     stack = DagsterStack(home, env, free_port())
+    if daemon_module:
+        stack.daemon_module = daemon_module
     try:
         stack.start()
     except BaseException:

@@ -111,19 +111,28 @@ class Simulator:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def unit(self, day: date, node: Node, hour: int) -> Unit:
+    def unit(self, day: date, node: Node, hour: int, cache_events: bool = True) -> Unit:
+        """One node-hour; `cache_events=False` leaves its cache events empty (they have their
+        own random stream: the files are the same either way)."""
         seed = [self.fleet_spec.seed, day.toordinal(), node.index, hour]
         cells = self.fleet.cells(day, node, hour)
         ctx = UnitContext(day, hour, node, self.fault_spec, np.random.default_rng([*seed, 2]))
         silent = is_silent(ctx)
         files = [] if silent else unit_files(cells, ctx)
         drop = self.fault_spec.cache_event_drop_rate
-        table = events.cache_events(cells, self.fleet, np.random.default_rng([*seed, 3]), drop)
+        table = events.empty()
+        if cache_events:
+            rng = np.random.default_rng([*seed, 3])
+            table = events.cache_events(cells, self.fleet, rng, drop)
         return Unit(node, hour, files, table, silent, cells.frame.height)
 
-    def units(self, day: date, workers: int = 1) -> Iterator[Unit]:
+    def units(self, day: date, workers: int = 1, cache_events: bool = True) -> Iterator[Unit]:
         """Every node-hour of the day, in (hour, node) order; workers > 1 generates ahead."""
-        yield from self._map(day, lambda node, hour: self.unit(day, node, hour), workers)
+
+        def unit(node: Node, hour: int) -> Unit:
+            return self.unit(day, node, hour, cache_events)
+
+        yield from self._map(day, unit, workers)
 
     def _map(self, day: date, fn: Callable, workers: int) -> Iterator:
         pairs = [(node, hour) for hour in range(24) for node in self.fleet.nodes]
@@ -140,11 +149,14 @@ class Simulator:
             for future in pending:
                 yield future.result()
 
-    def generate_day(self, day: date, progress: bool = False) -> SimDay:
+    def generate_day(self, day: date, progress: bool = False, cache_events: bool = True) -> SimDay:
+        """The whole day in memory; `cache_events=False` skips the cache events (an empty
+        table; the files are the same), for callers that only upload files."""
         files: list[SimFile] = []
         tables: list[pa.Table] = []
         silent: list[tuple[str, int]] = []
-        for unit in _progress(self.units(day), 24 * len(self.fleet.nodes), day, progress):
+        units = self.units(day, cache_events=cache_events)
+        for unit in _progress(units, 24 * len(self.fleet.nodes), day, progress):
             files.extend(unit.files)
             tables.append(unit.cache_events)
             if unit.silent:
@@ -194,10 +206,16 @@ class Simulator:
 
     @staticmethod
     def upload(
-        files: list[SimFile], s3_client, bucket: str, prefix: str, include_late: bool = False
+        files: list[SimFile],
+        s3_client,
+        bucket: str,
+        prefix: str,
+        include_late: bool = False,
+        workers: int = 1,
     ) -> int:
-        """PUT files in list order under `prefix`; late files only if include_late."""
-        return writer.upload(files, s3_client, bucket, prefix, include_late)
+        """PUT files in list order under `prefix`; late files only if include_late; workers > 1
+        PUTs on threads, in order per key only (writer.upload)."""
+        return writer.upload(files, s3_client, bucket, prefix, include_late, workers)
 
     @staticmethod
     def write_cache_events(warehouse, day: SimDay | pa.Table, table: str = "cache_events") -> int:
