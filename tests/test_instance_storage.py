@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from usage_etl.instance import instance_problems, prepare_instance
+from usage_etl.instance import _uses_sqlite, instance_problems, prepare_instance
 from usage_etl.instance_storage import OpenShardsSqliteEventLogStorage
 from usage_etl.settings import REPO_ROOT
 
@@ -36,6 +36,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 def test_instance_is_prepared_and_checked_like_dagsters_sqlite(home):
     assert prepare_instance(home)
+    assert _uses_sqlite(home)  # so the doctor checks its SQLite files
     assert instance_problems(home) == []
     for relative in ("history/runs.db", "history/runs/index.db", "schedules/schedules.db"):
         assert (home / relative).exists(), relative
@@ -73,12 +74,17 @@ def test_events_are_read_elsewhere_watched_live_and_no_wal_is_left(home):
     assert not shard.with_name(shard.name + "-wal").exists()  # closed, checkpointed
 
 
-def test_an_instance_elsewhere_than_dagster_home_is_refused(home, tmp_path, monkeypatch):
+def test_an_instance_opened_from_its_folder_keeps_its_event_log_there(home, tmp_path, monkeypatch):
+    """`DagsterInstance.from_config(folder)` with DAGSTER_HOME elsewhere, as Dagster's default."""
+    prepare_instance(home)
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(other))
-    with pytest.raises(Exception, match="set DAGSTER_HOME"):
-        dg.DagsterInstance.from_config(str(home))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run_id = dg.materialize([tiny], instance=instance).run_id
+        shard = Path(instance.event_log_storage.path_for_shard(run_id))
+    assert shard.parent == home / "history" / "runs"
+    assert not list(other.iterdir())
 
 
 WRITER = """

@@ -1,5 +1,6 @@
-"""The development instance's SQLite storage (dagster_home/dagster.yaml): Dagster's own, same
-files and schema, with the event log's connections kept open.
+"""The development instance's event log (dagster_home/dagster.yaml, `event_log_storage`):
+Dagster's run-sharded SQLite event log, same files (DAGSTER_HOME/history/runs/) and schema, with
+its connections kept open. Runs and schedules stay Dagster's default SQLite storages.
 
 Dagster's `SqliteEventLogStorage` opens a new SQLAlchemy engine and SQLite connection for every
 read and write of the event log and closes it again. Closing the last connection of a WAL
@@ -28,29 +29,18 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from dagster._config import Field, StringSource
-from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
 )
-from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
-from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlite_storage import (
-    DagsterSqliteStorage,
-    _event_logs_directory,
-    _runs_directory,
-    _schedule_directory,
-)
-from dagster._utils import mkdir_p
+from dagster._core.storage.sqlite_storage import _event_logs_directory
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
-
-from usage_etl.settings import dagster_home
 
 # Shards whose connection a process keeps: the index and the runs it is writing or reading
 # (a run worker: its own run; the webserver: the runs someone is looking at).
@@ -61,19 +51,42 @@ _open_storages: weakref.WeakSet[OpenShardsSqliteEventLogStorage] = weakref.WeakS
 
 @atexit.register
 def _close_all() -> None:
+    # Bounded: a daemon thread (a watcher) may hold the lock at exit; then the WAL stays and
+    # the next connection recovers it, as after a kill.
     for storage in list(_open_storages):
-        storage.close_connections()
+        storage.close_connections(wait_seconds=5.0)
 
 
 class OpenShardsSqliteEventLogStorage(SqliteEventLogStorage):
     """Dagster's run-sharded SQLite event log, one kept-open connection per recent shard."""
 
-    def __init__(self, base_dir: str, inst_data: Any = None):
+    def __init__(self, base_dir: str | None = None, inst_data: Any = None):
         # Set before Dagster's __init__, which already connects when it creates the index.
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._pid = os.getpid()
-        super().__init__(base_dir, inst_data=inst_data)
+        self._pending_inst_data = inst_data
+        if base_dir is not None:
+            super().__init__(base_dir, inst_data=inst_data)
         _open_storages.add(self)
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Self:  # type: ignore[override]
+        return cls(base_dir=config_value.get("base_dir"), inst_data=inst_data)
+
+    def register_instance(self, instance: Any) -> None:
+        # Without a base_dir the event log lives where Dagster's default puts it: under the
+        # instance's own directory (DAGSTER_HOME, or the folder an instance was opened from),
+        # known only now.
+        if not hasattr(self, "_base_dir"):
+            super().__init__(
+                _event_logs_directory(instance.root_directory),
+                inst_data=self._pending_inst_data,
+            )
+        super().register_instance(instance)
 
     def _engine(self, shard: str) -> Engine:
         if self._pid != os.getpid():  # a forked child never uses its parent's connections
@@ -119,24 +132,16 @@ class OpenShardsSqliteEventLogStorage(SqliteEventLogStorage):
                 # What a checkpoint on close did before: tell the run's watchers.
                 os.utime(self.path_for_shard(shard))
 
-    def register_instance(self, instance: Any) -> None:
-        # base_dir defaults to DAGSTER_HOME (SqliteStorage): refuse an instance opened elsewhere
-        # (`DagsterInstance.from_config(dir)`) rather than keep its runs in another folder.
-        expected = os.path.realpath(_event_logs_directory(instance.root_directory))
-        if os.path.realpath(self._base_dir) != expected:
-            raise ValueError(
-                f"the instance in {instance.root_directory} would keep its event log in "
-                f"{self._base_dir}: set DAGSTER_HOME to the instance's directory (or base_dir "
-                "in its dagster.yaml)"
-            )
-        super().register_instance(instance)
-
-    def close_connections(self) -> None:
-        with self._db_lock:
+    def close_connections(self, wait_seconds: float = -1) -> None:
+        if not self._db_lock.acquire(timeout=wait_seconds):
+            return
+        try:
             engines, self._engines = self._engines, OrderedDict()
             if self._pid == os.getpid():
                 for engine in engines.values():
                     engine.dispose()
+        finally:
+            self._db_lock.release()
 
     def dispose(self) -> None:
         self.close_connections()
@@ -149,26 +154,3 @@ class OpenShardsSqliteEventLogStorage(SqliteEventLogStorage):
     def upgrade(self) -> None:
         self.close_connections()
         super().upgrade()
-
-
-class SqliteStorage(DagsterSqliteStorage):
-    """`DagsterSqliteStorage` (runs, event log, schedules under one directory) whose event log is
-    `OpenShardsSqliteEventLogStorage`. `base_dir` defaults to DAGSTER_HOME."""
-
-    def __init__(self, base_dir: str, inst_data: Any = None):
-        self.base_dir = base_dir
-        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = OpenShardsSqliteEventLogStorage(_event_logs_directory(base_dir))
-        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
-        self._inst_data = inst_data
-        DagsterStorage.__init__(self)
-
-    @classmethod
-    def config_type(cls) -> dict:
-        return {"base_dir": Field(StringSource, is_required=False)}
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> SqliteStorage:  # type: ignore[override]
-        base_dir = config_value.get("base_dir") or str(dagster_home())
-        mkdir_p(base_dir)
-        return cls(base_dir, inst_data=inst_data)
