@@ -1,6 +1,6 @@
 """The development instance's event log (dagster_home/dagster.yaml, `event_log_storage`):
-Dagster's run-sharded SQLite event log, same files (DAGSTER_HOME/history/runs/) and schema, with
-its connections kept open. Runs and schedules stay Dagster's default SQLite storages.
+Dagster's run-sharded SQLite event log, same files (history/runs/ under the instance's folder) and
+schema, with its connections kept open. Runs and schedules stay Dagster's default SQLite storages.
 
 Dagster's `SqliteEventLogStorage` opens a new SQLAlchemy engine and SQLite connection for every
 read and write of the event log and closes it again. Closing the last connection of a WAL
