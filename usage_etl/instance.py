@@ -60,6 +60,9 @@ def _uses_sqlite(home: Path) -> bool:
     import yaml
 
     data = yaml.safe_load(config.read_text()) or {}
+    if (data.get("event_log_storage") or {}).get("module") == "usage_etl.instance_storage":
+        # Dagster's SQLite event log (connections kept open), default SQLite runs and schedules
+        return not any(key in data for key in ("storage", "run_storage", "schedule_storage"))
     return not any(key in data for key in ("storage", "run_storage", "event_log_storage"))
 
 

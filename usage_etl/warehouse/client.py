@@ -28,15 +28,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import clickhouse_connect
-import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from usage_etl.locks import flock_within
 from usage_etl.settings import Settings, SettingsError, redact_url, tuning
+
+if TYPE_CHECKING:  # pyarrow (+ numpy, ~0.2 CPU-s) only where Arrow data is passed
+    import pyarrow as pa
 
 
 class WarehouseError(RuntimeError):

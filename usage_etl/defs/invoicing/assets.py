@@ -23,10 +23,8 @@ from usage_etl.defs.vocabulary import (
     period_of,
 )
 from usage_etl.invoicing.completeness import check_completeness
-from usage_etl.invoicing.export import export_period
 from usage_etl.invoicing.price_book import load_price_book
 from usage_etl.invoicing.run import PeriodOutcome, run_period
-from usage_etl.invoicing.statement import statement_rows
 from usage_etl.invoicing.store import lines_checksum, read_invoices, read_lines
 from usage_etl.landing import Landing
 
@@ -149,6 +147,11 @@ def invoices_metadata(invoices: list[dict]) -> dict:
 def invoice_exports(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, landing: LandingResource
 ) -> dg.MaterializeResult:
+    # Imported here: they import pyarrow (with numpy, ~0.2 CPU-s), which no other asset of
+    # the code location needs; every process that loads the definitions would pay for it.
+    from usage_etl.invoicing.export import export_period
+    from usage_etl.invoicing.statement import statement_rows
+
     period = period_of(context)
     warehouse = clickhouse.get_warehouse()
     lines = read_lines(warehouse, period)

@@ -1,0 +1,156 @@
+"""The development instance's event log (dagster_home/dagster.yaml, `event_log_storage`):
+Dagster's run-sharded SQLite event log, same files (history/runs/ under the instance's folder) and
+schema, with its connections kept open. Runs and schedules stay Dagster's default SQLite storages.
+
+Dagster's `SqliteEventLogStorage` opens a new SQLAlchemy engine and SQLite connection for every
+read and write of the event log and closes it again. Closing the last connection of a WAL
+database checkpoints it and deletes the WAL file, and the next connection creates it again
+(with an fsync of the directory): an empty day's `daily_usage` run made ~115 such connections
+and ~490 fdatasync calls, most of them for this. Here each process keeps one connection per
+shard (the index and the last few runs' databases), so a write is a commit as before
+(SQLite's default synchronous=FULL in WAL mode: a committed event survives a power loss, as it
+did) without the checkpoint and WAL re-creation around it.
+
+The webserver follows a live run by watching the run's database file (watchdog): with the
+connection kept open, a write no longer rewrites that file (the WAL does not touch it), so after
+each transaction that changed a run's database its file's mtime is set, which is the change the
+watcher reacts to. The connections close (checkpointing) when a shard leaves the small cache,
+when the instance is disposed and at process exit; a killed process leaves a WAL that the next
+connection recovers, as with any SQLite database.
+
+Production uses PostgreSQL (dagster_home/dagster.postgres.yaml, deploy/dagster.yaml): not this.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Self
+
+from dagster._config import Field, StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import _event_logs_directory
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+# Shards whose connection a process keeps: the index and the runs it is writing or reading
+# (a run worker: its own run; the webserver: the runs someone is looking at).
+OPEN_SHARDS = 4
+
+_open_storages: weakref.WeakSet[OpenShardsSqliteEventLogStorage] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Bounded: a daemon thread (a watcher) may hold the lock at exit; then the WAL stays and
+    # the next connection recovers it, as after a kill.
+    for storage in list(_open_storages):
+        storage.close_connections(wait_seconds=5.0)
+
+
+class OpenShardsSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's run-sharded SQLite event log, one kept-open connection per recent shard."""
+
+    def __init__(self, base_dir: str | None = None, inst_data: Any = None):
+        # Set before Dagster's __init__, which already connects when it creates the index.
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._pid = os.getpid()
+        self._pending_inst_data = inst_data
+        if base_dir is not None:
+            super().__init__(base_dir, inst_data=inst_data)
+        _open_storages.add(self)
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Self:  # type: ignore[override]
+        return cls(base_dir=config_value.get("base_dir"), inst_data=inst_data)
+
+    def register_instance(self, instance: Any) -> None:
+        # Without a base_dir the event log lives where Dagster's default puts it: under the
+        # instance's own directory (DAGSTER_HOME, or the folder an instance was opened from),
+        # known only now.
+        if not hasattr(self, "_base_dir"):
+            super().__init__(
+                _event_logs_directory(instance.root_directory),
+                inst_data=self._pending_inst_data,
+            )
+        super().register_instance(instance)
+
+    def _engine(self, shard: str) -> Engine:
+        if self._pid != os.getpid():  # a forked child never uses its parent's connections
+            self._engines = OrderedDict()
+            self._pid = os.getpid()
+        engine = self._engines.pop(shard, None)
+        if engine is None:
+            if shard not in self._initialized_dbs:
+                # Dagster's own first-use setup (create the shard, check its Alembic revision),
+                # on a throwaway engine as Dagster does it.
+                setup = create_engine(
+                    self.conn_string_for_shard(shard),
+                    poolclass=NullPool,
+                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                )
+                self._initdb(setup)
+                setup.dispose()
+                self._initialized_dbs.add(shard)
+            engine = create_engine(
+                self.conn_string_for_shard(shard),
+                poolclass=StaticPool,  # one connection, serialised by self._db_lock
+                connect_args={
+                    "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                    "check_same_thread": False,
+                },
+            )
+        self._engines[shard] = engine
+        while len(self._engines) > OPEN_SHARDS:
+            self._engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            engine = self._engine(shard)
+            with engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                changes = raw.total_changes  # type: ignore[union-attr]
+                with conn.begin():
+                    yield conn
+                changed = raw.total_changes != changes  # type: ignore[union-attr]
+            if changed and shard != INDEX_SHARD_NAME:
+                # What a checkpoint on close did before: tell the run's watchers.
+                os.utime(self.path_for_shard(shard))
+
+    def close_connections(self, wait_seconds: float = -1) -> None:
+        if not self._db_lock.acquire(timeout=wait_seconds):
+            return
+        try:
+            engines, self._engines = self._engines, OrderedDict()
+            if self._pid == os.getpid():
+                for engine in engines.values():
+                    engine.dispose()
+        finally:
+            self._db_lock.release()
+
+    def dispose(self) -> None:
+        self.close_connections()
+        super().dispose()
+
+    def wipe(self) -> None:
+        self.close_connections()  # it deletes the shard files
+        super().wipe()
+
+    def upgrade(self) -> None:
+        self.close_connections()
+        super().upgrade()
