@@ -142,6 +142,7 @@ def main() -> None:
         stage_rows = native.STAGE_ROWS
         figures: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
         statements: dict[str, collections.Counter] = {m: collections.Counter() for m in modes}
+        calls: dict[str, collections.Counter] = {m: collections.Counter() for m in modes}
         profile = cProfile.Profile() if args.profile else None
         print(f"{'day':<12}{'mode':<8}{'objects':>8}{'native':>7}{'python':>7}"
               f"{'wall s':>9}{'CPU s':>8}{'weed CPU':>9}", flush=True)  # fmt: skip
@@ -152,6 +153,7 @@ def main() -> None:
                 native.STAGE_ROWS = stage_rows if mode == "staged" else 0
                 if timed:
                     timed.seconds.clear()
+                    timed.calls.clear()
                 profiling = profile is not None and mode == "staged" and number == len(days) - 1
                 cpu, weed_cpu, start = _cpu(), _weed_cpu(weed), time.perf_counter()
                 if profiling:
@@ -166,6 +168,7 @@ def main() -> None:
                     figures[mode].append(got)
                     if timed:
                         statements[mode].update(timed.seconds)
+                        calls[mode].update(timed.calls)
                 python = report.objects_listed - report.objects_read_natively
                 print(f"{day!s:<12}{mode:<8}{report.objects_listed:>8}"
                       f"{report.objects_read_natively:>7}{python:>7}"
@@ -179,9 +182,9 @@ def main() -> None:
         if timed:
             for mode, seconds in statements.items():
                 n = max(1, len(figures[mode]))
-                print(f"\nwall s per day by statement ({mode}):")
+                print(f"\nwall s and statements per day by kind ({mode}):")
                 for kind, total in seconds.most_common():
-                    print(f"  {total / n:7.3f}  {kind}")
+                    print(f"  {total / n:7.3f}  {calls[mode][kind] / n:5.1f}  {kind}")
         if profile is not None:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
     finally:

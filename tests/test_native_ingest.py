@@ -537,10 +537,11 @@ def test_a_staging_table_left_by_a_killed_run_is_swept(warehouse):
 def test_small_files_are_staged_in_capped_chunks_and_large_ones_read_directly(monkeypatch):
     """Unit: which chunks the day becomes. Parquet files up to STAGE_FILE_ROWS rows (footer)
     and NDJSON.gz files up to STAGE_FILE_BYTES are staged, at most about STAGE_ROWS rows
-    (STAGE_CHUNK_BYTES) per chunk, so the staging table's memory is bounded; the others keep
+    (NDJSON: STAGE_CHUNK_BYTES, STAGE_CHUNK_FILES) per chunk, so the staging table's memory is
+    bounded and a failing read repeats few files; the others keep
     the direct read. STAGE_ROWS = 0 stages nothing."""
     parquet_rows = [10, 40_000, 20, 30, 16_384, 16_385, 5, 0]
-    ndjson_sizes = [1_000, 600 << 10, 300_000, 400_000, 200_000, 100]
+    ndjson_sizes = [1_000, 600 << 10, 499_500, 100, 200, 300, 400]
     parquet = [native.Candidate(f"p{i}", "e", RollupKey(DAY, 3, "node-a", "x.parquet"))
                for i in range(len(parquet_rows))]  # fmt: skip
     ndjson = [native.Candidate(f"j{i}", "e", RollupKey(DAY, 3, "node-a", "x.ndjson.gz"), None, n)
@@ -551,6 +552,7 @@ def test_small_files_are_staged_in_capped_chunks_and_large_ones_read_directly(mo
     }
     monkeypatch.setattr(native, "read_footers", lambda *args, **kwargs: footers)
     monkeypatch.setattr(native, "STAGE_CHUNK_BYTES", 500_000)
+    monkeypatch.setattr(native, "STAGE_CHUNK_FILES", 3)
 
     def chunks_with(stage_rows: int) -> list[tuple[bool, list[str]]]:
         chunks: list[tuple[bool, list[str]]] = []
@@ -571,11 +573,12 @@ def test_small_files_are_staged_in_capped_chunks_and_large_ones_read_directly(mo
         (True, ["p4"]),  # 16,384 rows: small, alone over the cap
         (True, ["p6", "p7"]),
         (False, ["p1", "p5"]),
-        (True, ["j0", "j2", "j3"]),  # listed bytes reach STAGE_CHUNK_BYTES with j3
-        (True, ["j4", "j5"]),
+        (True, ["j0", "j2"]),  # listed bytes reach STAGE_CHUNK_BYTES with j2
+        (True, ["j3", "j4", "j5"]),  # STAGE_CHUNK_FILES
+        (True, ["j6"]),
         (False, ["j1"]),
     ]
     assert chunks_with(0) == [
         (False, [f"p{i}" for i in range(8)]),
-        (False, [f"j{i}" for i in range(6)]),
+        (False, [f"j{i}" for i in range(7)]),
     ]

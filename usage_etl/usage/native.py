@@ -73,6 +73,10 @@ STAGE_ROWS = tuning().native_stage_rows  # USAGE_ETL_NATIVE_STAGE_ROWS; 0: never
 STAGE_FILE_ROWS = 16_384  # a Parquet file is small up to this many rows (its footer's count)
 STAGE_FILE_BYTES = 512 << 10  # an NDJSON.gz file is small up to this many listed bytes
 STAGE_CHUNK_BYTES = 8 << 20  # listed NDJSON.gz bytes per staged chunk (~0.3M lines)
+# ... and at most this many NDJSON.gz files: a truncated gzip stream fails its chunk's read, which
+# is then repeated without it, so a smaller chunk re-reads fewer good files (Parquet files are
+# screened by their footers first, and a failing Parquet read is rare).
+STAGE_CHUNK_FILES = 64
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _INT = {("INT64", "None"), ("INT32", "None")}
@@ -472,14 +476,17 @@ def read_footers(
 
 
 def _chunks(
-    candidates: list[Candidate], weight: Callable[[Candidate], int], limit: int
+    candidates: list[Candidate],
+    weight: Callable[[Candidate], int],
+    limit: int,
+    max_files: int | None = None,
 ) -> Iterator[list[Candidate]]:
     chunk: list[Candidate] = []
     total = 0
     for candidate in candidates:
         chunk.append(candidate)
         total += weight(candidate)
-        if total >= limit:
+        if total >= limit or len(chunk) == max_files:
             yield chunk
             chunk, total = [], 0
     if chunk:
@@ -586,7 +593,7 @@ def load_objects(
         elif entry.native == LINES_INPUT:  # no footer: sized by listed (compressed) bytes
             size = lambda c: c.size  # noqa: E731
             small, large = _split(files, lambda c: c.size <= STAGE_FILE_BYTES)
-            staged = _chunks(small, size, STAGE_CHUNK_BYTES)
+            staged = _chunks(small, size, STAGE_CHUNK_BYTES, STAGE_CHUNK_FILES)
             direct = _chunks(large, size, CHUNK_BYTES)
         else:
             continue  # Python only: handed back above
