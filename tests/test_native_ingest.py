@@ -582,3 +582,30 @@ def test_small_files_are_staged_in_capped_chunks_and_large_ones_read_directly(mo
         (False, [f"p{i}" for i in range(8)]),
         (False, [f"j{i}" for i in range(7)]),
     ]
+
+
+def test_a_staged_validation_failing_otherwise_hands_the_chunk_back(
+    landing, warehouse, monkeypatch
+):
+    """Any error of the validating insert that is not the warehouse's own is treated as the
+    direct insert treats it: the chunk is split and its files go the Python way, which decides
+    them exactly as before; the staging tables are dropped each time."""
+    _put_day(landing, CLEAN)
+    _ingest(warehouse, landing, None, "python")
+    by_python = _state(warehouse)
+    _reset(warehouse)
+    command = warehouse.command
+
+    def broken(sql, *args, **kwargs):
+        if "_build_stage_" in sql and "INSERT INTO" in sql and "rollup_rows" in sql:
+            raise WarehouseError("Code: 1001. DB::Exception: std::exception: something broke")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "command", broken)
+    report = _ingest(warehouse, landing, native.s3_access_from_client(landing.client), "n")
+
+    assert report.objects_read_natively == 0
+    assert set(report.objects_handed_back.values()) == {"ClickHouse could not read it"}
+    assert len(report.objects_handed_back) == len(CLEAN)
+    assert _state(warehouse) == by_python
+    assert not _stage_tables(warehouse)

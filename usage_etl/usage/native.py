@@ -689,7 +689,8 @@ def _staged_insert(
     """Read the chunk's objects into a staging table in one statement (the only one that reads
     S3: its error names the file, as the direct insert's does), then run the validating insert
     over it. The table is a node-local Memory table (a run talks to one server throughout,
-    docs/scaling.md), dropped on success and on failure. Returns the read's error text, if any."""
+    docs/scaling.md), dropped on success and on failure. Returns the error text of a failed read
+    (or of a validation failing otherwise than for the warehouse itself), if any."""
     stage = warehouse.table(stage_table_name(load_id))
     columns, names = _STAGE_COLUMNS[native]
     try:
@@ -712,9 +713,11 @@ def _staged_insert(
         if failed is None:
             try:
                 _command(warehouse, insert(warehouse.table("rollup_rows"), stage), params)
-            except WarehouseError as exc:  # not about the objects: they were read already
+            except WarehouseError as exc:
+                # The objects were read already: a failure of the warehouse raises here. Any
+                # other error is treated as the direct insert treats it (split, hand back).
                 _raise_unless_about_the_objects(exc)
-                raise
+                failed = str(exc)
     except BaseException:
         with contextlib.suppress(WarehouseError):  # the run fails with the first error
             warehouse.command(f"DROP TABLE IF EXISTS {stage} SYNC")
