@@ -26,6 +26,8 @@ from usage_etl.usage import native
 from usage_etl.usage.ledger import counting_rows_sql
 from usage_etl.usage.load import ingest_day
 from usage_etl.usage.publish import publish_day
+from usage_etl.warehouse.build_tables import drop_stale_build_tables
+from usage_etl.warehouse.client import WarehouseError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,16 +202,51 @@ def _ingest(warehouse, landing: Landing, access: native.S3Access | None, load_id
     return ingest_day(warehouse, landing.area, DAY, load_id=load_id, s3_access=access)
 
 
-def test_native_path_stages_quarantines_and_records_exactly_what_python_does(landing, warehouse):
+def _statements(monkeypatch, warehouse) -> list[str]:
+    """Every command the warehouse runs from now on, in order."""
+    seen: list[str] = []
+    command = warehouse.command
+
+    def recorded(sql, *args, **kwargs):
+        seen.append(sql)
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "command", recorded)
+    return seen
+
+
+def _stage_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if "_build_stage_" in s and "s3({s3_url" in s]
+
+
+def _stage_tables(warehouse) -> list[str]:
+    return warehouse.query_rows(
+        "SELECT name FROM system.tables WHERE database = {db:String} "
+        "AND startsWith(name, '_build_stage_')",
+        {"db": warehouse.database},
+    )
+
+
+@pytest.mark.parametrize("path", ["staged", "direct"])
+def test_native_path_stages_quarantines_and_records_exactly_what_python_does(
+    landing, warehouse, monkeypatch, path
+):
+    """Both native paths: small files staged (the default for every file here) and read
+    directly from s3() (USAGE_ETL_NATIVE_STAGE_ROWS=0, the path of large files)."""
     _put_day(landing, {**CLEAN, **HANDED_BACK, **NDJSON_CLEAN, **NDJSON_HANDED_BACK})
     python_report = _ingest(warehouse, landing, None, "python")
     by_python = _state(warehouse)
     _reset(warehouse)
 
+    if path == "direct":
+        monkeypatch.setattr(native, "STAGE_ROWS", 0)
+    statements = _statements(monkeypatch, warehouse)
     access = native.s3_access_from_client(landing.client)
     report = _ingest(warehouse, landing, access, "native")
     by_native = _state(warehouse)
 
+    assert bool(_stage_reads(statements)) == (path == "staged")
+    assert not _stage_tables(warehouse)
     assert by_native == by_python
     assert report.objects_read_natively == len(CLEAN) + len(NDJSON_CLEAN)
     assert report.objects_handed_back == {
@@ -397,3 +434,178 @@ def test_a_native_run_never_loads_the_python_readers(landing, settings):
         cwd=REPO, capture_output=True, text=True, timeout=180, check=True,
     )  # fmt: skip
     assert done.stdout.split() == ["1", "1", "5", "False"]
+
+
+def test_staged_and_direct_paths_decide_alike_when_objects_change_mid_ingest(
+    landing, warehouse, monkeypatch
+):
+    """The same objects, one Parquet and one NDJSON file overwritten after the listing (their
+    ETags move): the staged path stages, quarantines, records and hands back exactly what the
+    direct path does, rejected rows, truncated files and rejected lines included."""
+    makers = {**CLEAN, **HANDED_BACK, **NDJSON_CLEAN, **NDJSON_HANDED_BACK}
+    # Made once: gzip stamps the time, and both paths must read the very same objects.
+    files = {name: make() if callable(make) else make[0]() for name, make in makers.items()}
+    moved = {"plain.parquet": parquet_bytes(_rows("moved", n=7)),
+             "plain.ndjson.gz": ndjson_gz_bytes(_rows("movedjson", n=4))}  # fmt: skip
+    read_footers = native.read_footers
+    access = native.s3_access_from_client(landing.client)
+    outcomes = {}
+    for path in ("direct", "staged"):
+        _reset(warehouse)
+        for name, body in files.items():
+            landing.put(name, body)
+
+        def overwritten_after_listing(*args, **kwargs):
+            footers = read_footers(*args, **kwargs)
+            for name, body in moved.items():
+                landing.put(name, body)
+            return footers
+
+        with monkeypatch.context() as patch:
+            patch.setattr(native, "read_footers", overwritten_after_listing)
+            patch.setattr(native, "STAGE_ROWS", native.STAGE_ROWS if path == "staged" else 0)
+            statements = _statements(patch, warehouse)
+            report = _ingest(warehouse, landing, access, path)
+        assert bool(_stage_reads(statements)) == (path == "staged")
+        outcomes[path] = (_state(warehouse), report.objects_handed_back, report.rows_loaded,
+                          report.rows_quarantined, report.objects_read_natively)  # fmt: skip
+
+    assert outcomes["staged"] == outcomes["direct"]
+    handed_back = outcomes["staged"][1]
+    # No row passes at the listed ETag (Parquet: fewer rows than the footer's); NDJSON: the
+    # lines were all read at another ETag.
+    assert handed_back[landing.key("plain.parquet")] == "rows rejected"
+    assert handed_back[landing.key("plain.ndjson.gz")] == "etag changed"
+    ledger = {key: etag for key, etag, *_ in outcomes["staged"][0]["ledger"]}
+    moved_etag = landing.client.head_object(Bucket=landing.bucket,
+                                            Key=landing.key("plain.parquet"))["ETag"]  # fmt: skip
+    assert ledger[landing.key("plain.parquet")] == moved_etag.strip('"')  # Python read the new one
+
+
+def test_a_failing_object_in_a_staged_chunk_is_named_and_handed_back(
+    landing, warehouse, monkeypatch
+):
+    """The staging read is the statement that reads S3: a truncated gzip stream fails it, its
+    error names the file, and the chunk is read again without it (not halved)."""
+    for i in range(6):
+        landing.put(f"clean-{i}.ndjson.gz", ndjson_gz_bytes(_rows(f"clean{i}")))
+    truncated = landing.put("truncated.ndjson.gz", _gz(_lines("trunc", n=40))[:-30])
+    statements = _statements(monkeypatch, warehouse)
+
+    report = _ingest(warehouse, landing, native.s3_access_from_client(landing.client), "n")
+
+    assert report.objects_handed_back == {truncated: "ClickHouse could not read it"}
+    assert report.objects_read_natively == 6
+    assert (report.rows_loaded, report.objects_quarantined) == (30, 1)  # Python: a broken file
+    assert len(_stage_reads(statements)) == 2
+    assert not _stage_tables(warehouse)
+
+
+def test_staging_tables_are_dropped_when_the_validating_insert_fails(
+    landing, warehouse, monkeypatch
+):
+    """A failure of the warehouse itself after staging (here: out of memory) fails the run with
+    ClickHouse's words and drops the staging table; no ledger entry names the attempt."""
+    landing.put("plain.parquet", parquet_bytes(_rows("plain")))
+    landing.put("plain.ndjson.gz", ndjson_gz_bytes(_rows("json")))
+    command = warehouse.command
+
+    def out_of_memory(sql, *args, **kwargs):
+        if "_build_stage_" in sql and "INSERT INTO" in sql and "rollup_rows" in sql:
+            raise WarehouseError("Code: 241. DB::Exception: MEMORY_LIMIT_EXCEEDED")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "command", out_of_memory)
+    with pytest.raises(WarehouseError, match="MEMORY_LIMIT_EXCEEDED"):
+        _ingest(warehouse, landing, native.s3_access_from_client(landing.client), "n")
+
+    assert not _stage_tables(warehouse)
+    assert not warehouse.query_one(f"SELECT count() FROM {warehouse.table('ingest_objects')}")
+
+
+def test_a_staging_table_left_by_a_killed_run_is_swept(warehouse):
+    """A run killed between creating and dropping its staging table leaves it: the stale
+    build-table sweep (run when a run opens the warehouse) covers its name."""
+    name = native.stage_table_name("run-1.s3.3")
+    warehouse.command(f"CREATE TABLE {warehouse.table(name)} (line String) ENGINE = Memory")
+
+    assert drop_stale_build_tables(warehouse) == []  # younger than a day: maybe a live run's
+    assert drop_stale_build_tables(warehouse, older_than_seconds=0) == [name]
+    assert not _stage_tables(warehouse)
+
+
+def test_small_files_are_staged_in_capped_chunks_and_large_ones_read_directly(monkeypatch):
+    """Unit: which chunks the day becomes. Parquet files up to STAGE_FILE_ROWS rows (footer)
+    and NDJSON.gz files up to STAGE_FILE_BYTES are staged, at most about STAGE_ROWS rows
+    (NDJSON: STAGE_CHUNK_BYTES, STAGE_CHUNK_FILES) per chunk, so the staging table's memory is
+    bounded and a failing read repeats few files; the others keep
+    the direct read. STAGE_ROWS = 0 stages nothing."""
+    parquet_rows = [10, 40_000, 20, 30, 16_384, 16_385, 5, 0]
+    ndjson_sizes = [1_000, 600 << 10, 499_500, 100, 200, 300, 400]
+    parquet = [native.Candidate(f"p{i}", "e", RollupKey(DAY, 3, "node-a", "x.parquet"))
+               for i in range(len(parquet_rows))]  # fmt: skip
+    ndjson = [native.Candidate(f"j{i}", "e", RollupKey(DAY, 3, "node-a", "x.ndjson.gz"), None, n)
+              for i, n in enumerate(ndjson_sizes)]  # fmt: skip
+    footers = {
+        c.key: native.Footer(c.key, "e", n, True)
+        for c, n in zip(parquet, parquet_rows, strict=True)
+    }
+    monkeypatch.setattr(native, "read_footers", lambda *args, **kwargs: footers)
+    monkeypatch.setattr(native, "STAGE_CHUNK_BYTES", 500_000)
+    monkeypatch.setattr(native, "STAGE_CHUNK_FILES", 3)
+
+    def chunks_with(stage_rows: int) -> list[tuple[bool, list[str]]]:
+        chunks: list[tuple[bool, list[str]]] = []
+
+        def insert_chunk(warehouse, access, bucket, day, chunk, load_id):
+            chunks.append((chunk.staged, [c.key for c in chunk.files]))
+            return {c.key: native.FileCounts("e", footers[c.key].rows if c.key in footers else 1)
+                    for c in chunk.files}  # fmt: skip
+
+        monkeypatch.setattr(native, "_insert_chunk", insert_chunk)
+        monkeypatch.setattr(native, "STAGE_ROWS", stage_rows)
+        result = native.load_objects(None, None, "bucket", DAY, [*parquet, *ndjson], "load")
+        assert len(result.loaded) == len(parquet) + len(ndjson) and not result.reasons
+        return chunks
+
+    assert chunks_with(50) == [
+        (True, ["p0", "p2", "p3"]),  # 60 rows: the cap is reached with p3
+        (True, ["p4"]),  # 16,384 rows: small, alone over the cap
+        (True, ["p6", "p7"]),
+        (False, ["p1", "p5"]),
+        (True, ["j0", "j2"]),  # listed bytes reach STAGE_CHUNK_BYTES with j2
+        (True, ["j3", "j4", "j5"]),  # STAGE_CHUNK_FILES
+        (True, ["j6"]),
+        (False, ["j1"]),
+    ]
+    assert chunks_with(0) == [
+        (False, [f"p{i}" for i in range(8)]),
+        (False, [f"j{i}" for i in range(7)]),
+    ]
+
+
+def test_a_staged_validation_failing_otherwise_hands_the_chunk_back(
+    landing, warehouse, monkeypatch
+):
+    """Any error of the validating insert that is not the warehouse's own is treated as the
+    direct insert treats it: the chunk is split and its files go the Python way, which decides
+    them exactly as before; the staging tables are dropped each time."""
+    _put_day(landing, CLEAN)
+    _ingest(warehouse, landing, None, "python")
+    by_python = _state(warehouse)
+    _reset(warehouse)
+    command = warehouse.command
+
+    def broken(sql, *args, **kwargs):
+        if "_build_stage_" in sql and "INSERT INTO" in sql and "rollup_rows" in sql:
+            raise WarehouseError("Code: 1001. DB::Exception: std::exception: something broke")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "command", broken)
+    report = _ingest(warehouse, landing, native.s3_access_from_client(landing.client), "n")
+
+    assert report.objects_read_natively == 0
+    assert set(report.objects_handed_back.values()) == {"ClickHouse could not read it"}
+    assert len(report.objects_handed_back) == len(CLEAN)
+    assert _state(warehouse) == by_python
+    assert not _stage_tables(warehouse)

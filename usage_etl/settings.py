@@ -234,6 +234,8 @@ class Tuning(Knobs):
         50_000_000  # rows per native INSERT … SELECT FROM s3() (usage/native.py)
     )
     native_chunk_bytes: int = 128 << 20  # listed NDJSON.gz bytes per native chunk
+    # Rows of small Parquet files staged per chunk before validation (usage/native.py); 0: never
+    native_stage_rows: int = Field(default=500_000, ge=0)
     dedupe_bucket_rows: int = (
         20_000_000  # staged rows per duplicate-finding pass (usage/publish.py)
     )
