@@ -9,6 +9,10 @@ check steps' total and their cost per day, and the CPU seconds of the whole run.
 same warehouse in the same process, times each check's audit both ways, alternating `--rounds`
 times: day by day (the one-day functions, what a range run did before session 9) and the whole
 range at once (what it does now), wall and CPU seconds (chDB runs in this process).
+
+Then it re-publishes every day `--rounds` times (`publish_day`, what a range run pays per day
+after its ingest) and prints the best round's wall and CPU seconds per day, how many statements
+one publish sends, and whether usage_hourly and usage_daily are unchanged by it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the engine (path printed)")
     args = parser.parse_args()
     days = [args.first + timedelta(days=i) for i in range(args.days)]
     work = Path(tempfile.mkdtemp(prefix="bench-range-checks-"))
@@ -73,9 +78,13 @@ def main() -> None:
             wall, cpu = time.time() - started, _cpu() - cpu
             records = instance.all_logs(result.run_id)
         audits = time_audits(days, args.rounds)
+        publishes = time_publishes(days, args.rounds)
     finally:
         s3.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: chdb://{work / 'engine'} (database usage)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     starts, ends = {}, {}
     for r in records:
         if not r.is_dagster_event:
@@ -106,6 +115,14 @@ def main() -> None:
             f"  {name:<28} {by_day[0]:7.2f} / {by_day[1]:5.2f}"
             f"  {at_once[0]:7.2f} / {at_once[1]:5.2f}"
         )
+
+    wall, cpu, statements, unchanged = publishes
+    print(
+        f"\npublish_day, best of {args.rounds} rounds over {len(days)} days: "
+        f"{wall / len(days):.3f} s / {cpu / len(days):.3f} CPU-s per day, "
+        f"{statements / len(days):.1f} statements per day; "
+        f"published tables {'unchanged' if unchanged else 'CHANGED'}"
+    )
 
 
 def time_audits(days: list[date], rounds: int) -> dict[str, tuple]:
@@ -156,6 +173,45 @@ def time_audits(days: list[date], rounds: int) -> dict[str, tuple]:
         resource_.teardown_after_execution(None)
     total = [tuple(sum(b[i][k] for b in best.values()) for k in (0, 1)) for i in (0, 1)]
     return {**{name: tuple(b) for name, b in best.items()}, "all five": tuple(total)}
+
+
+def time_publishes(days: list[date], rounds: int) -> tuple[float, float, int, bool]:
+    """Re-publish every day `rounds` times: best round's (wall, CPU, statements), and whether
+    usage_hourly and usage_daily read the same afterwards (every row, every column)."""
+    from usage_etl.defs.resources import ClickHouseResource
+    from usage_etl.usage.publish import publish_day
+    from usage_etl.warehouse.client import Warehouse
+
+    resource_ = ClickHouseResource()
+    warehouse = resource_.get_warehouse()
+    fingerprint = " UNION ALL ".join(
+        f"SELECT '{t}', count(), sum(cityHash64(*)) FROM {warehouse.table(t)}"
+        for t in ("usage_hourly", "usage_daily")
+    )
+    statements = 0
+    call = Warehouse._call
+
+    def counted(self, *args, **kwargs):
+        nonlocal statements
+        statements += 1
+        return call(self, *args, **kwargs)
+
+    best = (1e9, 1e9, 0)
+    try:
+        before = sorted(warehouse.query_rows(fingerprint))
+        for i in range(rounds):
+            statements, cpu, started = 0, _cpu(), time.time()
+            Warehouse._call = counted
+            try:
+                for day in days:
+                    publish_day(warehouse, day, f"bench_publish_{i}")
+            finally:
+                Warehouse._call = call
+            best = min(best, (time.time() - started, _cpu() - cpu, statements))
+        after = sorted(warehouse.query_rows(fingerprint))
+    finally:
+        resource_.teardown_after_execution(None)
+    return (*best, before == after)
 
 
 if __name__ == "__main__":

@@ -199,8 +199,8 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     landing, warehouse, monkeypatch
 ):
     """Big days are deduplicated in event_hash buckets and aggregated in account buckets (flat
-    memory); the totals, the hourly rows, the duplicate count and the exactness check must not
-    change."""
+    memory), with their work tables on disk (a small day's are Memory tables); the totals, the
+    hourly rows, the duplicate count and the exactness check must not change."""
     from usage_etl.usage import publish
 
     rows = [
@@ -221,6 +221,7 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
 
     monkeypatch.setattr(publish, "DEDUPE_BUCKET_ROWS", 7)  # 56 staged rows -> 8 buckets
     monkeypatch.setattr(publish, "GROUP_BUCKET_ROWS", 9)  # 56 counting rows -> 7 account buckets
+    monkeypatch.setattr(publish, "SMALL_DAY_ROWS", 0)  # a large day's work tables, on disk
     bucketed = run_daily(DAY)
 
     assert bucketed.success and _check_results(bucketed)["usage_daily_is_exact"]

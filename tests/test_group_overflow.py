@@ -87,7 +87,25 @@ def _quarantined(warehouse) -> list[tuple]:
     )
 
 
-def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(landing, warehouse):
+# One account bucket, and (9 counting rows, 1 per bucket) as many buckets as rows: the two
+# overflowing groups then lie in two buckets, the first of which creates the overflow table.
+@pytest.mark.parametrize("bucket_rows", [None, 1], ids=["one_bucket", "many_buckets"])
+def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(
+    landing, warehouse, monkeypatch, bucket_rows
+):
+    from usage_etl.usage import publish
+
+    overflowing_buckets = []
+    if bucket_rows:
+        monkeypatch.setattr(publish, "GROUP_BUCKET_ROWS", bucket_rows)
+        spell_out = publish._spell_out
+
+        def spy(*args, **kwargs):
+            overflowed = spell_out(*args, **kwargs)
+            overflowing_buckets.append(overflowed)
+            return overflowed
+
+        monkeypatch.setattr(publish, "_spell_out", spy)
     over = [rollup(f"o{i}", bytes=BIG, account_id="greedy", minute=i) for i in range(3)]
     # A second version of o0, older: it does not count and is not quarantined.
     older = rollup("o0", bytes=5, account_id="greedy", emitted_minute=1)
@@ -101,6 +119,8 @@ def test_a_group_whose_sum_exceeds_uint64_is_quarantined_and_the_rest_publishes(
     first = run_daily(DAY)
 
     assert first.success
+    if bucket_rows:  # the case this variant is for: the groups overflowed in two buckets
+        assert overflowing_buckets.count(True) == 2
     assert _daily(warehouse) == {"fine": (BIG, 10), "small": (7, 10)}
     hourly = warehouse.query_rows(
         f"SELECT DISTINCT account_id FROM {warehouse.table('usage_hourly')} ORDER BY ALL"

@@ -31,8 +31,8 @@ from usage_etl.rollups.schema import USAGE_DIMENSIONS
 from usage_etl.settings import tuning
 from usage_etl.usage import ledger
 from usage_etl.usage.dedupe import DIMENSIONS, VERSION_ORDER, latest_versions_sql
-from usage_etl.usage.ledger import counting_row_count, counting_rows_sql
-from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_table
+from usage_etl.usage.ledger import counting_loads_sql, counting_rows_sql
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, build_table_ddl
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
@@ -42,6 +42,10 @@ DEDUPE_BUCKET_ROWS = tuning().dedupe_bucket_rows  # USAGE_ETL_DEDUPE_BUCKET_ROWS
 # entry per row (~100 bytes each with integer ids). The day is read once into a table
 # partitioned by bucket (`_store_keyed_rows`), so an extra pass costs its own statements only.
 GROUP_BUCKET_ROWS = tuning().group_bucket_rows  # USAGE_ETL_GROUP_BUCKET_ROWS
+# A day with at most this many counting rows keeps its duplicate hashes and hourly groups in
+# Memory tables (at most ~18 MB here): no part to sort, compress and write for tables read a
+# few times and dropped. On the small days of a backfill those parts cost ~15% of the publish.
+SMALL_DAY_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,13 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
     build_hourly = f"{BUILD_PREFIX}usage_hourly_{suffix}"
     build_daily = f"{BUILD_PREFIX}usage_daily_{suffix}"
+    work = _WorkTables(suffix)
     params = {"day": day}
     try:
-        _drop(warehouse, build_hourly, build_daily)
-        for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
-            create_build_table(warehouse, build, target)  # plain MergeTree if replicated
-        overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, suffix, publish_id)
+        _create_build_tables(
+            warehouse, ((build_hourly, "usage_hourly"), (build_daily, "usage_daily"))
+        )
+        overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, work, publish_id)
         report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
         crash_points.fault_point("publish.before_swap")
         for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
@@ -110,8 +115,61 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
             warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", params)
         crash_points.fault_point("publish.before_record")
     finally:
-        _drop(warehouse, build_hourly, build_daily)
+        # The build tables and the work tables, in one statement.
+        _drop(warehouse, build_hourly, build_daily, *work.names)
     return report
+
+
+@dataclass(frozen=True)
+class _WorkTables:
+    """The work tables of one publish (named after its load), dropped with its build tables."""
+
+    suffix: str
+
+    @property
+    def duplicates(self) -> str:
+        return f"{BUILD_PREFIX}duplicate_ids_{self.suffix}"
+
+    @property
+    def keyed(self) -> str:
+        return f"{BUILD_PREFIX}keyed_{self.suffix}"
+
+    @property
+    def grouped(self) -> str:
+        return f"{BUILD_PREFIX}grouped_{self.suffix}"
+
+    @property
+    def dimensions(self) -> str:
+        return f"{BUILD_PREFIX}dimensions_{self.suffix}"
+
+    @property
+    def overflow(self) -> str:
+        return f"{BUILD_PREFIX}overflow_{self.suffix}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.duplicates, self.keyed, self.grouped, self.dimensions, self.overflow)
+
+
+def _create_build_tables(warehouse: Warehouse, pairs: tuple[tuple[str, str], ...]) -> None:
+    """Create each (build, target) pair's build table so it can REPLACE PARTITION into its
+    target (`build_tables.build_table_ddl`: a plain MergeTree of the same structure if the
+    target is replicated), replacing any a killed attempt left, never merging in the
+    background (NO_MERGE_SETTINGS, part of the CREATE): one catalog read for all of them and
+    one statement per table (a small day's publish is mostly per-statement cost)."""
+    targets = [target for _, target in pairs]
+    rows = warehouse.query_rows(
+        "SELECT name, engine, partition_key, sorting_key, primary_key FROM system.tables "
+        "WHERE database = {database:String} AND name IN {names:Array(String)}",
+        {"database": warehouse.database, "names": targets},
+    )
+    catalog = {row[0]: row[1:] for row in rows}
+    for build, target in pairs:
+        if target not in catalog:
+            raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
+        ddl = build_table_ddl(warehouse, build, target, *catalog[target])
+        ddl = ddl.replace("CREATE TABLE", "CREATE OR REPLACE TABLE", 1)
+        warehouse.command(f"{ddl} SETTINGS {NO_MERGE_SETTINGS}")
 
 
 def _drop(warehouse: Warehouse, *tables: str) -> None:
@@ -119,34 +177,49 @@ def _drop(warehouse: Warehouse, *tables: str) -> None:
     warehouse.command(f"DROP TABLE IF EXISTS {', '.join(warehouse.table(t) for t in tables)}")
 
 
+# The day's staged rows (from metadata), for `dedupe_buckets`.
+STAGED_ROWS_SQL = "SELECT count() FROM {rollup_rows} WHERE day = {{day:Date}}"
+
+
 def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
     """How many event_hash buckets duplicates are searched in (staged rows, from metadata)."""
     staged = warehouse.query_one(
-        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}",
-        {"day": day},
+        STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows")), {"day": day}
     )
-    return max(1, math.ceil((staged or 0) / DEDUPE_BUCKET_ROWS))
+    return _buckets(staged, DEDUPE_BUCKET_ROWS)
 
 
-def find_duplicates(warehouse: Warehouse, day: date, duplicates: str) -> None:
+def _buckets(rows: int | None, per_bucket: int) -> int:
+    return max(1, math.ceil((rows or 0) / per_bucket))
+
+
+def find_duplicates(
+    warehouse: Warehouse,
+    day: date,
+    duplicates: str,
+    buckets: int | None = None,
+    in_memory: bool = False,
+) -> None:
     """Fill the table `duplicates` with the event_hash of every event_id of the day that has
-    more than one counting version (plus, rarely, hash collisions: harmless, see below)."""
-    warehouse.command(
-        f"CREATE OR REPLACE TABLE {warehouse.table(duplicates)} (event_hash UInt64) "
-        "ENGINE = MergeTree ORDER BY event_hash"
-    )
-    buckets = dedupe_buckets(warehouse, day)
+    more than one counting version (plus, rarely, hash collisions: harmless, see below), in
+    `buckets` passes of event_hash (`dedupe_buckets` unless given). The first pass creates the
+    table (a Memory table `in_memory`, for a small day): a day of one bucket costs one
+    statement."""
+    engine = "Memory" if in_memory else "MergeTree ORDER BY event_hash"
+    buckets = buckets or dedupe_buckets(warehouse, day)
     for bucket in range(buckets):
-        warehouse.command(
-            f"""
-            INSERT INTO {warehouse.table(duplicates)}
+        select = f"""
             SELECT event_hash FROM ({counting_rows_sql(warehouse)})
             WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
             GROUP BY event_hash
             HAVING count() > 1
-            """,
-            {"day": day, "buckets": buckets, "bucket": bucket},
+        """
+        into = (
+            f"CREATE OR REPLACE TABLE {warehouse.table(duplicates)} ENGINE = {engine} AS"
+            if bucket == 0
+            else f"INSERT INTO {warehouse.table(duplicates)}"
         )
+        warehouse.command(f"{into} {select}", {"day": day, "buckets": buckets, "bucket": bucket})
 
 
 def _dedupe_into(
@@ -154,7 +227,7 @@ def _dedupe_into(
     build_hourly: str,
     build_daily: str,
     day: date,
-    suffix: str,
+    work: _WorkTables,
     publish_id: str,
 ) -> tuple[int, int]:
     """Latest version per event_id, aggregated per hour and per day, into the build tables.
@@ -174,38 +247,33 @@ def _dedupe_into(
     daily group lies in exactly one bucket, and memory is bounded by the bucket, not the day.
     A day of one bucket skips the narrow table.
 
+    The work tables are dropped by the caller, with the build tables.
     Returns (groups, rows) quarantined because their sum does not fit UInt64 (`_spell_out`).
     """
-    duplicates = f"{BUILD_PREFIX}duplicate_ids_{suffix}"
-    keyed = f"{BUILD_PREFIX}keyed_{suffix}"
-    grouped = f"{BUILD_PREFIX}grouped_{suffix}"
-    dimensions = f"{BUILD_PREFIX}dimensions_{suffix}"
-    overflow = f"{BUILD_PREFIX}overflow_{suffix}"
-    try:
-        find_duplicates(warehouse, day, duplicates)
-        counts = _store_dimensions(warehouse, day, dimensions)
-        ids, names, key = _dimension_ids(warehouse, dimensions, counts)
-        buckets = max(1, math.ceil(counting_row_count(warehouse, day) / GROUP_BUCKET_ROWS))
-        single, winners = _keyed_rows_sql(warehouse, duplicates, ids, key)
-        rows = f"{single} UNION ALL {winners}"
-        if buckets > 1:
-            # One read of the day: every row's bucket and hourly key into a narrow table,
-            # one partition per bucket; each bucket's GROUP BY then reads its own partition.
-            keyed_rows = (single, winners)
-            _store_keyed_rows(warehouse, day, keyed_rows, keyed, buckets)
-            rows = f"SELECT * FROM {warehouse.table(keyed)} WHERE bucket = {{bucket:UInt32}}"
-        overflowed = False
-        for bucket in range(buckets):
-            params = {"day": day, "bucket": bucket}
-            _group_hourly(warehouse, params, rows, grouped)
-            overflowed |= _spell_out(
-                warehouse, params, grouped, build_hourly, build_daily, names, key, overflow
-            )
-        if not overflowed:
-            return 0, 0
-        return _quarantine_overflow(warehouse, day, overflow, publish_id)
-    finally:
-        _drop(warehouse, duplicates, keyed, grouped, dimensions, overflow)
+    counts, staged, counting = _store_dimensions(warehouse, day, work.dimensions)
+    in_memory = counting <= SMALL_DAY_ROWS
+    dedupe_passes = _buckets(staged, DEDUPE_BUCKET_ROWS)
+    find_duplicates(warehouse, day, work.duplicates, dedupe_passes, in_memory)
+    ids, names, key = _dimension_ids(warehouse, work.dimensions, counts)
+    buckets = _buckets(counting, GROUP_BUCKET_ROWS)
+    single, winners = _keyed_rows_sql(warehouse, work.duplicates, ids, key)
+    rows = f"{single} UNION ALL {winners}"
+    if buckets > 1:
+        # One read of the day: every row's bucket and hourly key into a narrow table,
+        # one partition per bucket; each bucket's GROUP BY then reads its own partition.
+        _store_keyed_rows(warehouse, day, (single, winners), work.keyed, buckets)
+        rows = f"SELECT * FROM {warehouse.table(work.keyed)} WHERE bucket = {{bucket:UInt32}}"
+    overflowed = False
+    for bucket in range(buckets):
+        params = {"day": day, "bucket": bucket}
+        _group_hourly(warehouse, params, rows, work.grouped, in_memory)
+        overflowed |= _spell_out(
+            warehouse, params, work.grouped, build_hourly, build_daily, names, key,
+            work.overflow, first_overflow=not overflowed,
+        )  # fmt: skip
+    if not overflowed:
+        return 0, 0
+    return _quarantine_overflow(warehouse, day, work.overflow, publish_id)
 
 
 # usage_hourly's sorting key, in dimension ids (see _sort_key).
@@ -281,14 +349,16 @@ def _store_keyed_rows(
     )
 
 
-def _group_hourly(warehouse: Warehouse, params: dict, rows: str, grouped: str) -> None:
+def _group_hourly(
+    warehouse: Warehouse, params: dict, rows: str, grouped: str, in_memory: bool = False
+) -> None:
     """Sums per hourly key of one bucket's rows (`rows`: `_keyed_rows_sql`, or the keyed
     table's partition), into `grouped` (UInt128 sums: checked against UInt64 when spelled
-    out)."""
+    out): a Memory table on a small day (`SMALL_DAY_ROWS`), else sorted by the key on disk."""
+    engine = "Memory" if in_memory else f"MergeTree ORDER BY sort_key SETTINGS {NO_MERGE_SETTINGS}"
     warehouse.command(
         f"""
-        CREATE OR REPLACE TABLE {warehouse.table(grouped)} ENGINE = MergeTree ORDER BY sort_key
-        SETTINGS {NO_MERGE_SETTINGS} AS
+        CREATE OR REPLACE TABLE {warehouse.table(grouped)} ENGINE = {engine} AS
         SELECT sort_key,
                sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
                count() AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
@@ -308,6 +378,7 @@ def _spell_out(
     names: str,
     key: HourlyKey,
     overflow: str,
+    first_overflow: bool = True,
 ) -> bool:
     """A bucket's hourly groups, and their sums per day, into the build tables with the
     dimension values in place of their ids.
@@ -315,7 +386,9 @@ def _spell_out(
     A daily group whose sum exceeds UInt64 goes to the table `overflow` (its dimension values
     and sums) instead, with none of its hourly groups (an hourly sum is at most its day's, so
     every other hourly group fits). Returns whether the bucket had such a group. A bucket whose
-    hourly sums add up within UInt64 cannot have one: the common case costs one small query."""
+    hourly sums add up within UInt64 cannot have one: the common case costs one small query.
+    The first bucket that has one (`first_overflow`) replaces any `overflow` table a killed
+    attempt of the same load left behind."""
     unpacked = (
         f"SELECT sort_key, {key.decode}, b, r, rollups, versions, conflicts "
         f"FROM {warehouse.table(grouped)}"
@@ -328,9 +401,10 @@ def _spell_out(
     )
     published = ""
     if not fits:
+        create = "CREATE OR REPLACE TABLE" if first_overflow else "CREATE TABLE IF NOT EXISTS"
         warehouse.command(
             f"""
-            CREATE TABLE IF NOT EXISTS {warehouse.table(overflow)} ENGINE = MergeTree
+            {create} {warehouse.table(overflow)} ENGINE = MergeTree
             ORDER BY tuple() AS
             SELECT {DIMENSIONS}, toUInt128(0) AS b, toUInt128(0) AS r
             FROM {warehouse.table(build_daily)} WHERE 0
@@ -447,9 +521,13 @@ def _quarantine_overflow(
     return int(groups), int(rows)
 
 
-def _store_dimensions(warehouse: Warehouse, day: date, dimensions: str) -> dict[str, int]:
+def _store_dimensions(
+    warehouse: Warehouse, day: date, dimensions: str
+) -> tuple[dict[str, int], int, int]:
     """Every value each dimension takes among the day's counting rows, sorted, into a one-row
-    table (`values_<dimension>` arrays); returns how many values each has.
+    table (`values_<dimension>` arrays); returns how many values each has, and (read with
+    them, from metadata and the ledger: no scan) how many rows the day has staged and how
+    many of them count.
 
     The arrays stay in ClickHouse and reach statements as scalar subqueries: sent as query
     parameters they would be SQL text, and a day with many long distinct values (a hostile
@@ -457,14 +535,19 @@ def _store_dimensions(warehouse: Warehouse, day: date, dimensions: str) -> dict[
     table = warehouse.table(dimensions)
     arrays = ", ".join(f"arraySort(groupUniqArray({d})) AS values_{d}" for d in USAGE_DIMENSIONS)
     warehouse.command(
-        f"CREATE OR REPLACE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS "
+        f"CREATE OR REPLACE TABLE {table} ENGINE = Memory AS "
         f"SELECT {arrays} FROM ({counting_rows_sql(warehouse)})",
         {"day": day},
     )
-    counts = warehouse.query_rows(
-        f"SELECT {', '.join(f'length(values_{d})' for d in USAGE_DIMENSIONS)} FROM {table}"
+    staged = STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows"))
+    counting = f"SELECT sum(loaded_rows) FROM ({counting_loads_sql(warehouse)})"
+    *counts, staged_rows, counting_rows = warehouse.query_rows(
+        f"SELECT {', '.join(f'length(values_{d})' for d in USAGE_DIMENSIONS)}, "
+        f"({staged}), ({counting}) FROM {table}",
+        {"day": day},
     )[0]
-    return dict(zip(USAGE_DIMENSIONS, counts, strict=True))
+    counts = dict(zip(USAGE_DIMENSIONS, counts, strict=True))
+    return counts, int(staged_rows or 0), int(counting_rows or 0)
 
 
 def _dimension_ids(
@@ -533,14 +616,13 @@ def _report(
     overflow: tuple[int, int],
 ) -> PublishReport:
     # Day totals in UInt128 (returned as Python ints): a summary figure never fails the day.
-    rollups, versions, conflicts, total_bytes, requests = warehouse.query_rows(
+    rollups, versions, conflicts, total_bytes, requests, groups = warehouse.query_rows(
         f"""
         SELECT sum(rollups), sum(versions), sum(conflicts), sum(toUInt128(bytes)),
-               sum(toUInt128(request_count))
+               sum(toUInt128(request_count)), (SELECT count() FROM {warehouse.table(build_daily)})
         FROM {warehouse.table(build_hourly)}
         """
     )[0]
-    groups = warehouse.query_one(f"SELECT count() FROM {warehouse.table(build_daily)}")
     return PublishReport(
         day, int(rollups), int(versions), int(conflicts), int(total_bytes), int(requests),
         int(groups), publish_id, *overflow,
