@@ -18,7 +18,6 @@ one publish sends, and whether usage_hourly and usage_daily are unchanged by it.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import tempfile
@@ -26,8 +25,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from bench.demo_fleet import land_demo_days
 from usage_etl.local_stack import start_seaweed
-from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 
 BUCKET = "landing"
 
@@ -49,19 +48,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-range-checks-"))
     s3 = start_seaweed(work / "seaweedfs")
     try:
-        s3.ensure_bucket(BUCKET)
-        os.environ.update(s3.env())
-        os.environ["USAGE_ETL_CLICKHOUSE_DSN"] = f"chdb://{work / 'engine'}"
-        os.environ["USAGE_ETL_DATABASE"] = "usage"
-        os.environ["USAGE_ETL_LANDING_URL"] = f"s3://{BUCKET}/range/rollups"
-        for key in ("USAGE_ETL_AS_OF", "USAGE_ETL_NODE_REGISTRY"):
-            os.environ.pop(key, None)
-        sim = Simulator(
-            FleetSpec(nodes=8, accounts=40, rows_per_day=args.rows, seed=7), FaultSpec.default()
-        )
-        client = s3.client()
-        for day in days:
-            sim.upload(sim.generate_day(day).files, client, BUCKET, "range/rollups")
+        land_demo_days(s3, work, BUCKET, "range/rollups", days, args.rows)
 
         import dagster as dg
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
-import os
 import pstats
 import resource
 import shutil
@@ -31,8 +30,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.demo_fleet import land_demo_days
 from usage_etl.local_stack import start_seaweed
-from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 
 BUCKET = "landing"
 PREFIX = "small/rollups"
@@ -112,19 +111,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-small-day-"))
     s3 = start_seaweed(work / "seaweedfs")
     try:
-        s3.ensure_bucket(BUCKET)
-        os.environ.update(s3.env())
-        os.environ["USAGE_ETL_CLICKHOUSE_DSN"] = f"chdb://{work / 'engine'}"
-        os.environ["USAGE_ETL_DATABASE"] = "usage"
-        os.environ["USAGE_ETL_LANDING_URL"] = f"s3://{BUCKET}/{PREFIX}"
-        for key in ("USAGE_ETL_AS_OF", "USAGE_ETL_NODE_REGISTRY"):
-            os.environ.pop(key, None)
-        sim = Simulator(
-            FleetSpec(nodes=8, accounts=40, rows_per_day=args.rows, seed=7), FaultSpec.default()
-        )
-        client = s3.client()
-        for day in days:
-            sim.upload(sim.generate_day(day).files, client, BUCKET, PREFIX)
+        client = land_demo_days(s3, work, BUCKET, PREFIX, days, args.rows)
 
         from usage_etl.defs.resources import ClickHouseResource
         from usage_etl.landing import Landing
