@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from usage_etl.rollups.formats import UnknownFormat, rollup_format
-from usage_etl.rollups.schema import FIELDS, RowRule, object_key
+from usage_etl.rollups.schema import FIELDS, RowRule, object_key, prefix_head
 
 if TYPE_CHECKING:
     from usage_etl.simulator.model import SimFile
@@ -82,8 +82,7 @@ def truncate(data: bytes, fraction: float) -> bytes:
 
 
 def full_key(prefix: str, relative_key: str) -> str:
-    head = prefix.strip("/")
-    return f"{head}/{relative_key}" if head else relative_key
+    return f"{prefix_head(prefix)}{relative_key}"
 
 
 def upload(
@@ -103,17 +102,17 @@ def upload(
     LastModified order may differ from the list's. For bulk loading (the benchmarks), where
     nothing reads the landing until every object is there."""
     chosen = [f for f in files if include_late or not f.is_late]
-    if workers <= 1:
-        for f in chosen:
-            s3_client.put_object(Bucket=bucket, Key=full_key(prefix, f.key), Body=f.body)
-        return len(chosen)
-    by_key: dict[str, list[SimFile]] = {}
-    for f in chosen:
-        by_key.setdefault(f.key, []).append(f)
 
     def put(group: list[SimFile]) -> None:
         for f in group:
             s3_client.put_object(Bucket=bucket, Key=full_key(prefix, f.key), Body=f.body)
+
+    if workers <= 1:
+        put(chosen)
+        return len(chosen)
+    by_key: dict[str, list[SimFile]] = {}
+    for f in chosen:
+        by_key.setdefault(f.key, []).append(f)
 
     with ThreadPoolExecutor(workers) as pool:
         for future in [pool.submit(put, group) for group in by_key.values()]:

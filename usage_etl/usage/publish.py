@@ -32,7 +32,7 @@ from usage_etl.settings import tuning
 from usage_etl.usage import ledger
 from usage_etl.usage.dedupe import DIMENSIONS, VERSION_ORDER, latest_versions_sql
 from usage_etl.usage.ledger import counting_loads_sql, counting_rows_sql
-from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, build_table_ddl
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_tables
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
@@ -98,7 +98,7 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
     work = _WorkTables(suffix)
     params = {"day": day}
     try:
-        _create_build_tables(
+        create_build_tables(
             warehouse, ((build_hourly, "usage_hourly"), (build_daily, "usage_daily"))
         )
         overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, work, publish_id)
@@ -149,27 +149,6 @@ class _WorkTables:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.duplicates, self.keyed, self.grouped, self.dimensions, self.overflow)
-
-
-def _create_build_tables(warehouse: Warehouse, pairs: tuple[tuple[str, str], ...]) -> None:
-    """Create each (build, target) pair's build table so it can REPLACE PARTITION into its
-    target (`build_tables.build_table_ddl`: a plain MergeTree of the same structure if the
-    target is replicated), replacing any a killed attempt left, never merging in the
-    background (NO_MERGE_SETTINGS, part of the CREATE): one catalog read for all of them and
-    one statement per table (a small day's publish is mostly per-statement cost)."""
-    targets = [target for _, target in pairs]
-    rows = warehouse.query_rows(
-        "SELECT name, engine, partition_key, sorting_key, primary_key FROM system.tables "
-        "WHERE database = {database:String} AND name IN {names:Array(String)}",
-        {"database": warehouse.database, "names": targets},
-    )
-    catalog = {row[0]: row[1:] for row in rows}
-    for build, target in pairs:
-        if target not in catalog:
-            raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
-        ddl = build_table_ddl(warehouse, build, target, *catalog[target])
-        ddl = ddl.replace("CREATE TABLE", "CREATE OR REPLACE TABLE", 1)
-        warehouse.command(f"{ddl} SETTINGS {NO_MERGE_SETTINGS}")
 
 
 def _drop(warehouse: Warehouse, *tables: str) -> None:

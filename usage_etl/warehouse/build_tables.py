@@ -17,6 +17,7 @@ created ON CLUSTER: only the node that runs the publish needs it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -59,18 +60,29 @@ NO_MERGE_SETTINGS = (
 )
 
 
-def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
-    """Create `build` (in the warehouse's database) so it can REPLACE PARTITION into `target`;
-    it never merges in the background (NO_MERGE_SETTINGS)."""
+def create_build_tables(warehouse: Warehouse, pairs: Sequence[tuple[str, str]]) -> None:
+    """Create each (build, target) pair's build table so it can REPLACE PARTITION into its
+    target (`build_table_ddl`: a plain MergeTree of the same structure if the target is
+    replicated), replacing any a killed attempt left, never merging in the background
+    (NO_MERGE_SETTINGS, part of the CREATE): one catalog read for all of them and one statement
+    per table (a small day's publish is mostly per-statement cost)."""
     rows = warehouse.query_rows(
-        "SELECT engine, partition_key, sorting_key, primary_key FROM system.tables "
-        "WHERE database = {database:String} AND name = {name:String}",
-        {"database": warehouse.database, "name": target},
+        "SELECT name, engine, partition_key, sorting_key, primary_key FROM system.tables "
+        "WHERE database = {database:String} AND name IN {names:Array(String)}",
+        {"database": warehouse.database, "names": [target for _, target in pairs]},
     )
-    if not rows:
-        raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
-    warehouse.command(build_table_ddl(warehouse, build, target, *rows[0]))
-    warehouse.command(f"ALTER TABLE {warehouse.table(build)} MODIFY SETTING {NO_MERGE_SETTINGS}")
+    catalog = {row[0]: row[1:] for row in rows}
+    for build, target in pairs:
+        if target not in catalog:
+            raise WarehouseError(f"table {warehouse.table(target)} does not exist; run migrations")
+        ddl = build_table_ddl(warehouse, build, target, *catalog[target])
+        ddl = ddl.replace("CREATE TABLE", "CREATE OR REPLACE TABLE", 1)
+        warehouse.command(f"{ddl} SETTINGS {NO_MERGE_SETTINGS}")
+
+
+def create_build_table(warehouse: Warehouse, build: str, target: str) -> None:
+    """`create_build_tables` for one table."""
+    create_build_tables(warehouse, ((build, target),))
 
 
 # Every table a publish builds and drops again (build tables and work tables) is named with this

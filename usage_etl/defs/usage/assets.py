@@ -138,26 +138,20 @@ def _ingest(
     # One log event per kind and day, every object on its own line (a run's log events are
     # rows of the instance's event log: ~30 per-object events a demo day were ~1,000 writes
     # over a month's backfill). The same lists go into the day's materialization metadata.
-    # A pathological day is cut into events of PER_EVENT objects, so no event grows unbounded.
+    # A pathological day is cut into events of `per_event` objects, so no event grows unbounded.
+    kinds = (
+        ("objects_read_by_python", context.log.info, "read by Python, not ClickHouse",
+         report.objects_handed_back.items()),
+        ("quarantined_files", context.log.warning, "quarantined files", report.quarantined_files),
+        ("ignored_objects", context.log.info, "ignored objects", report.ignored_objects),
+    )  # fmt: skip
     listed = {
-        "objects_read_by_python": [
-            (f"s3://{landing.bucket}/{key}", why) for key, why in report.objects_handed_back.items()
-        ],
-        "quarantined_files": [
-            (f"s3://{landing.bucket}/{key}", why) for key, why in report.quarantined_files
-        ],
-        "ignored_objects": [
-            (f"s3://{landing.bucket}/{key}", why) for key, why in report.ignored_objects
-        ],
-    }
-    titles = {
-        "objects_read_by_python": (context.log.info, "read by Python, not ClickHouse"),
-        "quarantined_files": (context.log.warning, "quarantined files"),
-        "ignored_objects": (context.log.info, "ignored objects"),
+        kind: [(f"s3://{landing.bucket}/{key}", why) for key, why in objects]
+        for kind, _, _, objects in kinds
     }
     per_event = 500
-    for kind, objects in listed.items():
-        log, title = titles[kind]
+    for kind, log, title, _ in kinds:
+        objects = listed[kind]
         for start in range(0, len(objects), per_event):
             chunk = objects[start : start + per_event]
             part = f" ({start + 1}-{start + len(chunk)})" if len(objects) > per_event else ""
