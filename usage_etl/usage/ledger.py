@@ -152,14 +152,6 @@ def counting_rows_sql(warehouse: Warehouse) -> str:
     """
 
 
-def counting_row_count(warehouse: Warehouse, day: date) -> int:
-    """Staged rows that count for the day, from the ledger (no scan of the staged rows)."""
-    total = warehouse.query_one(
-        f"SELECT sum(loaded_rows) FROM ({counting_loads_sql(warehouse)})", {"day": day}
-    )
-    return int(total or 0)
-
-
 def version(warehouse: Warehouse, day: date) -> int:
     """Rows of the day's append-only ledger: grows with every decision any run records."""
     return warehouse.query_one(
