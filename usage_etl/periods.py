@@ -59,3 +59,8 @@ class Period:
 
     def __str__(self) -> str:
         return self.label
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every day from `first` to `last`, both included (none if `last` is before `first`)."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]

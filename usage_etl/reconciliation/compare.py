@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from usage_etl.periods import days_between
 from usage_etl.settings import Tolerances
 from usage_etl.usage.ledger import IN_PERIOD, current_objects_sql
 from usage_etl.warehouse.client import Warehouse
@@ -225,12 +226,8 @@ def reconcile_days(
         worst.setdefault(day, []).append(diff)
     return {
         day: Reconciliation(day, tolerances, kinds.get(day, []), worst.get(day, []))
-        for day in _every_day(first, last)
+        for day in days_between(first, last)
     }
-
-
-def _every_day(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _by_bytes(nodes: list[str], sizes: list[int]) -> tuple[tuple[str, int], ...]:
@@ -325,7 +322,7 @@ def node_hour_coverages(
     ):
         gap_rows.setdefault(row[0], []).append(row[1:])
     coverages = {}
-    for day in _every_day(first, last):
+    for day in days_between(first, last):
         loaded, quarantined, ignored, seen, newest, nodes = summaries.get(day, (0,) * 6)
         rows = gap_rows.get(day, [])
         gaps = [

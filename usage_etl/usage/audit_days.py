@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from usage_etl.periods import days_between
 from usage_etl.usage import audit
 from usage_etl.usage.ledger import IN_PERIOD, latest_sql
 from usage_etl.warehouse.client import Warehouse
@@ -27,8 +28,7 @@ from usage_etl.warehouse.client import Warehouse
 
 def every_day(days: list[date]) -> list[date]:
     """The days from min(days) to max(days), both included."""
-    first, last = min(days), max(days)
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return days_between(min(days), max(days))
 
 
 def _period(days: list[date]) -> dict[str, date]:
