@@ -32,6 +32,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -118,7 +119,12 @@ def main() -> None:
         print(f"  step {step:<50} {seconds:7.2f} s")
     print(f"check steps: {checks:.2f} s, {checks / len(days):.3f} s per day")
     print(f"check evaluations: {len(evaluations)} ({len(evaluations) / len(days):.0f} per day)")
-    print(f"events written: {len(records)}")
+    kinds = Counter(
+        r.dagster_event_type.value if r.is_dagster_event else "log message" for r in records
+    )
+    print(
+        f"events written: {len(records)} ({', '.join(f'{k} {n}' for k, n in kinds.most_common())})"
+    )
     print(
         f"whole run in process ({args.instance} instance): wall {wall:.2f} s, CPU {cpu:.2f} s; "
         f"per day {wall / len(days):.3f} s, {cpu / len(days):.3f} CPU-s"
