@@ -1,7 +1,7 @@
-"""The production instance's event log (usage_etl/pg_instance_storage.py): dagster-postgres'
-event log with one kept-open connection per process. Every event is stored and indexed as
-before; a run no longer opens a connection per statement; a connection the server dropped
-while idle is replaced, not a failed write."""
+"""The production instance's storages (usage_etl/pg_instance_storage.py): dagster-postgres'
+event log, run and schedule storages with their connections kept open per process. Every event
+is stored and indexed as before; a run no longer opens a connection per statement; a
+connection the server dropped while idle is replaced, not a failed write."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from usage_etl import pg_instance_storage
-from usage_etl.pg_instance_storage import KeptOpenPostgresEventLogStorage
+from usage_etl.pg_instance_storage import (
+    KeptOpenPostgresEventLogStorage,
+    KeptOpenPostgresRunStorage,
+    KeptOpenPostgresScheduleStorage,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = [dg.AssetKey(f"kept_open_{i}") for i in range(6)]
@@ -52,15 +56,18 @@ def _connects(engine) -> list[int]:
 def test_a_run_stores_every_event_through_one_connection(pg_instance):
     storage = pg_instance.event_log_storage
     assert isinstance(storage, KeptOpenPostgresEventLogStorage)
-    assert type(pg_instance.run_storage).__name__ == "PostgresRunStorage"
-    assert type(pg_instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+    assert isinstance(pg_instance.run_storage, KeptOpenPostgresRunStorage)
+    assert isinstance(pg_instance.schedule_storage, KeptOpenPostgresScheduleStorage)
     opened = _connects(storage._engine)
+    runs_opened = _connects(pg_instance.run_storage._engine)
     result = dg.materialize([many_assets, kept_open_check], instance=pg_instance)
     assert result.success
     records = pg_instance.all_logs(result.run_id)
     assert len(records) >= 20
-    # Dagster's own NullPool opened ~2 connections per stored event.
+    # Dagster's own NullPool opened ~2 connections per stored event, ~10 for the run's record.
     assert len(opened) <= 2, len(opened)
+    assert len(runs_opened) <= 2, len(runs_opened)
+    assert pg_instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
     for key in KEYS:  # stored and indexed as before
         latest = pg_instance.get_latest_materialization_event(key)
         assert latest is not None and latest.run_id == result.run_id
@@ -83,3 +90,11 @@ def test_an_idle_connection_the_server_dropped_is_replaced(pg_instance, monkeypa
     assert second.success
     assert pg_instance.get_latest_materialization_event(KEYS[0]).run_id == second.run_id
     assert second.run_id != first.run_id
+
+
+def test_schedule_storage_reads_and_writes_through_its_kept_connection(pg_instance):
+    storage = pg_instance.schedule_storage
+    opened = _connects(storage._engine)
+    for _ in range(5):
+        assert storage.all_instigator_state() is not None
+    assert len(opened) <= 1
