@@ -1,6 +1,7 @@
 """What the checks of a range run (a backfill's single run) cost per day.
 
     .venv/bin/python -m bench.range_checks [--days 10] [--rows 2000]
+        [--instance ephemeral|sqlite|postgres] [--profile FILE] [--skip-audits]
 
 Starts SeaweedFS, simulates the demo fleet (8 nodes, 40 accounts, the demo's faults) for
 `--days` days, runs daily_usage over the range in process (what a backfill launches with
@@ -13,20 +14,30 @@ range at once (what it does now), wall and CPU seconds (chDB runs in this proces
 Then it re-publishes every day `--rounds` times (`publish_day`, what a range run pays per day
 after its ingest) and prints the best round's wall and CPU seconds per day, how many statements
 one publish sends, and whether usage_hourly and usage_daily are unchanged by it.
+
+`--instance` picks the Dagster instance the run writes its events to: `ephemeral` (in memory,
+the default), `sqlite` (dagster_home/dagster.yaml: the dev instance's kept-open SQLite event
+log) or `postgres` (dagster_home/dagster.postgres.yaml, the production instance file, against a
+PostgreSQL this bench starts: what a backfill's run worker pays per event). `--profile FILE`
+writes a cProfile of the run alone (pstats format); `--skip-audits` stops after the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import os
 import resource
 import shutil
 import tempfile
 import time
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
 from bench.demo_fleet import land_demo_days
-from usage_etl.local_stack import start_seaweed
+from usage_etl.local_stack import start_postgres, start_seaweed
 
 BUCKET = "landing"
 
@@ -43,10 +54,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the engine (path printed)")
+    parser.add_argument(
+        "--instance", choices=("ephemeral", "sqlite", "postgres"), default="ephemeral"
+    )
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the run here")
+    parser.add_argument("--skip-audits", action="store_true", help="stop after the run")
     args = parser.parse_args()
     days = [args.first + timedelta(days=i) for i in range(args.days)]
     work = Path(tempfile.mkdtemp(prefix="bench-range-checks-"))
     s3 = start_seaweed(work / "seaweedfs")
+    stack = contextlib.ExitStack()
     try:
         land_demo_days(s3, work, BUCKET, "range/rollups", days, args.rows)
 
@@ -59,14 +76,23 @@ def main() -> None:
             "dagster/asset_partition_range_start": days[0].isoformat(),
             "dagster/asset_partition_range_end": days[-1].isoformat(),
         }
+        instance = stack.enter_context(open_instance(args.instance, work, stack))
+        profile = cProfile.Profile() if args.profile else None
         cpu, started = _cpu(), time.time()
-        with dg.DagsterInstance.ephemeral() as instance:
-            result = job.execute_in_process(tags=tags, instance=instance, raise_on_error=False)
-            wall, cpu = time.time() - started, _cpu() - cpu
-            records = instance.all_logs(result.run_id)
-        audits = time_audits(days, args.rounds)
-        publishes = time_publishes(days, args.rounds)
+        if profile:
+            profile.enable()
+        result = job.execute_in_process(tags=tags, instance=instance, raise_on_error=False)
+        if profile:
+            profile.disable()
+            profile.dump_stats(args.profile)
+        wall, cpu = time.time() - started, _cpu() - cpu
+        records = instance.all_logs(result.run_id)
+        stack.close()
+        if not args.skip_audits:
+            audits = time_audits(days, args.rounds)
+            publishes = time_publishes(days, args.rounds)
     finally:
+        stack.close()
         s3.stop()
         if args.keep:
             print(f"kept: chdb://{work / 'engine'} (database usage)")
@@ -93,8 +119,18 @@ def main() -> None:
         print(f"  step {step:<50} {seconds:7.2f} s")
     print(f"check steps: {checks:.2f} s, {checks / len(days):.3f} s per day")
     print(f"check evaluations: {len(evaluations)} ({len(evaluations) / len(days):.0f} per day)")
-    print(f"events written: {len(records)}")
-    print(f"whole run in process: wall {wall:.2f} s, CPU {cpu:.2f} s")
+    kinds = Counter(
+        r.dagster_event_type.value if r.is_dagster_event else "log message" for r in records
+    )
+    print(
+        f"events written: {len(records)} ({', '.join(f'{k} {n}' for k, n in kinds.most_common())})"
+    )
+    print(
+        f"whole run in process ({args.instance} instance): wall {wall:.2f} s, CPU {cpu:.2f} s; "
+        f"per day {wall / len(days):.3f} s, {cpu / len(days):.3f} CPU-s"
+    )
+    if args.skip_audits:
+        return
     print(f"\nthe audits of {len(days)} days (best of {args.rounds}; wall s / CPU s):")
     print(f"  {'check':<28} {'day by day':>16} {'range at once':>16}")
     for name, (by_day, at_once) in audits.items():
@@ -110,6 +146,24 @@ def main() -> None:
         f"{statements / len(days):.1f} statements per day; "
         f"published tables {'unchanged' if unchanged else 'CHANGED'}"
     )
+
+
+def open_instance(kind: str, work: Path, stack: contextlib.ExitStack):
+    """The Dagster instance the run writes to (closed by `stack`)."""
+    import dagster as dg
+
+    if kind == "ephemeral":
+        return dg.DagsterInstance.ephemeral()
+    repo = Path(__file__).resolve().parents[1]
+    home = work / "dagster_home"
+    home.mkdir()
+    name = "dagster.postgres.yaml" if kind == "postgres" else "dagster.yaml"
+    (home / "dagster.yaml").write_text((repo / "dagster_home" / name).read_text())
+    if kind == "postgres":
+        server = start_postgres(work / "postgres")
+        stack.callback(server.stop)
+        os.environ.update(server.env())
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def time_audits(days: list[date], rounds: int) -> dict[str, tuple]:

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+from dagster_postgres.run_storage import PostgresRunStorage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,9 @@ def test_partitioned_job_runs_on_a_postgres_instance(postgres_server, usage_env,
     os.environ.update(postgres_server.env())
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            # dagster-postgres' run storage, its connections kept open (pg_instance_storage.py)
+            assert type(instance.run_storage).__name__ == "KeptOpenPostgresRunStorage"
+            assert isinstance(instance.run_storage, PostgresRunStorage)
             runs = instance.get_runs(
                 filters=dg.RunsFilter(job_name="daily_usage", tags={"test/run": marker})
             )

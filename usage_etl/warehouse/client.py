@@ -97,6 +97,38 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"no JSONEachRow spelling for {type(value).__name__}")
 
 
+def _install_fast_escape() -> bool:
+    """clickhouse-connect spells every string parameter (each element of an array parameter
+    too) with `binding.escape_str`, a Python generator over its characters: a range run's
+    object keys, paths and ETags sent to several statements are ~2M characters, ~0.4 CPU-s per
+    10 days. This is the same escaping (a backslash before each of `binding.must_escape`) done
+    by one regular expression, and only when the string has such a character. The function
+    is replaced in clickhouse-connect's module (its callers look it up there);
+    tests/test_warehouse_escape.py compares it with the original and fails if an upgrade
+    changes the original's spelling. False (left alone) when the module no longer has it."""
+    from clickhouse_connect.driver import binding
+
+    original = getattr(binding, "escape_str", None)
+    must_escape = getattr(binding, "must_escape", None)
+    if original is None or must_escape is None or getattr(original, "fast", False):
+        return False
+    special = re.compile("[" + re.escape("".join(must_escape)) + "]")
+    backslash = binding.BS
+
+    def escape_str(value: str) -> str:
+        if special.search(value) is None:
+            return value
+        return special.sub(lambda m: backslash + m.group(), value)
+
+    escape_str.fast = True  # type: ignore[attr-defined]
+    escape_str.original = original  # type: ignore[attr-defined]
+    binding.escape_str = escape_str
+    return True
+
+
+_install_fast_escape()
+
+
 class EmbeddedEngineBusy(WarehouseError):
     """The embedded chDB engine is held by another process."""
 
