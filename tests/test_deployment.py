@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import dagster as dg
+from dagster_postgres.run_storage import PostgresRunStorage
 
 from usage_etl.settings import REPO_ROOT
 
@@ -19,7 +20,11 @@ def test_server_instance_queues_one_run_per_partition_in_parallel(
     for key, value in postgres_server.env().items():
         monkeypatch.setenv(key, value)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        # dagster-postgres' storages, each keeping its connections open (pg_instance_storage)
+        assert type(instance.run_storage).__name__ == "KeptOpenPostgresRunStorage"
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert type(instance.event_log_storage).__name__ == "KeptOpenPostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "KeptOpenPostgresScheduleStorage"
         config = instance.get_concurrency_config()
         queue = config.run_queue_config
         assert queue.max_concurrent_runs > 1
