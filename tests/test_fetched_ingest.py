@@ -310,3 +310,18 @@ def test_a_get_is_retried_on_5xx_and_connection_errors_but_not_on_404(
     with fetcher.fetch(landing.bucket, [(key, ".parquet")]) as got:
         assert got.get(key).error == "HTTP 503"
     assert not _left_behind(fetch_dir)
+
+
+def test_a_fetch_directory_left_by_a_killed_run_is_swept(fetch_dir):
+    """A SIGKILL runs no `finally`: the next fetch removes directories older than a day."""
+    import os
+
+    left = fetch_dir / f"{fetch.PREFIX}killed"
+    left.mkdir()
+    (left / "0.parquet").write_bytes(b"PAR1")
+    fresh = fetch_dir / f"{fetch.PREFIX}live"
+    fresh.mkdir()
+    os.utime(left, (0, 0))
+
+    assert fetch.sweep_stale() == [left.name]
+    assert sorted(_left_behind(fetch_dir)) == [fresh.name]  # maybe a live run's

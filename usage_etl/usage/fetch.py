@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from usage_etl import crash_points
+
 THREADS = 4
 ATTEMPTS = 3  # GETs per object for connection errors and 5xx (the first included)
 BACKOFF_SECONDS = 0.1  # before the second GET; doubled before each further one
@@ -44,6 +46,25 @@ class Fetched:
     size: int = 0
     footer_magic: bool = False  # the bytes could be a Parquet file (length and last 4 bytes)
     error: str = ""  # why the GET failed (status or exception class), never the URL
+
+
+PREFIX = "usage-etl-fetch-"
+STALE_SECONDS = 86_400  # a fetch directory this old is a killed run's: no day takes that long
+
+
+def sweep_stale(older_than_seconds: float = STALE_SECONDS) -> list[str]:
+    """Remove fetch directories a killed run left in the temporary directory (a SIGKILL runs
+    no `finally`), as the stale build-table sweep drops its tables. Returns their names."""
+    swept = []
+    cutoff = time.time() - older_than_seconds
+    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+                swept.append(path.name)
+        except OSError:
+            continue
+    return swept
 
 
 class FetchedFiles:
@@ -69,7 +90,7 @@ class FetchedFiles:
 class Fetcher:
     """GETs objects with the boto3 client's endpoint, region, credentials and timeouts."""
 
-    def __init__(self, client, threads: int = THREADS, attempts: int = ATTEMPTS):
+    def __init__(self, client, threads: int | None = None, attempts: int | None = None):
         import urllib3
 
         self.client = client
@@ -79,8 +100,8 @@ class Fetcher:
         self.timeout = urllib3.Timeout(
             connect=config.connect_timeout or 10, read=config.read_timeout or 60
         )
-        self.threads, self.attempts = threads, attempts
-        self.pool = urllib3.PoolManager(maxsize=threads, retries=False, timeout=self.timeout)
+        self.threads, self.attempts = threads or THREADS, attempts or ATTEMPTS
+        self.pool = urllib3.PoolManager(maxsize=self.threads, retries=False, timeout=self.timeout)
 
     def _signer(self):
         from botocore.auth import S3SigV4Auth
@@ -115,6 +136,7 @@ class Fetcher:
                 with open(path, "wb") as out:
                     out.write(body)
                 magic = len(body) >= MIN_PARQUET_BYTES and body[-4:] in FOOTER_MAGICS
+                crash_points.fault_point("ingest.fetched_one")
                 return Fetched(key, path, etag, len(body), magic)
             error = f"HTTP {status}"
             if status < 500:  # 404 after the listing, 403: retrying cannot help
@@ -125,7 +147,8 @@ class Fetcher:
         """Fetch (key, suffix) pairs into a new temporary directory, the n-th as `<n><suffix>`
         (ClickHouse's `file()` picks the compression by the suffix)."""
         objects = list(objects)
-        directory = os.path.realpath(tempfile.mkdtemp(prefix="usage-etl-fetch-"))
+        sweep_stale()
+        directory = os.path.realpath(tempfile.mkdtemp(prefix=PREFIX))
         try:
             signer = self._signer()
             paths = [str(Path(directory) / f"{n}{suffix}") for n, (_, suffix) in enumerate(objects)]
