@@ -21,6 +21,12 @@ everything else back:
    re-reads it under the run's own load id. Rows this path inserted for such files carry the
    fast path's load id, which no ledger entry points to, so they never count.
 
+With the embedded engine, small files are fetched once by Python first (usage/fetch.py, FETCH)
+and every read above uses the local copies through `file()` instead of `s3()`: the footer-magic
+screen runs on the fetched bytes, `_path` and `_etag` are mapped back to the object's key and the
+ETag its GET returned. A GET that failed or returned another ETag than the listing's hands the
+file back before any query. A server DSN keeps `s3()`: its `file()` reads the server's disk.
+
 Only objects of nodes with no registry restriction whose keys are plain (no glob characters)
 take this path; self-hosted and unregistered nodes are judged in Python. Which ClickHouse input
 format reads a file (`Parquet`: the footer plan, `LineAsString`: the line plan, none: Python
@@ -81,11 +87,12 @@ STAGE_CHUNK_FILES = 64
 # With the embedded engine, small files are fetched once by Python (usage/fetch.py) and read from
 # the local copy with file(): footers and rows from one GET instead of two or three s3() reads.
 # A Parquet file's footer row count is not known before its fetch, so it is small by its listed
-# bytes: up to FETCH_PARQUET_BYTES (a demo file of ~60 rows is ~10 KiB; 1 MiB of Parquet holds
-# ~10-100k rows, a staging table of at most STAGE_ROWS rows either way). NDJSON.gz files are
-# small by STAGE_FILE_BYTES as before.
+# bytes: up to FETCH_PARQUET_BYTES. Simulated files measure ~120 bytes a row at ~50 rows (a demo
+# file: ~6 KiB) and ~30 at ~2,300 rows, so 512 KiB is about STAGE_FILE_ROWS rows; the 10M shapes'
+# files (~40k rows, ~1.2 MiB) keep the direct s3() read. Staged chunks still hold at most
+# STAGE_ROWS footer rows. NDJSON.gz files are small by STAGE_FILE_BYTES as before.
 FETCH = tuning().native_fetch  # USAGE_ETL_NATIVE_FETCH
-FETCH_PARQUET_BYTES = 1 << 20
+FETCH_PARQUET_BYTES = 512 << 10
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _INT = {("INT64", "None"), ("INT32", "None")}
