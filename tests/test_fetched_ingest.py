@@ -325,3 +325,26 @@ def test_a_fetch_directory_left_by_a_killed_run_is_swept(fetch_dir):
 
     assert fetch.sweep_stale() == [left.name]
     assert sorted(_left_behind(fetch_dir)) == [fresh.name]  # maybe a live run's
+
+
+def test_a_stalled_endpoint_costs_one_objects_timeouts_not_every_objects(
+    landing, monkeypatch, fetch_dir
+):
+    """Unit: once an object's GETs all fail without an answer, the other objects are not tried
+    (their files go the Python way, whose first read fails the day, docs/operations.md)."""
+    import urllib3
+
+    keys = _put_clean(landing, 6)
+    monkeypatch.setattr(fetch, "BACKOFF_SECONDS", 0)
+    fetcher = fetch.Fetcher(landing.client, threads=1)
+    tried = []
+
+    def timing_out(signer, bucket, key):
+        tried.append(key)
+        raise urllib3.exceptions.ReadTimeoutError(None, key, "read timed out")
+
+    monkeypatch.setattr(fetcher, "_get", timing_out)
+    with fetcher.fetch(landing.bucket, [(k, ".parquet") for k in keys]) as got:
+        errors = [got.get(k).error for k in keys]
+    assert tried == [keys[0]] * fetch.ATTEMPTS
+    assert errors == ["ReadTimeoutError"] + ["endpoint unreachable"] * 5

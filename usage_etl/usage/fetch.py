@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,10 @@ class Fetcher:
         )
         self.threads, self.attempts = threads or THREADS, attempts or ATTEMPTS
         self.pool = urllib3.PoolManager(maxsize=self.threads, retries=False, timeout=self.timeout)
+        # Set when an object's GETs all failed without an answer (timeouts, refused): the rest
+        # are not tried, so a stalled endpoint costs one object's timeouts, not every object's
+        # (their files go the Python way, whose first read then fails the day).
+        self._unreachable = threading.Event()
 
     def _signer(self):
         from botocore.auth import S3SigV4Auth
@@ -125,6 +130,8 @@ class Fetcher:
 
         error = ""
         for attempt in range(self.attempts):
+            if self._unreachable.is_set():
+                return Fetched(key, error=f"endpoint unreachable{f' ({error})' if error else ''}")
             if attempt:
                 time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
             try:
@@ -141,6 +148,8 @@ class Fetcher:
             error = f"HTTP {status}"
             if status < 500:  # 404 after the listing, 403: retrying cannot help
                 break
+        if error and not error.startswith("HTTP"):
+            self._unreachable.set()
         return Fetched(key, error=error)
 
     def fetch(self, bucket: str, objects: Iterable[tuple[str, str]]) -> FetchedFiles:
