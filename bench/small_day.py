@@ -1,6 +1,6 @@
 """What ingesting one small day costs: `ingest_day` alone, staged vs direct native inserts.
 
-    .venv/bin/python -m bench.small_day [--days 4] [--rows 20000] [--modes staged,direct]
+    .venv/bin/python -m bench.small_day [--days 4] [--rows 20000] [--modes fetched,staged,direct]
                                         [--statements] [--profile N]
 
 Starts SeaweedFS, simulates the demo fleet (8 nodes, 40 accounts, the demo's faults: ~312
@@ -8,10 +8,13 @@ objects a day at 20,000 rows, ~151 Parquet + ~158 NDJSON.gz), opens the embedded
 a run does, then ingests every day once per mode, alternating the modes day by day on the
 same objects (the ingest tables are emptied before each ingest, so every ingest decides the
 whole day). `staged` is the shipped path (small files staged, USAGE_ETL_NATIVE_STAGE_ROWS);
-`direct` sets native.STAGE_ROWS = 0, the path before session 10. Prints per ingest the wall
-seconds, this process's CPU seconds (chDB runs in it) and SeaweedFS's CPU seconds, then each
-mode's median. `--statements` adds the wall seconds per kind of statement; `--profile N`
-prints the N most expensive functions (cumulative) of the last staged ingest.
+`direct` sets native.STAGE_ROWS = 0, the path before session 10. `fetched` (session 11) fetches
+the small objects once in Python and stages them from local copies (native.FETCH, the embedded
+engine's default); `staged` then sets native.FETCH = False (the s3() path a server DSN keeps).
+Prints per ingest the wall seconds, this process's CPU seconds (chDB runs in it) and
+SeaweedFS's CPU seconds, then each mode's median. `--statements` adds the wall seconds per
+kind of statement; `--profile N` prints the N most expensive functions (cumulative) of the
+first mode's last ingest.
 """
 
 from __future__ import annotations
@@ -57,8 +60,11 @@ def _kind(sql: str) -> str:
     text = " ".join(sql.split())
     staged = "_build_stage_" in text
     reads_s3 = "s3({s3_url" in text
+    reads_file = "file({file_glob" in text
     for matches, name in (
+        ("ParquetMetadata" in text and reads_file, "footers (local copies)"),
         ("ParquetMetadata" in text, "footers"),
+        (staged and reads_file, "stage read (local copies)"),
         ("RawBLOB" in text, "footer screen (RawBLOB)"),
         (staged and reads_s3, "stage read (s3)"),
         (staged and ("CREATE" in text or "DROP" in text), "stage create/drop"),
@@ -102,7 +108,7 @@ def main() -> None:
     parser.add_argument("--first", type=date.fromisoformat, default=date(2026, 10, 1))
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--modes", default="staged,direct")
+    parser.add_argument("--modes", default="fetched,staged")
     parser.add_argument("--statements", action="store_true")
     parser.add_argument("--profile", type=int, default=0)
     args = parser.parse_args()
@@ -119,6 +125,18 @@ def main() -> None:
 
         warehouse = ClickHouseResource().get_warehouse()
         timed = _Timed(warehouse) if args.statements else None
+        if timed:  # the GETs of the fetched mode are no statement: timed as "fetch (Python)"
+            fetch_day = load.fetch_day
+
+            def timed_fetch(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return fetch_day(*args, **kwargs)
+                finally:
+                    timed.seconds["fetch (Python GETs)"] += time.perf_counter() - start
+                    timed.calls["fetch (Python GETs)"] += 1
+
+            load.fetch_day = timed_fetch
         landing = Landing(client, BUCKET, PREFIX)
         access = native.s3_access_from_client(client)
         weed = [
@@ -137,11 +155,12 @@ def main() -> None:
             for mode in modes if number % 2 == 0 else reversed(modes):
                 for table in ("ingest_objects", "rollup_rows", "quarantined_rows"):
                     warehouse.command(f"TRUNCATE TABLE {warehouse.table(table)}")
-                native.STAGE_ROWS = stage_rows if mode == "staged" else 0
+                native.STAGE_ROWS = stage_rows if mode in ("staged", "fetched") else 0
+                native.FETCH = mode == "fetched"
                 if timed:
                     timed.seconds.clear()
                     timed.calls.clear()
-                profiling = profile is not None and mode == "staged" and number == len(days) - 1
+                profiling = profile is not None and mode == modes[0] and number == len(days) - 1
                 cpu, weed_cpu, start = _cpu(), _weed_cpu(weed), time.perf_counter()
                 if profiling:
                     profile.enable()

@@ -44,6 +44,14 @@ def landing(s3_server, settings) -> Landing:
     return Landing(s3_server, settings)
 
 
+@pytest.fixture(autouse=True)
+def s3_reads(monkeypatch):
+    """These tests read through s3(), the path of a ClickHouse server (and of the embedded
+    engine with USAGE_ETL_NATIVE_FETCH=false); the fetched path is tests/test_fetched_ingest.py
+    and the "fetched" case below."""
+    monkeypatch.setattr(native, "FETCH", False)
+
+
 def _parquet(rows: list[dict], **casts: pl.DataType) -> bytes:
     frame = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
     frame = frame.with_columns(*(pl.col(name).cast(dtype) for name, dtype in casts.items()))
@@ -215,8 +223,12 @@ def _statements(monkeypatch, warehouse) -> list[str]:
     return seen
 
 
-def _stage_reads(statements: list[str]) -> list[str]:
-    return [s for s in statements if "_build_stage_" in s and "s3({s3_url" in s]
+def _stage_reads(statements: list[str], source: str = "s3({s3_url") -> list[str]:
+    return [s for s in statements if "_build_stage_" in s and source in s]
+
+
+def _fetched_reads(statements: list[str]) -> list[str]:
+    return _stage_reads(statements, "file({file_glob")
 
 
 def _stage_tables(warehouse) -> list[str]:
@@ -227,12 +239,13 @@ def _stage_tables(warehouse) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("path", ["staged", "direct"])
+@pytest.mark.parametrize("path", ["staged", "direct", "fetched"])
 def test_native_path_stages_quarantines_and_records_exactly_what_python_does(
     landing, warehouse, monkeypatch, path
 ):
-    """Both native paths: small files staged (the default for every file here) and read
-    directly from s3() (USAGE_ETL_NATIVE_STAGE_ROWS=0, the path of large files)."""
+    """Every native path: small files staged from s3() (a server's path for every file here),
+    read directly from s3() (USAGE_ETL_NATIVE_STAGE_ROWS=0, the path of large files), and
+    fetched once and staged from the local copies (the embedded engine's path, fetch.py)."""
     _put_day(landing, {**CLEAN, **HANDED_BACK, **NDJSON_CLEAN, **NDJSON_HANDED_BACK})
     python_report = _ingest(warehouse, landing, None, "python")
     by_python = _state(warehouse)
@@ -240,12 +253,14 @@ def test_native_path_stages_quarantines_and_records_exactly_what_python_does(
 
     if path == "direct":
         monkeypatch.setattr(native, "STAGE_ROWS", 0)
+    monkeypatch.setattr(native, "FETCH", path == "fetched")
     statements = _statements(monkeypatch, warehouse)
     access = native.s3_access_from_client(landing.client)
     report = _ingest(warehouse, landing, access, "native")
     by_native = _state(warehouse)
 
     assert bool(_stage_reads(statements)) == (path == "staged")
+    assert bool(_fetched_reads(statements)) == (path == "fetched")
     assert not _stage_tables(warehouse)
     assert by_native == by_python
     assert report.objects_read_natively == len(CLEAN) + len(NDJSON_CLEAN)

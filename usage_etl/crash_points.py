@@ -25,6 +25,7 @@ FAULT_ENV = "USAGE_ETL_FAULT_POINT"
 POINTS = (
     "ingest.listed",  # the day is listed, nothing written yet
     "ingest.batch_flushed",  # a batch is fully written (ledger too) and more objects remain
+    "ingest.fetched_one",  # one object of the day is fetched (usage/fetch.py), more may remain
     "ingest.before_ledger",  # a batch's rows are staged, its ledger rows are not written
     "publish.before_swap",  # the day's build tables are complete, not swapped in
     "publish.before_record",  # the day is swapped in, its publication is not recorded

@@ -236,6 +236,8 @@ class Tuning(Knobs):
     native_chunk_bytes: int = 128 << 20  # listed NDJSON.gz bytes per native chunk
     # Rows of small Parquet files staged per chunk before validation (usage/native.py); 0: never
     native_stage_rows: int = Field(default=500_000, ge=0)
+    # Embedded engine: small files are fetched once by Python and read locally (usage/fetch.py)
+    native_fetch: bool = True
     dedupe_bucket_rows: int = (
         20_000_000  # staged rows per duplicate-finding pass (usage/publish.py)
     )

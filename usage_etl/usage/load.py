@@ -28,6 +28,7 @@ from usage_etl.landing import LandedObject, Landing
 from usage_etl.rollups.schema import IgnoreReason, RollupKey
 from usage_etl.settings import tuning
 from usage_etl.usage import ledger, native
+from usage_etl.usage.fetch import Fetched, FetchedFiles, Fetcher
 from usage_etl.usage.registry import NodeAuthorization
 from usage_etl.warehouse.client import Warehouse
 
@@ -85,19 +86,28 @@ class _FileOutcome:
 
 
 def _read_and_validate(
-    landing: Landing, obj: LandedObject, tenant_for_node: Callable[[str], NodeAuthorization]
+    landing: Landing,
+    obj: LandedObject,
+    tenant_for_node: Callable[[str], NodeAuthorization],
+    copy: Fetched | None = None,
 ) -> _FileOutcome:
+    """`copy`: the object as fetch.py got it for the native path (bytes and their ETag), read
+    instead of a second GET."""
     # The Python readers (polars) load only when a file takes this path, not in every run.
     from usage_etl.usage.readers import FileQuarantined, read_rollup_file
     from usage_etl.usage.validate import validate
 
     key: RollupKey = obj.kind  # type: ignore[assignment]
-    try:
-        response = landing.client.get_object(Bucket=landing.bucket, Key=obj.key)
-        body = response["Body"].read()
-        etag = response["ETag"].strip('"')
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageError(f"reading s3://{landing.bucket}/{obj.key} failed: {exc}") from None
+    if copy is not None and copy.path:
+        with open(copy.path, "rb") as local:
+            body, etag = local.read(), copy.etag
+    else:
+        try:
+            response = landing.client.get_object(Bucket=landing.bucket, Key=obj.key)
+            body = response["Body"].read()
+            etag = response["ETag"].strip('"')
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"reading s3://{landing.bucket}/{obj.key} failed: {exc}") from None
     outcome = _FileOutcome(obj, etag)
     try:
         parsed = read_rollup_file(body, key.format)
@@ -223,11 +233,36 @@ def ingest_day(
     prefetch: int = 4,
     on_progress: Callable[[int, int], None] | None = None,
     s3_access: native.S3Access | None = None,
+    prefetched: PrefetchedDay | None = None,
 ) -> IngestReport:
     """Decide every new or changed object of the day. With `s3_access`, ClickHouse reads the
-    objects itself first (native.py) and Python reads only what it hands back."""
+    objects itself first (native.py) and Python reads only what it hands back. With the
+    embedded engine the small objects are fetched once first (fetch.py); `prefetched`: the
+    day's listing and fetched objects, got while the day before was processed (`Prefetcher`).
+    Its files are removed when the day is done, succeeded or failed."""
+    fetched: FetchedFiles | None = prefetched.files if prefetched is not None else None
+    try:
+        return _decide(warehouse, landing, day, load_id, tenant_for_node, prefetch,
+                       on_progress, s3_access, prefetched, fetched)  # fmt: skip
+    finally:
+        if fetched is not None:
+            fetched.close()
+
+
+def _decide(
+    warehouse: Warehouse,
+    landing: Landing,
+    day: date,
+    load_id: str,
+    tenant_for_node: Callable[[str], NodeAuthorization],
+    prefetch: int,
+    on_progress: Callable[[int, int], None] | None,
+    s3_access: native.S3Access | None,
+    prefetched: PrefetchedDay | None,
+    fetched: FetchedFiles | None,
+) -> IngestReport:
     report = IngestReport()
-    listed = list_day(landing, day)
+    listed = prefetched.listed if prefetched is not None else list_day(landing, day)
     report.objects_listed = len(listed)
     crash_points.fault_point("ingest.listed")
     current = ledger.current_entries(warehouse, day)
@@ -244,12 +279,37 @@ def ingest_day(
         else:
             todo.append(obj)
 
-    if s3_access is not None:
-        todo = _load_natively(warehouse, s3_access, landing.bucket, day, load_id, todo,
-                              tenant_for_node, report)  # fmt: skip
+    own: FetchedFiles | None = None
+    try:
+        if s3_access is not None:
+            if fetched is None and warehouse.embedded:
+                fetched = own = fetch_day(landing, todo)
+            todo = _load_natively(warehouse, s3_access, landing.bucket, day, load_id, todo,
+                                  tenant_for_node, report, fetched)  # fmt: skip
+        _read_in_python(landing, warehouse, day, load_id, todo, tenant_for_node, prefetch,
+                        on_progress, report, batch, fetched)  # fmt: skip
+    finally:
+        if own is not None:
+            own.close()
+    return report
 
+
+def _read_in_python(
+    landing: Landing,
+    warehouse: Warehouse,
+    day: date,
+    load_id: str,
+    todo: list[LandedObject],
+    tenant_for_node: Callable[[str], NodeAuthorization],
+    prefetch: int,
+    on_progress: Callable[[int, int], None] | None,
+    report: IngestReport,
+    batch: _Batch,
+    fetched: FetchedFiles | None,
+) -> None:
     def work(obj: LandedObject) -> _FileOutcome:
-        return _read_and_validate(landing, obj, tenant_for_node)
+        copy = fetched.get(obj.key) if fetched is not None else None
+        return _read_and_validate(landing, obj, tenant_for_node, copy)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup-read") as pool:
         try:
@@ -266,7 +326,82 @@ def ingest_day(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     batch.flush()
-    return report
+
+
+@dataclass
+class PrefetchedDay:
+    """A day's listing and its fetched small objects, got ahead of the day (`Prefetcher`)."""
+
+    listed: list[LandedObject]
+    files: FetchedFiles | None
+
+
+class Prefetcher:
+    """In a range run, lists and fetches the next day in a background thread while this day is
+    validated, inserted and recorded (chDB releases the GIL during a query). At most one day is
+    fetched ahead, so at most two days' small objects are on local disk. A prefetch that fails
+    is logged (the day and the error's class, no key) and the day then lists and fetches for
+    itself: prefetching never fails a run by itself. The day's listing is then a few seconds
+    older than its processing, as if the run had started earlier: a file landing in between is
+    a late file, picked up by the late-file sensor's re-run as any other."""
+
+    def __init__(self, landing: Landing):
+        self.landing = landing
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-prefetch")
+        self._pending: dict[date, Future] = {}
+
+    def start(self, day: date) -> None:
+        self._pending[day] = self._pool.submit(self._fetch, day)
+
+    def _fetch(self, day: date) -> PrefetchedDay:
+        listed = self.landing.objects_of_day(day)
+        return PrefetchedDay(listed, fetch_day(self.landing, listed))
+
+    def take(self, day: date) -> PrefetchedDay | None:
+        """The day as prefetched (its files are the caller's to close), or None."""
+        future = self._pending.pop(day, None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception as exc:
+            log.warning("prefetching %s failed (%s); the day lists and fetches for itself",
+                        day, type(exc).__name__)  # fmt: skip
+            return None
+
+    def close(self) -> None:
+        """Wait for a prefetch in flight and remove what it fetched."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        for future in self._pending.values():
+            if not future.cancelled() and future.exception() is None:
+                day = future.result()
+                if day.files is not None:
+                    day.files.close()
+        self._pending.clear()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def fetch_day(landing: Landing, objects: list[LandedObject]) -> FetchedFiles | None:
+    """Fetch the objects the embedded engine reads from local copies (native.fetch_suffix),
+    or None when there are none."""
+    wanted = []
+    for obj in objects:
+        if isinstance(obj.kind, RollupKey):
+            suffix = native.fetch_suffix(
+                native.Candidate(obj.key, obj.etag, obj.kind, size=obj.size)
+            )
+            if suffix is not None:
+                wanted.append((obj.key, suffix))
+    if not wanted:
+        return None
+    return Fetcher(landing.client).fetch(landing.bucket, wanted)
 
 
 def _load_natively(
@@ -278,6 +413,7 @@ def _load_natively(
     todo: list[LandedObject],
     tenant_for_node: Callable[[str], NodeAuthorization],
     report: IngestReport,
+    fetched: FetchedFiles | None = None,
 ) -> list[LandedObject]:
     """Load what ClickHouse can decide alone; return the objects Python must still read.
 
@@ -327,7 +463,14 @@ def _load_natively(
 
     try:
         result = native.load_objects(
-            warehouse, access, bucket, day, candidates, f"{load_id}.s3", on_chunk=record_chunk
+            warehouse,
+            access,
+            bucket,
+            day,
+            candidates,
+            f"{load_id}.s3",
+            on_chunk=record_chunk,
+            fetched=fetched.files if fetched is not None else None,
         )
     except native.Unreachable as exc:
         log.warning("ClickHouse cannot read the landing bucket, Python reads it: %s", exc)
@@ -364,4 +507,4 @@ def _account(report: IngestReport, batch: _Batch, outcome: _FileOutcome) -> None
         report.quarantined_by_rule[rule] += count
 
 
-__all__ = ["IngestReport", "StorageError", "ingest_day", "list_day"]
+__all__ = ["IngestReport", "PrefetchedDay", "Prefetcher", "StorageError", "ingest_day", "list_day"]

@@ -21,6 +21,12 @@ everything else back:
    re-reads it under the run's own load id. Rows this path inserted for such files carry the
    fast path's load id, which no ledger entry points to, so they never count.
 
+With the embedded engine, small files are fetched once by Python first (usage/fetch.py, FETCH)
+and every read above uses the local copies through `file()` instead of `s3()`: the footer-magic
+screen runs on the fetched bytes, `_path` and `_etag` are mapped back to the object's key and the
+ETag its GET returned. A GET that failed or returned another ETag than the listing's hands the
+file back before any query. A server DSN keeps `s3()`: its `file()` reads the server's disk.
+
 Only objects of nodes with no registry restriction whose keys are plain (no glob characters)
 take this path; self-hosted and unregistered nodes are judged in Python. Which ClickHouse input
 format reads a file (`Parquet`: the footer plan, `LineAsString`: the line plan, none: Python
@@ -53,6 +59,7 @@ from usage_etl.rollups.schema import (
     RollupKey,
 )
 from usage_etl.settings import tuning
+from usage_etl.usage.fetch import Fetched
 from usage_etl.warehouse.build_tables import BUILD_PREFIX
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -77,6 +84,15 @@ STAGE_CHUNK_BYTES = 8 << 20  # listed NDJSON.gz bytes per staged chunk (~0.3M li
 # is then repeated without it, so a smaller chunk re-reads fewer good files (Parquet files are
 # screened by their footers first, and a failing Parquet read is rare).
 STAGE_CHUNK_FILES = 64
+# With the embedded engine, small files are fetched once by Python (usage/fetch.py) and read from
+# the local copy with file(): footers and rows from one GET instead of two or three s3() reads.
+# A Parquet file's footer row count is not known before its fetch, so it is small by its listed
+# bytes: up to FETCH_PARQUET_BYTES. Simulated files measure ~120 bytes a row at ~50 rows (a demo
+# file: ~6 KiB) and ~30 at ~2,300 rows, so 512 KiB is about STAGE_FILE_ROWS rows; the 10M shapes'
+# files (~40k rows, ~1.2 MiB) keep the direct s3() read. Staged chunks still hold at most
+# STAGE_ROWS footer rows. NDJSON.gz files are small by STAGE_FILE_BYTES as before.
+FETCH = tuning().native_fetch  # USAGE_ETL_NATIVE_FETCH
+FETCH_PARQUET_BYTES = 512 << 10
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _INT = {("INT64", "None"), ("INT32", "None")}
@@ -405,6 +421,49 @@ def _footers(
     return [Footer(key, etag, rows, eligible_parquet(cols)) for key, etag, rows, cols in rows]
 
 
+def _local_footers(warehouse: Warehouse, files: list[Fetched]) -> list[Footer] | None:
+    """Footers of fetched files, read from their local copies (`file()`); their ETags are the
+    ones their GETs returned. None when the query failed."""
+    by_path = {f.path: f for f in files}
+    try:
+        rows = warehouse.query_rows(
+            f"""
+            SELECT _path, num_rows,
+                   arrayMap(c -> (c.name, c.physical_type, c.logical_type,
+                                  c.max_repetition_level), columns)
+            FROM {LOCAL_FUNCTION.format(fmt="ParquetMetadata", structure="")}
+            SETTINGS {S3_SETTINGS}
+            """,
+            {"file_glob": local_glob([f.path for f in files])},
+        )
+    except WarehouseError as exc:
+        _raise_unless_about_the_objects(exc)
+        return None
+    return [
+        Footer(by_path[path].key, by_path[path].etag, n, eligible_parquet(cols))
+        for path, n, cols in rows
+        if path in by_path
+    ]
+
+
+# The table function reading fetched files; every path a query parameter.
+LOCAL_FUNCTION = "file({{file_glob:String}}, '{fmt}'{structure})"
+
+
+def local_glob(paths: list[str]) -> str:
+    """One `file()` path naming every fetched file (`<dir>/{0.parquet,3.parquet}`)."""
+    if len(paths) == 1:
+        return paths[0]
+    folder = posixpath.commonpath(paths)
+    return f"{folder}/{{{','.join(p[len(folder) + 1 :] for p in paths)}}}"
+
+
+def screen_fetched(files: list[Fetched]) -> set[str]:
+    """The fetched keys ClickHouse's footer reader must refuse (too short, no footer magic):
+    `_without_footer_magic`'s rule, applied to the bytes as they were fetched."""
+    return {f.key for f in files if not f.footer_magic}
+
+
 # A failed footer group whose listed bytes are at most this is screened first: one query reads
 # its files whole (`RawBLOB`) and sets aside those without a Parquet footer magic (truncated
 # uploads, the usual culprit), instead of ~2·log2(n) footer queries halving the group.
@@ -442,6 +501,7 @@ def read_footers(
     bucket: str,
     keys: list[str],
     sizes: dict[str, int] | None = None,
+    local: dict[str, Fetched] | None = None,
 ) -> dict[str, Footer]:
     """Footers of every readable file. A group that fails (one unreadable file fails it, and
     ClickHouse's error does not name the file) is first screened for files without a footer
@@ -449,15 +509,21 @@ def read_footers(
     halves until the unreadable files stand alone: a few queries per bad file instead of one
     query per file of its group (a demo day with one truncated file of ~150 took ~150 footer
     queries, then ~17 halving, now 3). A file set aside by the screen has no footer here, as a
-    file failing its footer query alone has none: it goes the Python way either way."""
+    file failing its footer query alone has none: it goes the Python way either way.
+
+    With `local` (fetched files, screened already: `screen_fetched`), the footers are read
+    from the local copies."""
     footers: dict[str, Footer] = {}
     groups = collections.deque(
-        (keys[start : start + FOOTER_FILES], sizes is None)
+        (keys[start : start + FOOTER_FILES], sizes is None or local is not None)
         for start in range(0, len(keys), FOOTER_FILES)
     )
     while groups:
         group, screened = groups.popleft()
-        found = _footers(warehouse, access, bucket, group)
+        found = (
+            _footers(warehouse, access, bucket, group) if local is None
+            else _local_footers(warehouse, [local[k] for k in group])
+        )  # fmt: skip
         if found is not None:
             footers.update({f.key: f for f in found})
             continue
@@ -521,18 +587,40 @@ def native_input(candidate: Candidate) -> str | None:
     return entry.native
 
 
+def fetch_suffix(candidate: Candidate) -> str | None:
+    """The local file suffix of a candidate the embedded engine reads from a fetched copy
+    (FETCH, FETCH_PARQUET_BYTES, STAGE_FILE_BYTES), or None: read from s3() (or by Python)."""
+    if not (FETCH and STAGE_ROWS) or not plain_key(candidate.key):
+        return None
+    native = native_input(candidate)
+    limit = {PARQUET_INPUT: FETCH_PARQUET_BYTES, LINES_INPUT: STAGE_FILE_BYTES}.get(native or "")
+    if limit is None or candidate.size > limit:
+        return None
+    return rollup_format(candidate.rollup.format).suffix
+
+
+def _fetch_failure(fetched: Fetched, candidate: Candidate) -> str:
+    """Why a fetched candidate goes back to Python before any query, or ""."""
+    if not fetched.path:
+        return f"fetch failed: {fetched.error}"
+    if fetched.etag != candidate.etag:
+        return "etag changed"
+    return ""
+
+
 @dataclass(frozen=True)
 class Chunk:
     fmt: str  # a registered format's name (rollups/formats.py)
     files: list[Candidate]
     staged: bool = False  # small files: read into a staging table first (STAGE_ROWS)
+    local: dict[str, Fetched] | None = None  # staged from these fetched copies, not from s3()
 
     def halves(self) -> list[Chunk]:
         middle = len(self.files) // 2
         return [self.but(self.files[:middle]), self.but(self.files[middle:])]
 
     def but(self, files: list[Candidate]) -> Chunk:
-        return Chunk(self.fmt, files, self.staged)
+        return Chunk(self.fmt, files, self.staged, self.local)
 
 
 @dataclass(frozen=True)
@@ -550,23 +638,42 @@ def load_objects(
     candidates: list[Candidate],
     load_id: str,
     on_chunk: Callable[[dict[str, Loaded]], None] | None = None,
+    fetched: dict[str, Fetched] | None = None,
 ) -> NativeResult:
     """Load what ClickHouse can decide alone; return the rest for the Python path.
 
     A chunk whose query fails is split in halves and retried, so one corrupt file costs a
     few extra queries and goes to Python alone. Every attempt inserts under its own load id
-    (`<load_id>.<n>`): rows of a failed attempt never match a ledger entry."""
+    (`<load_id>.<n>`): rows of a failed attempt never match a ledger entry.
+
+    `fetched`: local copies of small files (fetch.py, embedded engine only). Their footers and
+    rows are read from the copies; a copy whose GET failed or returned another ETag than the
+    listing's goes back to Python before any query."""
     result = NativeResult({}, {})
     inputs = {c.key: native_input(c) for c in candidates}
+    local: dict[str, Fetched] = {}
     for candidate in candidates:
+        copy = (fetched or {}).get(candidate.key)
         if inputs[candidate.key] is None:
             result.hand_back(candidate.key, "no native reader")
-    parquet = [c for c in candidates if inputs[c.key] == PARQUET_INPUT]
+        elif copy is not None:
+            why = _fetch_failure(copy, candidate)
+            if why:
+                result.hand_back(candidate.key, why)
+            else:
+                local[candidate.key] = copy
+    parquet = [c for c in candidates
+               if inputs[c.key] == PARQUET_INPUT and c.key not in result.reasons]  # fmt: skip
+    remote = [c for c in parquet if c.key not in local]
     footers = (
-        read_footers(warehouse, access, bucket, [c.key for c in parquet],
-                     sizes={c.key: c.size for c in parquet})
-        if parquet else {}
+        read_footers(warehouse, access, bucket, [c.key for c in remote],
+                     sizes={c.key: c.size for c in remote})
+        if remote else {}
     )  # fmt: skip
+    screened = screen_fetched([local[c.key] for c in parquet if c.key in local])
+    readable = [c.key for c in parquet if c.key in local and c.key not in screened]
+    if readable:
+        footers |= read_footers(warehouse, access, bucket, readable, local=local)
     ready: list[Candidate] = []
     for candidate in parquet:
         footer = footers.get(candidate.key)
@@ -583,20 +690,26 @@ def load_objects(
     queue: collections.deque[Chunk] = collections.deque()
     ready_keys = {c.key for c in ready}
     for entry in FORMATS:  # chunks of one format each, in the registry's order
-        files = [c for c in candidates if c.rollup.format == entry.name]
+        files = [c for c in candidates
+                 if c.rollup.format == entry.name and c.key not in result.reasons]  # fmt: skip
+        copies = [c for c in files if c.key in local]
+        files = [c for c in files if c.key not in local]
         if entry.native == PARQUET_INPUT:
             ready_files = [c for c in files if c.key in ready_keys]
             rows = lambda c: footers[c.key].rows  # noqa: E731
             small, large = _split(ready_files, lambda c: footers[c.key].rows <= STAGE_FILE_ROWS)
+            fetched_chunks = _chunks([c for c in copies if c.key in ready_keys], rows, STAGE_ROWS)
             staged = _chunks(small, rows, STAGE_ROWS)
             direct = _chunks(large, rows, CHUNK_ROWS)
         elif entry.native == LINES_INPUT:  # no footer: sized by listed (compressed) bytes
             size = lambda c: c.size  # noqa: E731
             small, large = _split(files, lambda c: c.size <= STAGE_FILE_BYTES)
+            fetched_chunks = _chunks(copies, size, STAGE_CHUNK_BYTES, STAGE_CHUNK_FILES)
             staged = _chunks(small, size, STAGE_CHUNK_BYTES, STAGE_CHUNK_FILES)
             direct = _chunks(large, size, CHUNK_BYTES)
         else:
             continue  # Python only: handed back above
+        queue.extend(Chunk(entry.name, part, staged=True, local=local) for part in fetched_chunks)
         queue.extend(Chunk(entry.name, part, staged=True) for part in staged)
         queue.extend(Chunk(entry.name, part) for part in direct)
     attempt = 0
@@ -635,7 +748,10 @@ def load_objects(
 def _named_file(chunk: Chunk, bucket: str, error: str) -> Candidate | None:
     """The file a failed read names ("… (in file/uri bucket/key) …"): only it goes back to
     Python and the rest of the chunk is retried as it is, instead of in halves."""
-    named = [c for c in chunk.files if f"{bucket}/{c.key})" in error]
+    named = [
+        c for c in chunk.files
+        if (f"{chunk.local[c.key].path})" if chunk.local else f"{bucket}/{c.key})") in error
+    ]  # fmt: skip
     return named[0] if len(named) == 1 else None
 
 
@@ -685,6 +801,7 @@ def _staged_insert(
     params: dict,
     insert: Callable[[str, str], str],
     load_id: str,
+    lineage: str = "_path, _etag",
 ) -> str | None:
     """Read the chunk's objects into a staging table in one statement (the only one that reads
     S3: its error names the file, as the direct insert's does), then run the validating insert
@@ -701,7 +818,7 @@ def _staged_insert(
                 warehouse,
                 f"""
                 INSERT INTO {stage}
-                SELECT {names}, _path, _etag, _row_number FROM {source}
+                SELECT {names}, {lineage}, _row_number FROM {source}
                 SETTINGS {S3_SETTINGS}, input_format_parquet_allow_missing_columns = 1,
                          input_format_parquet_max_block_size = 65536
                 """,
@@ -754,6 +871,18 @@ def _insert_chunk(
     table = warehouse.table("rollup_rows")
     native = rollup_format(chunk.fmt).native
     source = access.function(native, structure=native == PARQUET_INPUT)
+    lineage = "_path, _etag"
+    if chunk.local is not None:  # fetched copies: `_path` and `_etag` as s3() would give them
+        copies = [chunk.local[c.key] for c in files]
+        source = LOCAL_FUNCTION.format(
+            fmt=native, structure=", {structure:String}" if native == PARQUET_INPUT else ""
+        )
+        lineage = (
+            "transform(_path, {local_paths:Array(String)}, {paths:Array(String)}, ''), "
+            "transform(_path, {local_paths:Array(String)}, {etags:Array(String)}, '')"
+        )
+        params |= {"file_glob": local_glob([f.path for f in copies]),
+                   "local_paths": [f.path for f in copies]}  # fmt: skip
     if native == PARQUET_INPUT:
         params["structure"] = STRUCTURE
     else:
@@ -761,7 +890,7 @@ def _insert_chunk(
                    "rejected_id": rejected_id(load_id)}  # fmt: skip
     insert = insert_sql if native == PARQUET_INPUT else ndjson_insert_sql
     if chunk.staged:
-        failed = _staged_insert(warehouse, native, source, params, insert, load_id)
+        failed = _staged_insert(warehouse, native, source, params, insert, load_id, lineage)
         if failed is not None:
             return failed
     else:

@@ -29,8 +29,8 @@ from usage_etl.defs.vocabulary import (
     days_of,
 )
 from usage_etl.landing import Landing
-from usage_etl.usage import ledger
-from usage_etl.usage.load import ingest_day
+from usage_etl.usage import ledger, native
+from usage_etl.usage.load import PrefetchedDay, Prefetcher, ingest_day
 from usage_etl.usage.publish import publish_day, record_day_publication, top_accounts
 
 landing_rollup_files = dg.AssetSpec(
@@ -94,12 +94,20 @@ def rollup_rows(
         return
     done: dict[date, dict] = {}
     failures: dict[date, BaseException] = {}
-    for day in days:
-        try:
-            done[day] = _ingest(context, warehouse, area, node_registry, day, s3_access)
-        except Exception as exc:  # the day is named, the other days go on (days.py)
-            context.log.error(f"ingesting {day} failed: {exc}")
-            failures[day] = exc
+    # The next day is listed and fetched while this one is processed (embedded engine only:
+    # its small objects are read from local copies, usage/fetch.py).
+    prefetching = s3_access is not None and warehouse.embedded and native.FETCH
+    with Prefetcher(area) as prefetcher:
+        for n, day in enumerate(days):
+            prefetched = prefetcher.take(day)
+            if prefetching and n + 1 < len(days):
+                prefetcher.start(days[n + 1])
+            try:
+                done[day] = _ingest(context, warehouse, area, node_registry, day, s3_access,
+                                    prefetched)  # fmt: skip
+            except Exception as exc:  # the day is named, the other days go on (days.py)
+                context.log.error(f"ingesting {day} failed: {exc}")
+                failures[day] = exc
     if failures:
         for day, metadata in done.items():
             yield dg.AssetMaterialization(
@@ -126,6 +134,7 @@ def _ingest(
     node_registry: NodeRegistryResource,
     day: date,
     s3_access,
+    prefetched: PrefetchedDay | None = None,
 ) -> dict:
     """Ingest one day; its materialization metadata."""
     registry = node_registry.load()
@@ -133,7 +142,7 @@ def _ingest(
         report = ingest_day(
             warehouse, landing, day,
             load_id=_load_id(context), tenant_for_node=registry.tenant_for_node,
-            s3_access=s3_access,
+            s3_access=s3_access, prefetched=prefetched,
         )  # fmt: skip
     # One log event per kind and day, every object on its own line (a run's log events are
     # rows of the instance's event log: ~30 per-object events a demo day were ~1,000 writes

@@ -1,0 +1,350 @@
+"""The embedded engine's fetched path (usage/fetch.py): each small object is fetched once and read
+from its local copy, and decides exactly what the s3() path decides.
+
+Each comparison loads the same objects into the same database twice, through s3() (a server's
+path) and through the fetched path, and compares what each staged, quarantined and recorded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date
+
+import pytest
+from rollup_files import Landing, parquet_bytes
+
+from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
+from usage_etl.usage import fetch, load, native
+from usage_etl.usage.ledger import counting_rows_sql
+from usage_etl.usage.load import Prefetcher, StorageError, ingest_day
+from usage_etl.warehouse.client import WarehouseError
+
+DAYS = [date(2026, 10, 5), date(2026, 10, 6), date(2026, 10, 7)]
+# The demo's faults, more often, so that every kind shows on a small day.
+FAULTS = FaultSpec(redelivery_rate=0.1, correction_rate=0.02, truncated_rate=0.05,
+                   missing_column_rate=0.02, bad_row_rate=0.01, stray_rate=0.02)  # fmt: skip
+STAGED = "source_key, source_etag, source_row, event_id, account_id, bytes, request_count"
+
+
+@pytest.fixture
+def landing(s3_server, settings) -> Landing:
+    return Landing(s3_server, settings)
+
+
+@pytest.fixture(autouse=True)
+def fetch_dir(tmp_path, monkeypatch):
+    """Where fetch.py makes its temporary directories, so a test sees every one left behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def _left_behind(fetch_dir) -> list[str]:
+    return [p.name for p in fetch_dir.glob("usage-etl-fetch-*")]
+
+
+def _land_demo(landing: Landing, days: list[date]) -> None:
+    sim = Simulator(FleetSpec(nodes=4, accounts=10, rows_per_day=600, seed=11), FAULTS)
+    for day in days:
+        sim.upload(sim.generate_day(day).files, landing.client, landing.bucket, landing.prefix)
+
+
+def _state(warehouse, days: list[date]) -> dict:
+    return {
+        "staged": {
+            day: warehouse.query_rows(
+                f"SELECT {STAGED} FROM ({counting_rows_sql(warehouse)}) ORDER BY ALL", {"day": day}
+            )
+            for day in days
+        },
+        "quarantined": warehouse.query_rows(
+            "SELECT day, source_key, toString(scope), source_row, rule, field, value "
+            f"FROM {warehouse.table('quarantined_rows')} ORDER BY ALL"
+        ),
+        "ledger": warehouse.query_rows(
+            "SELECT day, object_key, argMax(etag, recorded_at), "
+            "toString(argMax(status, recorded_at)), argMax(reason, recorded_at), "
+            "argMax(rows_loaded, recorded_at), argMax(rows_quarantined, recorded_at) "
+            f"FROM {warehouse.table('ingest_objects')} GROUP BY day, object_key ORDER BY ALL"
+        ),
+    }
+
+
+def _reset(warehouse) -> None:
+    for table in ("ingest_objects", "rollup_rows", "quarantined_rows"):
+        warehouse.command(f"TRUNCATE TABLE {warehouse.table(table)}")
+
+
+def _statements(monkeypatch, warehouse) -> list[str]:
+    seen: list[str] = []
+    command, query_rows = warehouse.command, warehouse.query_rows
+
+    def recorded(sql, *args, **kwargs):
+        seen.append(sql)
+        return command(sql, *args, **kwargs)
+
+    def recorded_query(sql, *args, **kwargs):
+        seen.append(sql)
+        return query_rows(sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "command", recorded)
+    monkeypatch.setattr(warehouse, "query_rows", recorded_query)
+    return seen
+
+
+def _s3_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if "s3({s3_url" in s]
+
+
+def _file_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if "file({file_glob" in s]
+
+
+def test_demo_days_fetched_and_prefetched_decide_exactly_as_s3_reads(
+    landing, warehouse, monkeypatch, fetch_dir
+):
+    """Demo days with truncated Parquet uploads, missing columns, bad rows and re-deliveries:
+    fetched once (the next day prefetched while a day is loaded), every day stages, quarantines
+    and records exactly what reading through s3() does, and reads no object through s3()."""
+    _land_demo(landing, DAYS)
+    access = native.s3_access_from_client(landing.client)
+    with monkeypatch.context() as patch:
+        patch.setattr(native, "FETCH", False)
+        by_s3 = {day: ingest_day(warehouse, landing.area, day, f"s3-{day}", s3_access=access)
+                 for day in DAYS}  # fmt: skip
+    expected = _state(warehouse, DAYS)
+    _reset(warehouse)
+
+    statements = _statements(monkeypatch, warehouse)
+    reports = {}
+    with Prefetcher(landing.area) as prefetcher:
+        for n, day in enumerate(DAYS):
+            prefetched = prefetcher.take(day)
+            assert (prefetched is not None) == (n > 0)
+            if n + 1 < len(DAYS):
+                prefetcher.start(DAYS[n + 1])
+            reports[day] = ingest_day(warehouse, landing.area, day, f"fetched-{day}",
+                                      s3_access=access, prefetched=prefetched)  # fmt: skip
+    assert _state(warehouse, DAYS) == expected
+    assert not _s3_reads(statements)
+    assert _file_reads(statements)
+    assert not _left_behind(fetch_dir)
+    reasons = set()
+    for day in DAYS:
+        assert reports[day].objects_handed_back == by_s3[day].objects_handed_back
+        assert reports[day].objects_read_natively == by_s3[day].objects_read_natively
+        reasons |= set(reports[day].objects_handed_back.values())
+    # The faults were there to be decided: truncated footers and rejected rows.
+    assert {"unreadable footer", "rows rejected"} <= reasons
+    assert any(rule == "missing_columns" for *_, rule, _, _ in expected["quarantined"])
+    assert any(scope == "row" for _, _, scope, *_ in expected["quarantined"])
+
+
+def _put_clean(landing: Landing, n: int = 4) -> list[str]:
+    from test_native_ingest import _rows
+
+    return [landing.put(f"clean-{i}.parquet", parquet_bytes(_rows(f"c{i}"))) for i in range(n)]
+
+
+def _fetch_after(monkeypatch, change) -> None:
+    """Change the landing between the listing and the fetch."""
+    fetch_day = load.fetch_day
+
+    def changed_first(area, objects):
+        change()
+        return fetch_day(area, objects)
+
+    monkeypatch.setattr(load, "fetch_day", changed_first)
+
+
+def test_an_object_overwritten_after_the_listing_goes_to_python_as_etag_changed(
+    landing, warehouse, monkeypatch, fetch_dir
+):
+    """The GET returns another ETag than the listing: the file is handed back before any query,
+    and Python records the version it read (the fetched bytes, no second GET)."""
+    from test_native_ingest import _rows
+
+    keys = _put_clean(landing)
+    moved = parquet_bytes(_rows("moved", n=7))
+    _fetch_after(monkeypatch, lambda: landing.put("clean-0.parquet", moved))
+    gets = []
+    get_object = landing.client.get_object
+    monkeypatch.setattr(landing.client, "get_object",
+                        lambda **kw: gets.append(kw) or get_object(**kw))  # fmt: skip
+    access = native.s3_access_from_client(landing.client)
+
+    report = ingest_day(warehouse, landing.area, DAYS[0], "n", s3_access=access)
+
+    assert report.objects_handed_back == {keys[0]: "etag changed"}
+    assert (report.objects_read_natively, report.rows_loaded) == (3, 3 * 5 + 7)
+    assert not gets  # Python read the fetched copy
+    new_etag = landing.client.head_object(Bucket=landing.bucket, Key=keys[0])["ETag"].strip('"')
+    ledger = dict(
+        warehouse.query_rows(
+            f"SELECT object_key, etag FROM {warehouse.table('ingest_objects')} "
+            "WHERE object_key = {k:String}",
+            {"k": keys[0]},
+        )
+    )
+    assert ledger == {keys[0]: new_etag}
+    assert not _left_behind(fetch_dir)
+
+
+def test_an_object_deleted_after_the_listing_is_handed_back_and_fails_as_before(
+    landing, warehouse, monkeypatch, fetch_dir
+):
+    """A 404 after the listing: the file goes back to Python with the reason, the other files
+    are decided, and Python's read names the object (as the s3() path ends); nothing is left
+    in the temporary directory."""
+    keys = _put_clean(landing)
+    _fetch_after(monkeypatch, lambda: landing.client.delete_object(Bucket=landing.bucket,
+                                                                   Key=keys[1]))  # fmt: skip
+    results = []
+    load_objects = native.load_objects
+
+    def recorded(*args, **kwargs):
+        results.append(load_objects(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(native, "load_objects", recorded)
+    access = native.s3_access_from_client(landing.client)
+
+    with pytest.raises(StorageError, match=keys[1]):
+        ingest_day(warehouse, landing.area, DAYS[0], "n", s3_access=access)
+
+    assert results[0].reasons == {keys[1]: "fetch failed: HTTP 404"}
+    assert set(results[0].loaded) == {keys[0], keys[2], keys[3]}
+    assert not _left_behind(fetch_dir)
+
+
+def test_fetched_files_are_removed_when_the_warehouse_fails(
+    landing, warehouse, monkeypatch, fetch_dir
+):
+    _put_clean(landing)
+    command = warehouse.command
+
+    def out_of_memory(sql, *args, **kwargs):
+        if "_build_stage_" in sql and "INSERT INTO" in sql and "rollup_rows" in sql:
+            raise WarehouseError("Code: 241. DB::Exception: MEMORY_LIMIT_EXCEEDED")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "command", out_of_memory)
+    access = native.s3_access_from_client(landing.client)
+    with pytest.raises(WarehouseError, match="MEMORY_LIMIT_EXCEEDED"):
+        ingest_day(warehouse, landing.area, DAYS[0], "n", s3_access=access)
+    assert not _left_behind(fetch_dir)
+
+
+class _ServerLike:
+    """The test's warehouse as a ClickHouse server DSN would be: `file()` reads the server's
+    disk there, so nothing may be fetched."""
+
+    embedded = False
+
+    def __init__(self, warehouse):
+        self._warehouse = warehouse
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+
+def test_a_server_dsn_keeps_reading_s3(landing, warehouse, monkeypatch):
+    _put_clean(landing)
+    monkeypatch.setattr(load, "fetch_day", lambda *a: pytest.fail("fetched for a server"))
+    statements = _statements(monkeypatch, warehouse)
+    access = native.s3_access_from_client(landing.client)
+
+    report = ingest_day(_ServerLike(warehouse), landing.area, DAYS[0], "n", s3_access=access)
+
+    assert report.objects_read_natively == 4
+    assert _s3_reads(statements) and not _file_reads(statements)
+
+
+def test_a_failed_prefetch_leaves_the_day_to_itself(landing, warehouse, monkeypatch, fetch_dir):
+    """A prefetch that fails does not fail the run: the day lists and fetches for itself. A
+    prefetch nobody takes is removed when the prefetcher closes."""
+    _put_clean(landing)
+    access = native.s3_access_from_client(landing.client)
+    with Prefetcher(landing.area) as prefetcher:
+        with monkeypatch.context() as patch:
+            patch.setattr(load, "fetch_day", lambda *a: (_ for _ in ()).throw(OSError("disk")))
+            prefetcher.start(DAYS[0])
+            assert prefetcher.take(DAYS[0]) is None
+        report = ingest_day(warehouse, landing.area, DAYS[0], "n", s3_access=access,
+                            prefetched=prefetcher.take(DAYS[0]))  # fmt: skip
+        assert report.objects_read_natively == 4
+        prefetcher.start(DAYS[0])  # never taken
+    assert not _left_behind(fetch_dir)
+
+
+def test_a_get_is_retried_on_5xx_and_connection_errors_but_not_on_404(
+    landing, monkeypatch, fetch_dir
+):
+    """Unit: the fetcher's retries (no backoff here)."""
+    import urllib3
+
+    key = _put_clean(landing, 1)[0]
+    monkeypatch.setattr(fetch, "BACKOFF_SECONDS", 0)
+    fetcher = fetch.Fetcher(landing.client)
+    real = fetcher._get
+    answers: list = []
+
+    def scripted(signer, bucket, k):
+        answer = answers.pop(0)
+        if answer == "real":
+            return real(signer, bucket, k)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, b"", ""
+
+    monkeypatch.setattr(fetcher, "_get", scripted)
+    answers[:] = [503, urllib3.exceptions.ProtocolError("reset"), "real"]
+    with fetcher.fetch(landing.bucket, [(key, ".parquet")]) as got:
+        copy = got.get(key)
+        assert copy.path and copy.footer_magic and not copy.error
+        assert open(copy.path, "rb").read()[-4:] == b"PAR1"
+    answers[:] = [404, "real"]
+    with fetcher.fetch(landing.bucket, [(key, ".parquet")]) as got:
+        assert got.get(key) == fetch.Fetched(key, error="HTTP 404")
+    assert answers == ["real"]
+    answers[:] = [500, 502, 503]
+    with fetcher.fetch(landing.bucket, [(key, ".parquet")]) as got:
+        assert got.get(key).error == "HTTP 503"
+    assert not _left_behind(fetch_dir)
+
+
+def test_a_fetch_directory_left_by_a_killed_run_is_swept(fetch_dir):
+    """A SIGKILL runs no `finally`: the next fetch removes directories older than a day."""
+    import os
+
+    left = fetch_dir / f"{fetch.PREFIX}killed"
+    left.mkdir()
+    (left / "0.parquet").write_bytes(b"PAR1")
+    fresh = fetch_dir / f"{fetch.PREFIX}live"
+    fresh.mkdir()
+    os.utime(left, (0, 0))
+
+    assert fetch.sweep_stale() == [left.name]
+    assert sorted(_left_behind(fetch_dir)) == [fresh.name]  # maybe a live run's
+
+
+def test_a_stalled_endpoint_costs_one_objects_timeouts_not_every_objects(
+    landing, monkeypatch, fetch_dir
+):
+    """Unit: once an object's GETs all fail without an answer, the other objects are not tried
+    (their files go the Python way, whose first read fails the day, docs/operations.md)."""
+    import urllib3
+
+    keys = _put_clean(landing, 6)
+    monkeypatch.setattr(fetch, "BACKOFF_SECONDS", 0)
+    fetcher = fetch.Fetcher(landing.client, threads=1)
+    tried = []
+
+    def timing_out(signer, bucket, key):
+        tried.append(key)
+        raise urllib3.exceptions.ReadTimeoutError(None, key, "read timed out")
+
+    monkeypatch.setattr(fetcher, "_get", timing_out)
+    with fetcher.fetch(landing.bucket, [(k, ".parquet") for k in keys]) as got:
+        errors = [got.get(k).error for k in keys]
+    assert tried == [keys[0]] * fetch.ATTEMPTS
+    assert errors == ["ReadTimeoutError"] + ["endpoint unreachable"] * 5
