@@ -348,3 +348,25 @@ def test_a_stalled_endpoint_costs_one_objects_timeouts_not_every_objects(
         errors = [got.get(k).error for k in keys]
     assert tried == [keys[0]] * fetch.ATTEMPTS
     assert errors == ["ReadTimeoutError"] + ["endpoint unreachable"] * 5
+
+
+def test_the_fetch_verifies_tls_as_the_boto3_client_does(tmp_path, monkeypatch):
+    import boto3
+
+    from usage_etl.usage.fetch import Fetcher
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    client = boto3.session.Session().client(
+        "s3", endpoint_url="https://s3.example.invalid", region_name="us-east-1",
+        aws_access_key_id="k", aws_secret_access_key="s",
+    )  # fmt: skip
+    pool = Fetcher(client).pool
+    assert pool.connection_pool_kw["ca_certs"] == str(bundle)
+    assert pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+    insecure = boto3.session.Session().client(
+        "s3", endpoint_url="https://s3.example.invalid", region_name="us-east-1",
+        aws_access_key_id="k", aws_secret_access_key="s", verify=False,
+    )  # fmt: skip
+    assert Fetcher(insecure).pool.connection_pool_kw["cert_reqs"] == "CERT_NONE"

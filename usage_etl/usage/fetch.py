@@ -88,6 +88,20 @@ class FetchedFiles:
         self.close()
 
 
+def _tls(client) -> dict:
+    """Verify TLS as the boto3 client does: its CA bundle (AWS_CA_BUNDLE, the profile's
+    ca_bundle, or botocore's default), or no verification when the client was made with
+    verify=False. Without it a custom CA would fail every GET and send each small file the
+    (slower) Python way."""
+    verify = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    verify = getattr(verify, "_verify", True)
+    if verify is False:
+        return {"cert_reqs": "CERT_NONE"}
+    if isinstance(verify, str):
+        return {"cert_reqs": "CERT_REQUIRED", "ca_certs": verify}
+    return {"cert_reqs": "CERT_REQUIRED"}
+
+
 class Fetcher:
     """GETs objects with the boto3 client's endpoint, region, credentials and timeouts."""
 
@@ -102,7 +116,9 @@ class Fetcher:
             connect=config.connect_timeout or 10, read=config.read_timeout or 60
         )
         self.threads, self.attempts = threads or THREADS, attempts or ATTEMPTS
-        self.pool = urllib3.PoolManager(maxsize=self.threads, retries=False, timeout=self.timeout)
+        self.pool = urllib3.PoolManager(
+            maxsize=self.threads, retries=False, timeout=self.timeout, **_tls(client)
+        )
         # Set when an object's GETs all failed without an answer (timeouts, refused): the rest
         # are not tried, so a stalled endpoint costs one object's timeouts, not every object's
         # (their files go the Python way, whose first read then fails the day).
