@@ -117,14 +117,19 @@ def test_the_asset_daemon_keeps_dagsters_interval(restore_controller):
 
 def test_a_running_backfill_is_evaluated_at_dagsters_pace_a_new_one_at_once(restore_controller):
     """The short loop is for picking up new backfills; one in progress is evaluated every 30 s
-    (Dagster's pace), a new or newly canceling one at the next 2 s iteration."""
+    (Dagster's pace), a new or newly canceling one, or one whose run finished, at the next 2 s
+    iteration."""
     from types import SimpleNamespace
 
     from dagster._core.execution.backfill import BulkActionStatus
 
     backfills: list = []
+    finished = {"a": 0}
     context = SimpleNamespace(
-        instance=SimpleNamespace(get_backfills=lambda filters: list(backfills))
+        instance=SimpleNamespace(
+            get_backfills=lambda filters: list(backfills),
+            get_runs_count=lambda filters: finished[filters.tags["dagster/backfill"]],
+        )
     )
     evaluated: list[float] = []
     now = [1000.0]
@@ -150,12 +155,17 @@ def test_a_running_backfill_is_evaluated_at_dagsters_pace_a_new_one_at_once(rest
     assert len(evaluated) == 2  # in progress: not every 2 s
     tick(10)
     assert len(evaluated) == 3  # 30 s after the last evaluation
-    backfills[0] = SimpleNamespace(backfill_id="a", status=BulkActionStatus.CANCELING)
+    finished["a"] = 1
     tick()
-    assert len(evaluated) == 4  # a cancel request: at once
-    backfills.clear()
+    assert len(evaluated) == 4  # one of its runs finished: at once (it may be complete now)
     tick()
     assert len(evaluated) == 4
+    backfills[0] = SimpleNamespace(backfill_id="a", status=BulkActionStatus.CANCELING)
+    tick()
+    assert len(evaluated) == 5  # a cancel request: at once
+    backfills.clear()
+    tick()
+    assert len(evaluated) == 5
 
 
 def test_the_wrapper_throttles_dagsters_iteration(monkeypatch, restore_controller):
