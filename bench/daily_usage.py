@@ -449,8 +449,15 @@ def variants(args) -> list[Shape]:
     if args.grid:
         cells = grid(args.grid_rows)
         if args.cells:
-            wanted = [c.strip() for c in args.cells.split(",")]
-            cells = [c for c in cells if any(w in c.name for w in wanted)]
+            # ";" separates names that contain commas ("accounts 50,000"); an exact name
+            # picks only that cell.
+            sep = ";" if ";" in args.cells else ","
+            wanted = [c.strip() for c in args.cells.split(sep) if c.strip()]
+            wanted = (
+                [args.cells.strip()] if any(c.name == args.cells.strip() for c in cells) else wanted
+            )
+            exact = [c for c in cells if c.name in wanted]
+            cells = exact or [c for c in cells if any(w in c.name for w in wanted)]
         return cells
     base = {"nodes": args.nodes, "accounts": args.accounts}
     if args.variants:
@@ -475,7 +482,11 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--grid", action="store_true", help="the shape grid (bench/shapes.py)")
     parser.add_argument("--grid-rows", type=int, default=1_000_000)
-    parser.add_argument("--cells", default="", help="grid cells whose name contains these")
+    parser.add_argument(
+        "--cells",
+        default="",
+        help="grid cells: exact names, or parts of names, separated by , or ;",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep engines and objects")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")

@@ -16,7 +16,13 @@ import pytest
 from usage_etl.defs.reconciliation.checks import node_hours_complete, rollups_cover_cache_events
 from usage_etl.defs.resources import ClickHouseResource
 from usage_etl.defs.vocabulary import daily_partitions
-from usage_etl.reconciliation.compare import Status, Tolerances, node_hour_coverage, reconcile
+from usage_etl.reconciliation.compare import (
+    Status,
+    Tolerances,
+    node_hour_coverage,
+    reconcile,
+    reconcile_days,
+)
 from usage_etl.settings import MIB
 
 DAY = date(2026, 10, 5)
@@ -397,6 +403,31 @@ def test_silent_node_hour_is_reported(warehouse):
     assert comp.missing_node_hours == 3
     assert comp.newest_last_modified == late
     assert evaluation.metadata["newest_object_seconds_after_day_end"].value == 2 * 3600
+
+
+def test_worst_groups_list_the_nodes_of_their_own_day(warehouse):
+    """The node lists are summed for the worst groups only, by a statement of their own: in a
+    range, each group's list is its own day's usage_daily rows summed per node, largest first,
+    never another day's rows of the same (account, project, kind, action)."""
+    events = traffic()
+    second = DAY + timedelta(days=1)
+    fra_and_sin = [e for e in events if e.node_id != "edge-iad-1"]
+    insert_usage_daily(warehouse, events)
+    insert_usage_daily(warehouse, fra_and_sin, second)
+
+    recs = reconcile_days(warehouse, [DAY, second], Tolerances(top_n=100), "cache_events")
+
+    for day, served in ((DAY, events), (second, fra_and_sin)):
+        expected: dict[tuple, dict[str, int]] = {}
+        for e in served:
+            nodes = expected.setdefault((e.account_id, e.project_id, e.artifact_kind, e.action), {})
+            nodes[e.node_id] = nodes.get(e.node_id, 0) + e.size_bytes
+        worst = recs[day].worst
+        assert len(worst) == len(expected) == group_count()
+        for g in worst:
+            nodes = expected[(g.account_id, g.project_id, g.artifact_kind, g.action)]
+            assert g.nodes == tuple(sorted(nodes.items(), key=lambda n: (-n[1], n[0])))
+            assert g.rollup_bytes == sum(nodes.values())
 
 
 def test_day_without_objects_or_traffic_is_reported_not_crashed(warehouse):

@@ -241,7 +241,7 @@ class Tuning(Knobs):
     dedupe_bucket_rows: int = (
         20_000_000  # staged rows per duplicate-finding pass (usage/publish.py)
     )
-    group_bucket_rows: int = 2_600_000  # rows per hourly aggregation pass (usage/publish.py)
+    group_bucket_rows: int = 1_800_000  # rows per hourly aggregation pass (usage/publish.py)
     max_decompressed_bytes: int = 2 << 30  # per file read by Python (usage/readers.py)
     ingest_batch_rows: int = 250_000  # rows per staging insert (usage/load.py)
     log_slow_queries_seconds: float | None = None  # unset: no slow-statement log
