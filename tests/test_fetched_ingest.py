@@ -370,3 +370,29 @@ def test_the_fetch_verifies_tls_as_the_boto3_client_does(tmp_path, monkeypatch):
         aws_access_key_id="k", aws_secret_access_key="s", verify=False,
     )  # fmt: skip
     assert Fetcher(insecure).pool.connection_pool_kw["cert_reqs"] == "CERT_NONE"
+
+
+def test_fetched_ndjson_is_one_chunk_and_a_truncated_stream_costs_only_itself(
+    landing, warehouse, monkeypatch, fetch_dir
+):
+    """More NDJSON.gz files than the s3() path's 64 per chunk, one of them a truncated gzip
+    stream: read from local copies they are one chunk; its failing read names the local copy,
+    which alone goes back to Python, and the rest is read again once (from disk, not S3)."""
+    from rollup_files import ndjson_gz_bytes
+    from test_native_ingest import _gz, _lines, _rows
+
+    clean = native.STAGE_CHUNK_FILES + 6
+    for i in range(clean):
+        landing.put(f"clean-{i}.ndjson.gz", ndjson_gz_bytes(_rows(f"clean{i}", n=2)))
+    truncated = landing.put("truncated.ndjson.gz", _gz(_lines("trunc", n=40))[:-30])
+    statements = _statements(monkeypatch, warehouse)
+    access = native.s3_access_from_client(landing.client)
+
+    report = ingest_day(warehouse, landing.area, DAYS[0], "n", s3_access=access)
+
+    assert report.objects_handed_back == {truncated: "ClickHouse could not read it"}
+    assert report.objects_read_natively == clean
+    assert (report.rows_loaded, report.objects_quarantined) == (2 * clean, 1)
+    assert len(_file_reads(statements)) == 2  # the whole chunk, then all but the broken file
+    assert not _s3_reads(statements)
+    assert not _left_behind(fetch_dir)
