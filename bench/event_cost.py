@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
+from bench.cpu import tree_cpu_seconds
 from usage_etl.local_stack import start_postgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,18 +31,6 @@ CHECKS = ("usage_daily_is_exact", "conflict_report", "quarantine_report", "nodes
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _server_cpu(server_pid: int) -> float:
-    root = psutil.Process(server_pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 def _server_pid(data_dir: Path) -> int:
@@ -137,10 +124,10 @@ def main() -> None:
                         add(1)
 
                     event.listen(storage._engine, "connect", listener)
-                    cpu, pg_cpu, started = _cpu(), _server_cpu(pid), time.time()
+                    cpu, pg_cpu, started = _cpu(), tree_cpu_seconds(pid), time.time()
                     n = store_range(instance, args.days)
                     took = (
-                        time.time() - started, _cpu() - cpu, _server_cpu(pid) - pg_cpu,
+                        time.time() - started, _cpu() - cpu, tree_cpu_seconds(pid) - pg_cpu,
                         len(opened), n,
                     )  # fmt: skip
                     event.remove(storage._engine, "connect", listener)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.cpu import processes_cpu_seconds
 from bench.demo_fleet import land_demo_days
 from usage_etl.local_stack import start_seaweed
 
@@ -43,17 +44,6 @@ PREFIX = "small/rollups"
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _weed_cpu(processes) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:
-            pass
-    return total
 
 
 def _kind(sql: str) -> str:
@@ -161,7 +151,7 @@ def main() -> None:
                     timed.seconds.clear()
                     timed.calls.clear()
                 profiling = profile is not None and mode == modes[0] and number == len(days) - 1
-                cpu, weed_cpu, start = _cpu(), _weed_cpu(weed), time.perf_counter()
+                cpu, weed_cpu, start = _cpu(), processes_cpu_seconds(weed), time.perf_counter()
                 if profiling:
                     profile.enable()
                 report = load.ingest_day(
@@ -169,7 +159,8 @@ def main() -> None:
                 )
                 if profiling:
                     profile.disable()
-                got = (time.perf_counter() - start, _cpu() - cpu, _weed_cpu(weed) - weed_cpu)
+                weed_used = processes_cpu_seconds(weed) - weed_cpu
+                got = (time.perf_counter() - start, _cpu() - cpu, weed_used)
                 if number:  # the first day warms caches and imports: not in the medians
                     figures[mode].append(got)
                     if timed:
