@@ -59,7 +59,7 @@ from usage_etl.rollups.schema import (
     RollupKey,
 )
 from usage_etl.settings import tuning
-from usage_etl.usage.fetch import Fetched
+from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched
 from usage_etl.warehouse.build_tables import BUILD_PREFIX
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -122,6 +122,16 @@ def _read_as(name: str) -> str:
 STRUCTURE = ", ".join(f"{name} {_read_as(name)}" for name in FIELDS)
 
 
+def brace_list(paths: list[str]) -> str:
+    """Paths as one ClickHouse glob, `<shared folder>/{a,b,…}` (a single path as it is): the
+    shared folder stays outside the braces, so s3() lists and file() reads only under it."""
+    if len(paths) == 1:
+        return paths[0]
+    folder = posixpath.commonpath(paths)
+    folder = f"{folder}/" if folder else ""
+    return folder + "{" + ",".join(p[len(folder) :] for p in paths) + "}"
+
+
 @dataclass(frozen=True)
 class S3Access:
     """How ClickHouse reaches the landing bucket (path-style URLs, explicit credentials)."""
@@ -132,13 +142,7 @@ class S3Access:
     session_token: str = ""
 
     def url(self, bucket: str, keys: list[str]) -> str:
-        if len(keys) == 1:
-            return f"{self.endpoint.rstrip('/')}/{bucket}/{keys[0]}"
-        # The shared folder stays outside the braces: ClickHouse lists only under it.
-        folder = posixpath.commonpath(keys)
-        folder = f"{folder}/" if folder else ""
-        tail = "{" + ",".join(k[len(folder) :] for k in keys) + "}"
-        return f"{self.endpoint.rstrip('/')}/{bucket}/{folder}{tail}"
+        return f"{self.endpoint.rstrip('/')}/{bucket}/{brace_list(keys)}"
 
     def function(self, fmt: str, structure: bool) -> str:
         """The s3() call; every value a query parameter, so no key or secret enters the SQL."""
@@ -458,10 +462,7 @@ LOCAL_FUNCTION = "file({{file_glob:String}}, '{fmt}'{structure})"
 
 def local_glob(paths: list[str]) -> str:
     """One `file()` path naming every fetched file (`<dir>/{0.parquet,3.parquet}`)."""
-    if len(paths) == 1:
-        return paths[0]
-    folder = posixpath.commonpath(paths)
-    return f"{folder}/{{{','.join(p[len(folder) + 1 :] for p in paths)}}}"
+    return brace_list(paths)
 
 
 def screen_fetched(files: list[Fetched]) -> set[str]:
@@ -474,9 +475,9 @@ def screen_fetched(files: list[Fetched]) -> set[str]:
 # its files whole (`RawBLOB`) and sets aside those without a Parquet footer magic (truncated
 # uploads, the usual culprit), instead of ~2·log2(n) footer queries halving the group.
 SCREEN_BYTES = 64 << 20
-# Arrow's footer reader refuses a file shorter than this or not ending in one of these magics.
-_MIN_PARQUET_BYTES = 12
-_FOOTER_MAGICS = ("PAR1", "PARE")  # PARE: encrypted footer
+# The same rule as the fetched bytes' screen (fetch.py): Arrow's footer reader refuses a file
+# shorter than MIN_PARQUET_BYTES or not ending in one of FOOTER_MAGICS.
+_FOOTER_MAGICS = tuple(magic.decode() for magic in FOOTER_MAGICS)
 
 
 def _without_footer_magic(
@@ -489,7 +490,7 @@ def _without_footer_magic(
             f"""
             SELECT {_SOURCE_KEY}
             FROM {access.function("RawBLOB", structure=False)}
-            WHERE length(raw_blob) < {_MIN_PARQUET_BYTES}
+            WHERE length(raw_blob) < {MIN_PARQUET_BYTES}
                OR right(raw_blob, 4) NOT IN ({_quoted(_FOOTER_MAGICS)})
             SETTINGS {S3_SETTINGS}
             """,
