@@ -240,10 +240,10 @@ def ingest_day(
     embedded engine the small objects are fetched once first (fetch.py); `prefetched`: the
     day's listing and fetched objects, got while the day before was processed (`Prefetcher`).
     Its files are removed when the day is done, succeeded or failed."""
-    fetched: FetchedFiles | None = prefetched.files if prefetched is not None else None
+    listed, fetched = (prefetched.listed, prefetched.files) if prefetched else (None, None)
     try:
         return _decide(warehouse, landing, day, load_id, tenant_for_node, prefetch,
-                       on_progress, s3_access, prefetched, fetched)  # fmt: skip
+                       on_progress, s3_access, listed, fetched)  # fmt: skip
     finally:
         if fetched is not None:
             fetched.close()
@@ -258,11 +258,12 @@ def _decide(
     prefetch: int,
     on_progress: Callable[[int, int], None] | None,
     s3_access: native.S3Access | None,
-    prefetched: PrefetchedDay | None,
+    listed: list[LandedObject] | None,
     fetched: FetchedFiles | None,
 ) -> IngestReport:
+    """`listed`, `fetched`: the day's listing and fetched objects when prefetched."""
     report = IngestReport()
-    listed = prefetched.listed if prefetched is not None else list_day(landing, day)
+    listed = listed if listed is not None else list_day(landing, day)
     report.objects_listed = len(listed)
     crash_points.fault_point("ingest.listed")
     current = ledger.current_entries(warehouse, day)
