@@ -27,10 +27,44 @@ class ServiceError(RuntimeError):
     pass
 
 
+# Picking a free port and binding it later races with every other process doing the same (two
+# xdist workers start their own servers at once): a server that reports its port taken is
+# started again on fresh ports, a few times, before the error is raised.
+START_ATTEMPTS = 4
+PORT_TAKEN_MARKERS = ("port allocation failed", "address already in use", "could not bind")
+
+
+class _PortTaken(ServiceError):
+    pass
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports, each free when returned (all held until all are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _port_taken(log_tail: str) -> bool:
+    lowered = log_tail.lower()
+    return any(marker in lowered for marker in PORT_TAKEN_MARKERS)
+
+
+def _log_since(log: Path, offset: int) -> str:
+    if not log.exists():
+        return ""
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode("utf-8", "replace")[-2000:]
 
 
 def _wait_until(ready, timeout: float, what: str, log: Path | None = None) -> None:
@@ -101,6 +135,22 @@ class SeaweedS3:
         return self.process.poll() is None
 
 
+WEED_PORT_FLAGS = (
+    "-master.port",
+    "-master.port.grpc",
+    "-volume.port",
+    "-volume.port.grpc",
+    "-filer.port",
+    "-filer.port.grpc",
+    "-webdav.port",
+    "-admin.port",
+    "-admin.port.grpc",
+    "-s3.port.grpc",
+    "-s3.port.iceberg",
+    "-s3.port.lance",
+)
+
+
 def start_seaweed(
     data_dir: Path,
     access_key: str = "usage-etl-dev",
@@ -108,29 +158,26 @@ def start_seaweed(
     s3_port: int | None = None,
     timeout: float = 60.0,
 ) -> SeaweedS3:
-    """Start `weed mini` on loopback; every component gets its own free port."""
+    """Start `weed mini` on loopback; every component gets its own free port.
+
+    A fixed `s3_port` (a restart on the old endpoint) is kept across attempts; the other ports
+    are picked afresh each time.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    s3_port = s3_port or free_port()
-    ports = {
-        "-s3.port": s3_port,
-        **{
-            flag: free_port()
-            for flag in (
-                "-master.port",
-                "-master.port.grpc",
-                "-volume.port",
-                "-volume.port.grpc",
-                "-filer.port",
-                "-filer.port.grpc",
-                "-webdav.port",
-                "-admin.port",
-                "-admin.port.grpc",
-                "-s3.port.grpc",
-                "-s3.port.iceberg",
-                "-s3.port.lance",
-            )
-        },
-    }
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_seaweed_once(data_dir, access_key, secret_key, s3_port, timeout)
+        except _PortTaken as taken:
+            if attempt == START_ATTEMPTS:
+                raise ServiceError(f"{taken} (after {attempt} attempts on fresh ports)") from None
+    raise AssertionError("unreachable")
+
+
+def _start_seaweed_once(
+    data_dir: Path, access_key: str, secret_key: str, s3_port: int | None, timeout: float
+) -> SeaweedS3:
+    picked = free_ports(len(WEED_PORT_FLAGS) + 1)
+    ports = {"-s3.port": s3_port or picked[-1], **dict(zip(WEED_PORT_FLAGS, picked, strict=False))}
     args = [
         weed_binary(),
         "mini",
@@ -142,23 +189,29 @@ def start_seaweed(
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log = data_dir / "weed.log"
+    offset = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
         args, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
-    server = SeaweedS3(f"http://127.0.0.1:{s3_port}", access_key, secret_key, process, data_dir)
+    endpoint = f"http://127.0.0.1:{ports['-s3.port']}"
+    server = SeaweedS3(endpoint, access_key, secret_key, process, data_dir)
 
     def ready() -> bool:
         if process.poll() is not None:
-            raise ServiceError(
-                f"weed mini exited with {process.returncode}: {log.read_text()[-2000:]}"
-            )
+            tail = _log_since(log, offset)
+            error = _PortTaken if _port_taken(tail) else ServiceError
+            raise error(f"weed mini exited with {process.returncode}: {tail}")
         try:
             server.client().list_buckets()
             return True
         except Exception:
             return False
 
-    _wait_until(ready, timeout, "SeaweedFS S3", log)
+    try:
+        _wait_until(ready, timeout, "SeaweedFS S3", log)
+    except ServiceError:
+        server.stop()
+        raise
     return server
 
 
@@ -265,6 +318,20 @@ def start_postgres(data_dir: Path, timeout: float = 60.0) -> Postgres:
         capture_output=True,
     )
     log = data_dir / "postgres.log"
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            _pg_ctl_start(server, data_dir, log, timeout)
+            break
+        except _PortTaken as taken:
+            if attempt == START_ATTEMPTS:
+                raise ServiceError(f"{taken} (after {attempt} attempts on fresh ports)") from None
+            server.port = free_port()
+    _create_database(server)
+    return server
+
+
+def _pg_ctl_start(server: Postgres, data_dir: Path, log: Path, timeout: float) -> None:
+    offset = log.stat().st_size if log.exists() else 0
     started = subprocess.run(
         _as_postgres_user(
             [
@@ -285,10 +352,9 @@ def start_postgres(data_dir: Path, timeout: float = 60.0) -> Postgres:
         text=True,
     )
     if started.returncode != 0:
-        tail = log.read_text()[-2000:] if log.exists() else started.stderr
-        raise ServiceError(f"PostgreSQL did not start: {tail}")
-    _create_database(server)
-    return server
+        tail = _log_since(log, offset) or started.stderr
+        error = _PortTaken if _port_taken(tail) else ServiceError
+        raise error(f"PostgreSQL did not start: {tail}")
 
 
 def _psql(server: Postgres, *args: str) -> str:
