@@ -275,6 +275,47 @@ class CpuSampler:
         return by_kind
 
 
+def run_timeline(stack, run_ids: list[str]) -> dict:
+    """Where the runs' seconds went: each step's wall seconds and the per-day seconds the range
+    run records in each day's materialization (`ingest_seconds`, `publish_seconds`)."""
+    import dagster as dg
+
+    os.environ.update({k: v for k, v in stack.env.items() if k.startswith("DAGSTER_PG")})
+    steps: dict[str, float] = {}
+    per_day: dict[str, dict[str, list[float]]] = {"ingest_seconds": {}, "publish_seconds": {}}
+    with dg.DagsterInstance.from_config(str(stack.home)) as instance:
+        for run_id in run_ids:
+            started: dict[str, float] = {}
+            for record in instance.all_logs(run_id):
+                event = record.dagster_event
+                if event is None:
+                    continue
+                if event.event_type == dg.DagsterEventType.STEP_START:
+                    started[event.step_key] = record.timestamp
+                elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    took = record.timestamp - started.get(event.step_key, record.timestamp)
+                    steps[event.step_key] = steps.get(event.step_key, 0.0) + took
+                elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                    metadata = event.step_materialization_data.materialization.metadata
+                    for name, seconds in per_day.items():
+                        if name in metadata:
+                            seconds.setdefault(event.partition, []).append(metadata[name].value)
+    days = {name: [sum(v) for _, v in sorted(by_day.items())] for name, by_day in per_day.items()}
+    return {
+        "steps_s": {k: round(v, 2) for k, v in sorted(steps.items(), key=lambda kv: -kv[1])},
+        **{
+            name: {
+                "days": len(values),
+                "sum": round(sum(values), 2),
+                "first_5": [round(v, 2) for v in values[:5]],
+                "median": round(sorted(values)[len(values) // 2], 3) if values else None,
+                "max": round(max(values), 2) if values else None,
+            }
+            for name, values in days.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first", type=date.fromisoformat, default=date(2026, 10, 1))
@@ -376,6 +417,7 @@ def main() -> None:
         statuses = sorted({r["status"] for r in runs})
         stack_cpu = sampler.totals()
         stack.stop()
+        timeline = run_timeline(stack, [r["runId"] for r in runs])
         errors = []
         with stack_warehouse(stack) as warehouse:
             for day in days:
@@ -399,6 +441,7 @@ def main() -> None:
             **_daemon_threads(args.daemon_threads),
             "daemon_interval_s": args.daemon_interval,
             "load_1min_at_launch_and_end": [round(load_at_launch, 1), round(load_at_end, 1)],
+            "timeline": timeline,
             "exact_days": len(days) - len(errors),
             "at": datetime.now().isoformat(timespec="seconds"),
         }

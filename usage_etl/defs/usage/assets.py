@@ -1,6 +1,7 @@
 """daily_usage assets: landing files -> rollup_rows (validated, quarantined) -> usage_hourly,
 usage_daily (deduplicated, published atomically per day)."""
 
+import time
 import uuid
 from datetime import date
 
@@ -137,6 +138,7 @@ def _ingest(
     prefetched: PrefetchedDay | None = None,
 ) -> dict:
     """Ingest one day; its materialization metadata."""
+    began = time.perf_counter()
     registry = node_registry.load()
     with retry_only_transient(f"ingesting {day}", s3_endpoint=landing.client.meta.endpoint_url):
         report = ingest_day(
@@ -184,6 +186,8 @@ def _ingest(
         "unregistered_nodes": sorted(unregistered),
         **{f"day_objects_{k}": v for k, v in day_state.items()},
         "dagster/row_count": report.rows_loaded,
+        # Wall seconds of this day's ingest: where a range run's time went, day by day.
+        "ingest_seconds": round(time.perf_counter() - began, 3),
     }
 
 
@@ -259,6 +263,7 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
 
 def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[dict, dict]:
     """Publish one day; the metadata of its usage_hourly and usage_daily materializations."""
+    began = time.perf_counter()
     load_id = _load_id(context)
     with retry_only_transient(f"publishing {day} (nothing was published)"):
         report = publish_day(warehouse, day, load_id)
@@ -286,6 +291,7 @@ def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[d
         "objects_ignored": state["ignored"],
         "dagster/row_count": report.groups,
         "top_accounts": dg.MetadataValue.md(preview),
+        "publish_seconds": round(time.perf_counter() - began, 3),
     }
     return hourly, daily
 
