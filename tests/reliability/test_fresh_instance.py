@@ -4,8 +4,9 @@ Without preparation both processes create the instance's tables: one fails with 
 already exists", or the runs database gets two Alembic heads and every later run fails. Each
 entry point (scripts/setup.sh, the demo, `usage-etl doctor --repair-instance`) sets the instance
 up first, under a file lock. The race is in that preparation (the schema's creation), so it is
-raced ten times over on ten fresh homes; once, each of the two racing processes then also runs
-`dagster job execute` on an empty day, which must both succeed on the prepared instance.
+raced five times over on five fresh homes (USAGE_ETL_TEST_FRESH_INSTANCE_RACES for more); once,
+each of the two racing processes then also runs `dagster job execute` on an empty day, which
+must both succeed on the prepared instance.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from usage_etl.instance import instance_problems
 
 PREPARE = [sys.executable, "-c", "from usage_etl.instance import prepare_instance as p; p()"]
 EMPTY_DAY = "2026-09-01"
-RACES = int(os.environ.get("USAGE_ETL_TEST_FRESH_INSTANCE_RACES", "10"))
+RACES = int(os.environ.get("USAGE_ETL_TEST_FRESH_INSTANCE_RACES", "5"))
 FULL_RUN_RACES = 1  # the first race also runs both jobs; the others race the preparation only
 
 
