@@ -238,8 +238,12 @@ def _rows_pass(utf8_checked: bool = False) -> str:
     (node, hour, account) are arrays indexed by the file's position in {paths}: one lookup of
     `_path` per row instead of one per rule. `utf8_checked`: the caller already checked that
     every string is valid UTF-8 (an NDJSON line is checked whole)."""
+    # A NULL string is valid (ifNull), as coalesce(f, '') would make it, without coalesce's
+    # cost: it turns each LowCardinality column into a full column of strings per row, where
+    # isValidUTF8 on the column itself is evaluated once per dictionary value (10M Parquet rows,
+    # `issue` shape: the whole ingest 9.5-9.7 -> 8.2 s).
     strings_utf8 = " AND ".join(
-        ["1"] if utf8_checked else [f"isValidUTF8(coalesce({f}, ''))" for f in STRING_FIELDS]
+        ["1"] if utf8_checked else [f"ifNull(isValidUTF8({f}), 1)" for f in STRING_FIELDS]
     )
     return f"""
         (transform(_path, {{paths:Array(String)}}, {{positions:Array(UInt32)}}, 0) AS file) > 0
