@@ -448,7 +448,7 @@ def _local_footers(warehouse: Warehouse, files: list[Fetched]) -> list[Footer] |
             FROM {LOCAL_FUNCTION.format(fmt="ParquetMetadata", structure="")}
             SETTINGS {S3_SETTINGS}
             """,
-            {"file_glob": local_glob([f.path for f in files])},
+            {"file_glob": brace_list([f.path for f in files])},
         )
     except WarehouseError as exc:
         _raise_unless_about_the_objects(exc)
@@ -462,11 +462,6 @@ def _local_footers(warehouse: Warehouse, files: list[Fetched]) -> list[Footer] |
 
 # The table function reading fetched files; every path a query parameter.
 LOCAL_FUNCTION = "file({{file_glob:String}}, '{fmt}'{structure})"
-
-
-def local_glob(paths: list[str]) -> str:
-    """One `file()` path naming every fetched file (`<dir>/{0.parquet,3.parquet}`)."""
-    return brace_list(paths)
 
 
 def screen_fetched(files: list[Fetched]) -> set[str]:
@@ -892,7 +887,7 @@ def _insert_chunk(
             "transform(_path, {local_paths:Array(String)}, {paths:Array(String)}, ''), "
             "transform(_path, {local_paths:Array(String)}, {etags:Array(String)}, '')"
         )
-        params |= {"file_glob": local_glob([f.path for f in copies]),
+        params |= {"file_glob": brace_list([f.path for f in copies]),
                    "local_paths": [f.path for f in copies]}  # fmt: skip
     if native == PARQUET_INPUT:
         params["structure"] = STRUCTURE
