@@ -14,10 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config
@@ -52,6 +53,20 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+T = TypeVar("T")
+
+
+def _on_fresh_ports(start: Callable[[], T]) -> T:
+    """`start()` (which picks its own free ports), again while it fails on a taken port."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return start()
+        except _PortTaken as taken:
+            if attempt == START_ATTEMPTS:
+                raise ServiceError(f"{taken} (after {attempt} attempts on fresh ports)") from None
+    raise AssertionError("unreachable")
 
 
 def _port_taken(log_tail: str) -> bool:
@@ -164,13 +179,9 @@ def start_seaweed(
     are picked afresh each time.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, START_ATTEMPTS + 1):
-        try:
-            return _start_seaweed_once(data_dir, access_key, secret_key, s3_port, timeout)
-        except _PortTaken as taken:
-            if attempt == START_ATTEMPTS:
-                raise ServiceError(f"{taken} (after {attempt} attempts on fresh ports)") from None
-    raise AssertionError("unreachable")
+    return _on_fresh_ports(
+        lambda: _start_seaweed_once(data_dir, access_key, secret_key, s3_port, timeout)
+    )
 
 
 def _start_seaweed_once(
@@ -295,7 +306,7 @@ def start_postgres(data_dir: Path, timeout: float = 60.0) -> Postgres:
         shutil.chown(data_dir, owner)
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
-    server = Postgres(port=free_port(), data_dir=data_dir / "pgdata")
+    server = Postgres(port=0, data_dir=data_dir / "pgdata")  # each start picks a free port
     pwfile = data_dir / "pwfile"
     pwfile.write_text(server.password)
     if os.geteuid() == 0:
@@ -317,20 +328,13 @@ def start_postgres(data_dir: Path, timeout: float = 60.0) -> Postgres:
         check=True,
         capture_output=True,
     )
-    log = data_dir / "postgres.log"
-    for attempt in range(1, START_ATTEMPTS + 1):
-        try:
-            _pg_ctl_start(server, data_dir, log, timeout)
-            break
-        except _PortTaken as taken:
-            if attempt == START_ATTEMPTS:
-                raise ServiceError(f"{taken} (after {attempt} attempts on fresh ports)") from None
-            server.port = free_port()
+    _on_fresh_ports(lambda: _pg_ctl_start(server, data_dir, data_dir / "postgres.log", timeout))
     _create_database(server)
     return server
 
 
 def _pg_ctl_start(server: Postgres, data_dir: Path, log: Path, timeout: float) -> None:
+    server.port = free_port()
     offset = log.stat().st_size if log.exists() else 0
     started = subprocess.run(
         _as_postgres_user(
