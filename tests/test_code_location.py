@@ -36,3 +36,26 @@ def test_code_location_loads_without_touching_the_warehouse(tmp_path, monkeypatc
     assert {"daily_usage", "monthly_invoices"} <= {
         job.name for job in definitions.resolve_all_job_defs()
     }
+
+
+def _after_load(prelude: str) -> str:
+    script = f"""
+        import gc
+        {prelude}
+        from usage_etl.definitions import defs
+        defs()
+        print(gc.isenabled(), gc.get_freeze_count() > 100_000)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_loading_freezes_what_it_loaded_and_leaves_the_collector_as_it_was():
+    """The load pauses the cyclic collector and freezes the loaded objects (docs/performance.md,
+    session 13); a long-lived process (webserver, daemon) must get its collector back, and one
+    that switched it off keeps it off."""
+    assert _after_load("") == "True True"
+    assert _after_load("gc.disable()") == "False True"
