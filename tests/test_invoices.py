@@ -187,6 +187,11 @@ def test_reruns_leave_the_same_rows_apart_from_computed_at(warehouse, settings):
     strip = [{k: v for k, v in r.items() if k != "computed_at"} for r in first]
     assert strip == [{k: v for k, v in r.items() if k != "computed_at"} for r in second]
     assert len(first) == len({r["line_id"] for r in first}) == 7
+    # Both runs' build tables are gone from disk, not only marked dropped (publish._drop).
+    assert not warehouse.query_one(
+        "SELECT count() FROM system.dropped_tables WHERE database = {db:String}",
+        {"db": warehouse.database},
+    )
 
 
 def test_late_usage_inside_the_grace_period_updates_the_draft(warehouse, settings):

@@ -285,6 +285,12 @@ def test_native_path_stages_quarantines_and_records_exactly_what_python_does(
     # plain.parquet is superseded by plain-corrected.parquet, plain.ndjson.gz by its correction.
     assert published.duplicates == 5 + 5
     assert published.rollups == len(by_native["staged"]) - 10
+    # The publish's build and work tables are gone from disk, not only marked dropped.
+    assert not warehouse.query_rows(
+        "SELECT table FROM system.dropped_tables WHERE database = {db:String} "
+        "AND startsWith(table, '_build_')",
+        {"db": warehouse.database},
+    )
 
 
 def test_a_corrupt_file_inside_a_chunk_costs_only_itself(landing, warehouse):

@@ -365,7 +365,7 @@ def publish_lines(
         return
     build_name = f"{BUILD_PREFIX}{LINES}_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
     build = warehouse.table(build_name)
-    warehouse.command(f"DROP TABLE IF EXISTS {build}")
+    warehouse.command(f"DROP TABLE IF EXISTS {build} SYNC")  # see publish._drop
     create_build_table(warehouse, build_name, LINES)  # plain MergeTree if replicated
     try:
         warehouse.insert_rows(build_name, [line.row() for line in lines], LINE_COLUMNS)
@@ -375,7 +375,7 @@ def publish_lines(
         )
         crash_points.fault_point("invoices.before_record")
     finally:
-        warehouse.command(f"DROP TABLE IF EXISTS {build}")
+        warehouse.command(f"DROP TABLE IF EXISTS {build} SYNC")  # see publish._drop
 
 
 def record_publication(warehouse: Warehouse, row: dict) -> None:

@@ -152,8 +152,15 @@ class _WorkTables:
 
 
 def _drop(warehouse: Warehouse, *tables: str) -> None:
-    """Drop these tables of the warehouse's database if they exist, in one statement."""
-    warehouse.command(f"DROP TABLE IF EXISTS {', '.join(warehouse.table(t) for t in tables)}")
+    """Drop these tables of the warehouse's database if they exist, in one statement.
+
+    SYNC: their parts are removed now. Without it an Atomic database only marks a table
+    dropped and removes it 8 minutes later, which a run process never lives to see: each
+    later engine open re-loads every marked table (~2 ms each: a 31-day backfill left 62,
+    +0.1 s on the next run's open) until a process alive 8 minutes after the drop removes
+    them, and their parts stay on disk until then."""
+    names = ", ".join(warehouse.table(t) for t in tables)
+    warehouse.command(f"DROP TABLE IF EXISTS {names} SYNC")
 
 
 # The day's staged rows (from metadata), for `dedupe_buckets`.
