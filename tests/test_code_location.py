@@ -59,3 +59,41 @@ def test_loading_freezes_what_it_loaded_and_leaves_the_collector_as_it_was():
     that switched it off keeps it off."""
     assert _after_load("") == "True True"
     assert _after_load("gc.disable()") == "False True"
+
+
+def _contents(definitions) -> dict:
+    repository = definitions.get_repository_def()
+    graph = repository.asset_graph
+    return {
+        "jobs": sorted(job.name for job in repository.get_all_jobs()),
+        "assets": sorted(key.to_user_string() for key in graph.get_all_asset_keys()),
+        "checks": sorted(str(key) for key in graph.asset_check_keys),
+        "schedules": sorted(s.name for s in repository.schedule_defs),
+        "sensors": sorted(s.name for s in repository.sensor_defs),
+        "resources": sorted(repository.get_top_level_resources()),
+        "catalog": "plugin_component_types_json" in (definitions.metadata or {}),
+        "tree": definitions.component_tree is not None,
+    }
+
+
+def test_a_run_loads_everything_a_code_server_does_but_the_ui_catalog():
+    """A run's load (none set, or Dagster's RECONSTRUCTION in a run worker) skips only the
+    catalog of installed component types the UI reads from a code server's load."""
+    from dagster._core.definitions.definitions_load_context import (
+        DefinitionsLoadContext,
+        DefinitionsLoadType,
+    )
+
+    from usage_etl.definitions import _load
+
+    def load_as(load_type):
+        if load_type is None:
+            return _contents(_load.__wrapped__())
+        with DefinitionsLoadContext.scoped(DefinitionsLoadContext(load_type=load_type)):
+            return _contents(_load.__wrapped__())
+
+    code_server = load_as(DefinitionsLoadType.INITIALIZATION)
+    assert code_server["catalog"] and code_server["tree"]
+    assert "daily_usage" in code_server["jobs"] and code_server["checks"]
+    for run in (load_as(None), load_as(DefinitionsLoadType.RECONSTRUCTION)):
+        assert run == {**code_server, "catalog": False}
