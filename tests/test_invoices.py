@@ -187,7 +187,7 @@ def test_reruns_leave_the_same_rows_apart_from_computed_at(warehouse, settings):
     strip = [{k: v for k, v in r.items() if k != "computed_at"} for r in first]
     assert strip == [{k: v for k, v in r.items() if k != "computed_at"} for r in second]
     assert len(first) == len({r["line_id"] for r in first}) == 7
-    # Both runs' build tables are gone from disk, not only marked dropped (publish._drop).
+    # Both runs' build tables are gone from disk, not only marked dropped (drop_build_tables).
     assert not warehouse.query_one(
         "SELECT count() FROM system.dropped_tables WHERE database = {db:String}",
         {"db": warehouse.database},

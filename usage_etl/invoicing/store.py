@@ -29,7 +29,11 @@ from usage_etl.invoicing.price_book import (
     price_book_from_json,
 )
 from usage_etl.periods import Period
-from usage_etl.warehouse.build_tables import BUILD_PREFIX, create_build_table
+from usage_etl.warehouse.build_tables import (
+    BUILD_PREFIX,
+    create_build_table,
+    drop_build_tables,
+)
 from usage_etl.warehouse.client import Warehouse
 
 LINES = "invoice_line_items"
@@ -365,7 +369,7 @@ def publish_lines(
         return
     build_name = f"{BUILD_PREFIX}{LINES}_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
     build = warehouse.table(build_name)
-    warehouse.command(f"DROP TABLE IF EXISTS {build} SYNC")  # see publish._drop
+    drop_build_tables(warehouse, build_name)
     create_build_table(warehouse, build_name, LINES)  # plain MergeTree if replicated
     try:
         warehouse.insert_rows(build_name, [line.row() for line in lines], LINE_COLUMNS)
@@ -375,7 +379,7 @@ def publish_lines(
         )
         crash_points.fault_point("invoices.before_record")
     finally:
-        warehouse.command(f"DROP TABLE IF EXISTS {build} SYNC")  # see publish._drop
+        drop_build_tables(warehouse, build_name)
 
 
 def record_publication(warehouse: Warehouse, row: dict) -> None:

@@ -60,7 +60,7 @@ from usage_etl.rollups.schema import (
 )
 from usage_etl.settings import tuning
 from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched
-from usage_etl.warehouse.build_tables import BUILD_PREFIX
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, drop_build_tables
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 # Files per footer query and rows per INSERT: fewer, larger statements are faster (one INSERT
@@ -814,7 +814,8 @@ def _staged_insert(
     over it. The table is a node-local Memory table (a run talks to one server throughout,
     docs/scaling.md), dropped on success and on failure. Returns the error text of a failed read
     (or of a validation failing otherwise than for the warehouse itself), if any."""
-    stage = warehouse.table(stage_table_name(load_id))
+    stage_name = stage_table_name(load_id)
+    stage = warehouse.table(stage_name)
     columns, names = _STAGE_COLUMNS[native]
     try:
         warehouse.command(f"CREATE OR REPLACE TABLE {stage} ({columns}) ENGINE = Memory")
@@ -843,9 +844,9 @@ def _staged_insert(
                 failed = str(exc)
     except BaseException:
         with contextlib.suppress(WarehouseError):  # the run fails with the first error
-            warehouse.command(f"DROP TABLE IF EXISTS {stage} SYNC")
+            drop_build_tables(warehouse, stage_name)
         raise
-    warehouse.command(f"DROP TABLE IF EXISTS {stage} SYNC")
+    drop_build_tables(warehouse, stage_name)
     return failed
 
 

@@ -32,7 +32,12 @@ from usage_etl.settings import tuning
 from usage_etl.usage import ledger
 from usage_etl.usage.dedupe import DIMENSIONS, VERSION_ORDER, latest_versions_sql
 from usage_etl.usage.ledger import counting_loads_sql, counting_rows_sql
-from usage_etl.warehouse.build_tables import BUILD_PREFIX, NO_MERGE_SETTINGS, create_build_tables
+from usage_etl.warehouse.build_tables import (
+    BUILD_PREFIX,
+    NO_MERGE_SETTINGS,
+    create_build_tables,
+    drop_build_tables,
+)
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
 # Staged rows whose event_id hashes are counted per pass when finding duplicated event_ids:
@@ -116,7 +121,7 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
         crash_points.fault_point("publish.before_record")
     finally:
         # The build tables and the work tables, in one statement.
-        _drop(warehouse, build_hourly, build_daily, *work.names)
+        drop_build_tables(warehouse, build_hourly, build_daily, *work.names)
     return report
 
 
@@ -149,18 +154,6 @@ class _WorkTables:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.duplicates, self.keyed, self.grouped, self.dimensions, self.overflow)
-
-
-def _drop(warehouse: Warehouse, *tables: str) -> None:
-    """Drop these tables of the warehouse's database if they exist, in one statement.
-
-    SYNC: their parts are removed now. Without it an Atomic database only marks a table
-    dropped and removes it 8 minutes later, which a run process never lives to see: each
-    later engine open re-loads every marked table (~2 ms each: a 31-day backfill left 62,
-    +0.1 s on the next run's open) until a process alive 8 minutes after the drop removes
-    them, and their parts stay on disk until then."""
-    names = ", ".join(warehouse.table(t) for t in tables)
-    warehouse.command(f"DROP TABLE IF EXISTS {names} SYNC")
 
 
 # The day's staged rows (from metadata), for `dedupe_buckets`.

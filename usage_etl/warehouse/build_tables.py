@@ -95,6 +95,20 @@ BUILD_TABLE_NAME = rf"^({BUILD_PREFIX}.+|invoice_line_items_build_[0-9a-f]{{16}}
 STALE_BUILD_TABLE_SECONDS = 24 * 3600
 
 
+def drop_build_tables(warehouse: Warehouse, *names: str) -> None:
+    """Drop these tables of the warehouse's database (build, work or staging tables) if they
+    exist, in one statement.
+
+    SYNC: their parts are removed now. Without it an Atomic database only marks a table
+    dropped and removes it 8 minutes later, which a run process never lives to see: each
+    later engine open re-loads every marked table (~2 ms each: a 31-day backfill left 62,
+    +0.1 s on the next run's open) until a process alive 8 minutes after the drop removes
+    them, and their parts stay on disk until then."""
+    if names:
+        tables = ", ".join(warehouse.table(name) for name in names)
+        warehouse.command(f"DROP TABLE IF EXISTS {tables} SYNC")
+
+
 def drop_stale_build_tables(
     warehouse: Warehouse, older_than_seconds: int | None = None
 ) -> list[str]:
@@ -115,6 +129,5 @@ def drop_stale_build_tables(
             },
         )
     ]
-    for name in stale:
-        warehouse.command(f"DROP TABLE IF EXISTS {warehouse.table(name)} SYNC")
+    drop_build_tables(warehouse, *stale)
     return stale
