@@ -13,21 +13,14 @@ from functools import cache
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.definitions_load_context import (
+    DefinitionsLoadContext,
+    DefinitionsLoadType,
+)
 from dagster._utils.warnings import suppress_dagster_warnings
 
 
-def _dagster_load_context():
-    """The load context Dagster set for this load (None when the caller set none), or
-    False for a Dagster without one."""
-    try:
-        from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
-
-        return DefinitionsLoadContext.get() if DefinitionsLoadContext.is_set() else None
-    except (ImportError, AttributeError):
-        return False
-
-
-def _one_load_context():
+def _one_load_context(set_by_dagster: DefinitionsLoadContext | None):
     """One Dagster load context for the whole folder load, when the caller set none.
 
     Without one (`dagster job execute -m`, `defs()` in a script or test), every
@@ -35,31 +28,11 @@ def _one_load_context():
     reads the instance's defs-state cursor from its run storage: 72 SQLite connections
     (~0.1-0.2 s) to load this code location. The webserver, daemon, code server and run
     worker set a context before loading; it is used as it is."""
-    if _dagster_load_context() is not None:
+    if set_by_dagster is not None:
         return nullcontext()
-    from dagster._core.definitions.definitions_load_context import (
-        DefinitionsLoadContext,
-        DefinitionsLoadType,
-    )
-
     return DefinitionsLoadContext.scoped(
         DefinitionsLoadContext(load_type=DefinitionsLoadType.INITIALIZATION)
     )
-
-
-def _for_a_code_server() -> bool:
-    """Whether this load answers a code server (what the webserver and the daemon read), as
-    opposed to a run (a run worker reconstructing its job, `dagster job execute`) or a
-    script. Only a code server's definitions need the catalog of installed component types
-    that `load_from_defs_folder` adds as repository metadata for the UI (~0.08 s a load)."""
-    context = _dagster_load_context()
-    if context is False:
-        return True  # an unknown Dagster: load exactly as it does
-    if context is None:
-        return False
-    from dagster._core.definitions.definitions_load_context import DefinitionsLoadType
-
-    return context.load_type == DefinitionsLoadType.INITIALIZATION
 
 
 @contextmanager
@@ -88,8 +61,16 @@ def _load() -> dg.Definitions:
     # job, the execution plan): five loads, ~0.7 s each, per `dagster job execute`. Resources
     # read settings when used; only USAGE_ETL_FIRST_DAY (partitions) and USAGE_ETL_AUTOMATION
     # (schedules' default status) are read at load, so one load per process serves them all.
-    for_a_code_server = _for_a_code_server()
-    with _collector_paused_then_frozen(), _one_load_context():
+    set_by_dagster = DefinitionsLoadContext.get() if DefinitionsLoadContext.is_set() else None
+    # Only a code server's load (what the webserver and the daemon read; Dagster sets it as
+    # INITIALIZATION) needs the catalog of installed component types that
+    # `load_from_defs_folder` adds as repository metadata for the UI (~0.08 s a load); a run
+    # (a run worker's RECONSTRUCTION, `dagster job execute`) or a script does not.
+    for_a_code_server = (
+        set_by_dagster is not None
+        and set_by_dagster.load_type == DefinitionsLoadType.INITIALIZATION
+    )
+    with _collector_paused_then_frozen(), _one_load_context(set_by_dagster):
         tree = dg.ComponentTree.for_project(path_within_project=Path(__file__).parent)
         if for_a_code_server:
             return tree.build_defs()  # what dg.load_from_defs_folder returns
