@@ -92,28 +92,35 @@ def _key_independent_rules() -> dict[RowRule, pl.Expr]:
 _KEY_INDEPENDENT = _key_independent_rules()
 
 
+# (rule, field) in reporting order.
+_RULE_ORDER = (
+    (RowRule.SCHEMA_VERSION, "schema_version"),
+    (RowRule.EVENT_ID, "event_id"),
+    (RowRule.NODE_ID_MISMATCH, "node_id"),
+    (RowRule.REGION, "region"),
+    (RowRule.ACCOUNT_ID, "account_id"),
+    (RowRule.DIRECTION, "direction"),
+    (RowRule.OPERATION, "operation"),
+    (RowRule.ARTIFACT_KIND, "artifact_kind"),
+    (RowRule.NETWORK_PATH, "network_path"),
+    (RowRule.WINDOW_START, "window_start"),
+    (RowRule.WINDOW_OUTSIDE_HOUR, "window_start"),
+    (RowRule.WINDOW_SECONDS, "window_seconds"),
+    (RowRule.BYTES, "bytes"),
+    (RowRule.REQUEST_COUNT, "request_count"),
+    (RowRule.EMITTED_AT, "emitted_at"),
+)
+
+
 def _rules(key: RollupKey) -> list[tuple[RowRule, str, pl.Expr]]:
     """(rule, field, broken?) in reporting order."""
-    fixed = _KEY_INDEPENDENT
     window = pl.col("window_start")
-    return [
-        (RowRule.SCHEMA_VERSION, "schema_version", fixed[RowRule.SCHEMA_VERSION]),
-        (RowRule.EVENT_ID, "event_id", fixed[RowRule.EVENT_ID]),
-        (RowRule.NODE_ID_MISMATCH, "node_id", pl.col("node_id").fill_null("\0") != key.node_id),
-        (RowRule.REGION, "region", fixed[RowRule.REGION]),
-        (RowRule.ACCOUNT_ID, "account_id", fixed[RowRule.ACCOUNT_ID]),
-        (RowRule.DIRECTION, "direction", fixed[RowRule.DIRECTION]),
-        (RowRule.OPERATION, "operation", fixed[RowRule.OPERATION]),
-        (RowRule.ARTIFACT_KIND, "artifact_kind", fixed[RowRule.ARTIFACT_KIND]),
-        (RowRule.NETWORK_PATH, "network_path", fixed[RowRule.NETWORK_PATH]),
-        (RowRule.WINDOW_START, "window_start", fixed[RowRule.WINDOW_START]),
-        (RowRule.WINDOW_OUTSIDE_HOUR, "window_start",
-         (window < key.hour_start) | (window >= key.hour_end)),
-        (RowRule.WINDOW_SECONDS, "window_seconds", fixed[RowRule.WINDOW_SECONDS]),
-        (RowRule.BYTES, "bytes", fixed[RowRule.BYTES]),
-        (RowRule.REQUEST_COUNT, "request_count", fixed[RowRule.REQUEST_COUNT]),
-        (RowRule.EMITTED_AT, "emitted_at", fixed[RowRule.EMITTED_AT]),
-    ]  # fmt: skip
+    broken = {
+        **_KEY_INDEPENDENT,
+        RowRule.NODE_ID_MISMATCH: pl.col("node_id").fill_null("\0") != key.node_id,
+        RowRule.WINDOW_OUTSIDE_HOUR: (window < key.hour_start) | (window >= key.hour_end),
+    }
+    return [(rule, field, broken[rule]) for rule, field in _RULE_ORDER]
 
 
 @dataclass(frozen=True)
