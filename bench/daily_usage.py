@@ -535,6 +535,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep engines and objects")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args()
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     workroot = Path(tempfile.mkdtemp(prefix="bench-daily-usage-", dir=args.workdir))
     server = start_seaweed(workroot / "seaweedfs")
     results = []
