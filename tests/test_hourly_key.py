@@ -1,8 +1,9 @@
 """The publish groups hourly usage by one packed key of (account, hour, project, region, node,
 direction, operation, artifact kind, network path) ids. Exactness rests on the packing being a
 bijection: every id comes back from the key unchanged, two different id tuples never share a
-key, and keys sort as usage_hourly's sorting key does. Checked in ClickHouse itself, for the
-three shapes the key takes: a UInt64, a UInt128 and (beyond 128 bits) a tuple."""
+key, and keys sort as usage_hourly's sorting key does. The daily key (the hourly key with its
+hour cleared) keeps every other id, and sorts as usage_daily's key does. Checked in ClickHouse
+itself, for the three shapes the key takes: a UInt64, a UInt128 and (beyond 128 bits) a tuple."""
 
 from __future__ import annotations
 
@@ -57,3 +58,33 @@ def test_the_hourly_key_is_an_order_preserving_bijection(warehouse, counts, kind
     assert keys == distinct  # distinct id tuples, distinct keys: no two groups merge
     assert inversions == 0  # key order is usage_hourly's order
     assert re.findall(r" AS (\w+)", key.decode) == COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("counts", "kind"),
+    [(SMALL_FLEET, "UInt64"), (LARGE_FLEET, "UInt128"), (HUGE_FLEET, "Tuple")],
+)
+def test_the_daily_key_clears_the_hour_and_keeps_every_other_id(warehouse, counts, kind):
+    key = _hourly_key(counts)
+    daily_ids = ", ".join(c for c in COLUMNS if c != "hour_of_day")
+    ids = _ids(counts, 20000)
+    keyed = f"SELECT tuple({daily_ids}) AS original, {key.encode} AS sort_key FROM ({ids})"
+    daily = f"SELECT original, {key.daily} AS sort_key FROM ({keyed})"
+    decoded = f"SELECT original, sort_key, {key.decode} FROM ({daily})"
+    rows, kinds, wrong, hours, keys, distinct, inversions = warehouse.query_rows(
+        f"""
+        SELECT count(), groupUniqArray(toTypeName(sort_key)),
+               countIf(original != tuple({daily_ids})), countIf(hour_of_day != 0),
+               uniqExact(sort_key), uniqExact(original), countIf(previous > original)
+        FROM (
+            SELECT *, lagInFrame(original) OVER (
+                ORDER BY sort_key ROWS BETWEEN 1 PRECEDING AND CURRENT ROW
+            ) AS previous
+            FROM ({decoded})
+        )
+        """
+    )[0]
+    assert rows == 20000 and kinds == [kinds[0]] and kinds[0].startswith(kind)
+    assert wrong == 0 and hours == 0  # every id but the hour comes back; the hour is 0
+    assert keys == distinct  # one daily key per daily group: hours merge, nothing else does
+    assert inversions == 0  # daily key order is usage_daily's order

@@ -416,16 +416,25 @@ def _spell_out(
         """,
         params,
     )
+    # Daily groups by the packed key with its hour cleared: one integer to hash per hourly
+    # group, the ids decoded once per daily group, and rows sorted by that integer arrive in
+    # usage_daily's order (account, day, then as the key), so its insert sorts no strings.
+    fitting = "" if fits else "HAVING b <= {max:UInt64} AND r <= {max:UInt64}"
     warehouse.command(
         f"""
         INSERT INTO {warehouse.table(build_daily)} (day, {DIMENSIONS}, bytes, request_count)
         SELECT {{day:Date}}, {names}, accurateCast(b, 'UInt64'), accurateCast(r, 'UInt64')
         FROM (
-            SELECT {ID_COLUMNS}, sum(b) AS b, sum(r) AS r
-            FROM ({unpacked})
-            {published}
-            GROUP BY {ID_COLUMNS}
+            SELECT sort_key, {key.decode}, b, r FROM (
+                SELECT daily_key AS sort_key, b, r FROM (
+                    SELECT {key.daily} AS daily_key, sum(b) AS b, sum(r) AS r
+                    FROM {warehouse.table(grouped)}
+                    GROUP BY daily_key
+                    {fitting}
+                )
+            )
         )
+        ORDER BY sort_key
         """,
         params,
     )
@@ -554,10 +563,13 @@ def _id_width(count: int) -> int:
 @dataclass(frozen=True)
 class HourlyKey:
     """usage_hourly's sorting key in dimension ids, as SQL: `encode` builds it from
-    `hour_of_day` and the `i_*` ids, `decode` gives them back from a `sort_key` column."""
+    `hour_of_day` and the `i_*` ids, `decode` gives them back from a `sort_key` column, and
+    `daily` is a `sort_key` with its hour set to 0: the key of its daily group, of the same
+    type (decoded by `decode`, with hour_of_day 0)."""
 
     encode: str
     decode: str
+    daily: str
 
 
 def _hourly_key(counts: dict[str, int]) -> HourlyKey:
@@ -572,8 +584,11 @@ def _hourly_key(counts: dict[str, int]) -> HourlyKey:
     bits["hour_of_day"] = 5
     total = sum(bits.values())
     if total > 128:  # not with any real fleet: a tuple of the ids instead
-        decode = [f"sort_key.{i} AS {column}" for i, column in enumerate(columns, start=1)]
-        return HourlyKey(f"({HOURLY_ORDER_IDS})", ", ".join(decode))
+        fields = [f"sort_key.{i}" for i in range(1, len(columns) + 1)]
+        decode = [f"{field} AS {column}" for field, column in zip(fields, columns, strict=True)]
+        hour = columns.index("hour_of_day")
+        daily = ["toUInt8(0)" if i == hour else field for i, field in enumerate(fields)]
+        return HourlyKey(f"({HOURLY_ORDER_IDS})", ", ".join(decode), f"tuple({', '.join(daily)})")
     kind = "UInt64" if total <= 64 else "UInt128"
     encode, decode = [], []
     for column in columns:
@@ -583,7 +598,9 @@ def _hourly_key(counts: dict[str, int]) -> HourlyKey:
         encode.append(f"bitShiftLeft(to{kind}({column}), {total})")
         field = f"bitAnd(bitShiftRight(sort_key, {total}), {2 ** bits[name] - 1})"
         decode.append(f"toUInt{width}({field}) AS {column}")
-    return HourlyKey(" + ".join(encode), ", ".join(decode))
+        if name == "hour_of_day":  # xor clears the hour's bits and keeps the key's type
+            daily = f"bitXor(sort_key, bitShiftLeft(to{kind}({field}), {total}))"
+    return HourlyKey(" + ".join(encode), ", ".join(decode), daily)
 
 
 def _report(
