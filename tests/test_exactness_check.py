@@ -61,6 +61,12 @@ def test_the_recomputation_fails_on_a_wrongly_billed_version(landing, warehouse)
     assert billed_k1 in (100, 900)  # the conflict's winner, whichever hash is greater
     requests_k1 = 2 if billed_k1 == 900 else 1
     assert exact.recomputed == (818 + billed_k1, 9 + 7 + 4 + 1 + 2 + requests_k1, 6)
+    # Its work table (the repeated hashes) is gone, not left behind nor marked dropped.
+    left = warehouse.query_rows(
+        "SELECT name FROM system.tables WHERE name LIKE '%audit%' "
+        "UNION ALL SELECT table FROM system.dropped_tables WHERE table LIKE '%audit%'"
+    )
+    assert left == []
 
     # The conflict's loser billed instead of its winner.
     loser = 1000 - billed_k1

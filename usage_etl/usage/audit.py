@@ -1,13 +1,16 @@
-"""Read-only audits of a published day, for the day's asset checks (all pushed down to SQL)."""
+"""Audits of a published day, for the day's asset checks (all pushed down to SQL). They change
+nothing: the one table they write is `recompute_day`'s work table, dropped before it returns."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
 from usage_etl.usage.dedupe import CONTENT_HASH, LATEST_VERSION_FIRST
 from usage_etl.usage.ledger import counting_rows_sql
 from usage_etl.usage.publish import GROUP_SUM_OVERFLOW, dedupe_buckets
+from usage_etl.warehouse.build_tables import BUILD_PREFIX, drop_build_tables
 from usage_etl.warehouse.client import Warehouse
 
 
@@ -54,12 +57,25 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     versions (ORDER BY event_id, emitted_at DESC, content_hash DESC LIMIT 1 BY event_id). The
     publish instead takes an argMax by the packed (emitted_at, content hash) of every repeated
     event_id. Buckets of event_hash keep the memory flat, as in the publish. Sums stay in
-    UInt128 (Python ints).
+    UInt128 (Python ints). A bucket's repeated hashes are stored first, in a Memory work table:
+    named twice as a subquery (IN and NOT IN), the set was built twice (at 10% duplicated rows
+    of 11M, 3.6-4.5 s of the check instead of 2.0-2.6).
 
     The published side is what usage_daily holds plus the rollups the latest publication
     quarantined as `group_sum_overflow` (their staged rows' values): every winning rollup must
     be in exactly one of the two.
     """
+    repeated_hashes = f"{BUILD_PREFIX}audit_repeated_{uuid.uuid4().hex[:16]}"
+    try:
+        totals = _recompute_winners(warehouse, day, repeated_hashes)
+    finally:
+        drop_build_tables(warehouse, repeated_hashes)
+    return _published(warehouse, day, counting_rows_sql(warehouse), totals)
+
+
+def _recompute_winners(warehouse: Warehouse, day: date, repeated_hashes: str) -> list[int]:
+    """(bytes, request_count, event_ids) of the day's winning versions (`recompute_day`), the
+    repeated hashes of each bucket stored in the table `repeated_hashes` in turn."""
     params = {"day": day}
     buckets = dedupe_buckets(warehouse, day)
     rows = counting_rows_sql(warehouse)
@@ -69,14 +85,20 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         in_bucket = f"""
             SELECT * FROM ({rows}) WHERE event_hash % {{buckets:UInt32}} = {{bucket:UInt32}}
         """
-        repeated = f"SELECT event_hash FROM ({in_bucket}) GROUP BY event_hash HAVING count() > 1"
+        warehouse.command(
+            f"""
+            CREATE OR REPLACE TABLE {warehouse.table(repeated_hashes)} ENGINE = Memory AS
+            SELECT event_hash FROM ({in_bucket}) GROUP BY event_hash HAVING count() > 1
+            """,
+            bucket_params,
+        )
+        repeated = f"SELECT event_hash FROM {warehouse.table(repeated_hashes)}"
         per_event = f"""
             SELECT event_id, max({_LATEST_VALUES}) AS hi, min({_LATEST_VALUES_LOW}) AS lo,
                    toUInt128(hi) = toUInt128(lo) AS decided
             FROM ({in_bucket}) WHERE event_hash IN ({repeated})
             GROUP BY event_id
         """
-        # One statement: ClickHouse builds the set of repeated hashes once for every part.
         row = warehouse.query_rows(
             f"""
             SELECT sum(toUInt128(b)), sum(toUInt128(r)), count(), countIf(NOT decided)
@@ -106,6 +128,13 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
                 bucket_params,
             )[0]
             totals = [totals[0] + int(exact[0] or 0), totals[1] + int(exact[1] or 0), totals[2]]
+    return totals
+
+
+def _published(warehouse: Warehouse, day: date, rows: str, totals: list[int]) -> Recomputation:
+    """The published side of `recompute_day` (usage_daily plus the overflow quarantine), with
+    the recomputed `totals`."""
+    params = {"day": day}
     daily = warehouse.query_rows(
         f"SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
