@@ -58,8 +58,8 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
     publish instead takes an argMax by the packed (emitted_at, content hash) of every repeated
     event_id. Buckets of event_hash keep the memory flat, as in the publish. Sums stay in
     UInt128 (Python ints). A bucket's repeated hashes are stored first, in a Memory work table:
-    named twice as a subquery (IN and NOT IN), the set was built twice (at 10% duplicated rows
-    of 11M, 3.6-4.5 s of the check instead of 2.0-2.6).
+    named twice as a subquery (IN and NOT IN), the set was built twice (10% duplicated rows of
+    11M: 2.6-3.3 s of recomputation against 1.9-2.6 s, docs/performance.md, session 14).
 
     The published side is what usage_daily holds plus the rollups the latest publication
     quarantined as `group_sum_overflow` (their staged rows' values): every winning rollup must
