@@ -31,6 +31,24 @@ def _ids(counts: dict[str, int], rows: int) -> str:
     return f"SELECT {', '.join(parts)} FROM numbers({rows})"
 
 
+def _figures(warehouse, decoded: str, original: str, extra: str = "0") -> tuple:
+    """Of `decoded` (rows of `original`, `sort_key` and the ids decoded from it): rows, key
+    types, rows whose ids differ from `original` (an expression of them), `extra` (a count),
+    distinct keys, distinct originals, and rows whose original sorts before the previous key's."""
+    return warehouse.query_rows(
+        f"""
+        SELECT count(), groupUniqArray(toTypeName(sort_key)), countIf(original != {original}),
+               {extra}, uniqExact(sort_key), uniqExact(original), countIf(previous > original)
+        FROM (
+            SELECT *, lagInFrame(original) OVER (
+                ORDER BY sort_key ROWS BETWEEN 1 PRECEDING AND CURRENT ROW
+            ) AS previous
+            FROM ({decoded})
+        )
+        """
+    )[0]
+
+
 @pytest.mark.parametrize(
     ("counts", "kind"),
     [(SMALL_FLEET, "UInt64"), (LARGE_FLEET, "UInt128"), (HUGE_FLEET, "Tuple")],
@@ -40,19 +58,7 @@ def test_the_hourly_key_is_an_order_preserving_bijection(warehouse, counts, kind
     original = f"tuple({HOURLY_ORDER_IDS})"
     keyed = f"SELECT {original} AS original, {key.encode} AS sort_key FROM ({_ids(counts, 20000)})"
     decoded = f"SELECT original, sort_key, {key.decode} FROM ({keyed})"
-    rows, kinds, wrong, keys, distinct, inversions = warehouse.query_rows(
-        f"""
-        SELECT count(), groupUniqArray(toTypeName(sort_key)), countIf(original != {original}),
-               uniqExact(sort_key), uniqExact(original),
-               countIf(previous > original)
-        FROM (
-            SELECT *, lagInFrame(original) OVER (
-                ORDER BY sort_key ROWS BETWEEN 1 PRECEDING AND CURRENT ROW
-            ) AS previous
-            FROM ({decoded})
-        )
-        """
-    )[0]
+    rows, kinds, wrong, _, keys, distinct, inversions = _figures(warehouse, decoded, original)
     assert rows == 20000 and kinds[0].startswith(kind)
     assert wrong == 0  # every id of every row comes back from the key
     assert keys == distinct  # distinct id tuples, distinct keys: no two groups merge
@@ -66,24 +72,14 @@ def test_the_hourly_key_is_an_order_preserving_bijection(warehouse, counts, kind
 )
 def test_the_daily_key_clears_the_hour_and_keeps_every_other_id(warehouse, counts, kind):
     key = _hourly_key(counts)
-    daily_ids = ", ".join(c for c in COLUMNS if c != "hour_of_day")
+    original = f"tuple({', '.join(c for c in COLUMNS if c != 'hour_of_day')})"
     ids = _ids(counts, 20000)
-    keyed = f"SELECT tuple({daily_ids}) AS original, {key.encode} AS sort_key FROM ({ids})"
+    keyed = f"SELECT {original} AS original, {key.encode} AS sort_key FROM ({ids})"
     daily = f"SELECT original, {key.daily} AS sort_key FROM ({keyed})"
     decoded = f"SELECT original, sort_key, {key.decode} FROM ({daily})"
-    rows, kinds, wrong, hours, keys, distinct, inversions = warehouse.query_rows(
-        f"""
-        SELECT count(), groupUniqArray(toTypeName(sort_key)),
-               countIf(original != tuple({daily_ids})), countIf(hour_of_day != 0),
-               uniqExact(sort_key), uniqExact(original), countIf(previous > original)
-        FROM (
-            SELECT *, lagInFrame(original) OVER (
-                ORDER BY sort_key ROWS BETWEEN 1 PRECEDING AND CURRENT ROW
-            ) AS previous
-            FROM ({decoded})
-        )
-        """
-    )[0]
+    rows, kinds, wrong, hours, keys, distinct, inversions = _figures(
+        warehouse, decoded, original, "countIf(hour_of_day != 0)"
+    )
     assert rows == 20000 and kinds == [kinds[0]] and kinds[0].startswith(kind)
     assert wrong == 0 and hours == 0  # every id but the hour comes back; the hour is 0
     assert keys == distinct  # one daily key per daily group: hours merge, nothing else does
