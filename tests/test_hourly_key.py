@@ -18,6 +18,11 @@ SMALL_FLEET = dict(zip(USAGE_DIMENSIONS, (2000, 5000, 5, 10, 2, 6, 5, 3), strict
 LARGE_FLEET = dict(zip(USAGE_DIMENSIONS, (10**6, 10**7, 300, 70_000, 2, 300, 300, 3), strict=True))
 HUGE_FLEET = dict.fromkeys(USAGE_DIMENSIONS, 2**31)
 COLUMNS = HOURLY_ORDER_IDS.split(", ")
+# The three shapes the key takes, with a fleet that gets each.
+KEY_SHAPES = pytest.mark.parametrize(
+    ("counts", "kind"),
+    [(SMALL_FLEET, "UInt64"), (LARGE_FLEET, "UInt128"), (HUGE_FLEET, "Tuple")],
+)
 
 
 def _ids(counts: dict[str, int], rows: int) -> str:
@@ -49,10 +54,7 @@ def _figures(warehouse, decoded: str, original: str, extra: str = "0") -> tuple:
     )[0]
 
 
-@pytest.mark.parametrize(
-    ("counts", "kind"),
-    [(SMALL_FLEET, "UInt64"), (LARGE_FLEET, "UInt128"), (HUGE_FLEET, "Tuple")],
-)
+@KEY_SHAPES
 def test_the_hourly_key_is_an_order_preserving_bijection(warehouse, counts, kind):
     key = _hourly_key(counts)
     original = f"tuple({HOURLY_ORDER_IDS})"
@@ -66,10 +68,7 @@ def test_the_hourly_key_is_an_order_preserving_bijection(warehouse, counts, kind
     assert re.findall(r" AS (\w+)", key.decode) == COLUMNS
 
 
-@pytest.mark.parametrize(
-    ("counts", "kind"),
-    [(SMALL_FLEET, "UInt64"), (LARGE_FLEET, "UInt128"), (HUGE_FLEET, "Tuple")],
-)
+@KEY_SHAPES
 def test_the_daily_key_clears_the_hour_and_keeps_every_other_id(warehouse, counts, kind):
     key = _hourly_key(counts)
     original = f"tuple({', '.join(c for c in COLUMNS if c != 'hour_of_day')})"
