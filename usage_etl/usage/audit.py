@@ -70,7 +70,7 @@ def recompute_day(warehouse: Warehouse, day: date) -> Recomputation:
         totals = _recompute_winners(warehouse, day, repeated_hashes)
     finally:
         drop_build_tables(warehouse, repeated_hashes)
-    return _published(warehouse, day, counting_rows_sql(warehouse), totals)
+    return _published(warehouse, day, totals)
 
 
 def _recompute_winners(warehouse: Warehouse, day: date, repeated_hashes: str) -> list[int]:
@@ -131,10 +131,11 @@ def _recompute_winners(warehouse: Warehouse, day: date, repeated_hashes: str) ->
     return totals
 
 
-def _published(warehouse: Warehouse, day: date, rows: str, totals: list[int]) -> Recomputation:
+def _published(warehouse: Warehouse, day: date, totals: list[int]) -> Recomputation:
     """The published side of `recompute_day` (usage_daily plus the overflow quarantine), with
     the recomputed `totals`."""
     params = {"day": day}
+    rows = counting_rows_sql(warehouse)
     daily = warehouse.query_rows(
         f"SELECT sum(toUInt128(bytes)), sum(toUInt128(request_count)) "
         f"FROM {warehouse.table('usage_daily')} WHERE day = {{day:Date}}",
