@@ -6,6 +6,7 @@ day matches exactly; each scenario then removes traffic from one side only.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -466,3 +467,47 @@ def test_checks_run_in_the_daily_usage_job():
     job = defs().resolve_job_def("daily_usage")
     names = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
     assert {"rollups_cover_cache_events", "node_hours_complete"} <= names
+
+
+@pytest.mark.parametrize("top_n", [1, 7, 1000])
+def test_worst_groups_are_ranked_across_kinds_as_one_list_per_day(warehouse, top_n):
+    """A day's worst groups come from every kind and action at once: errors, then warnings,
+    larger difference first, ties by account, project, kind and action; each day its own
+    list. Differences repeat on purpose, so the tie order decides."""
+    rng = random.Random(top_n)
+    second = DAY + timedelta(days=1)
+    rank = {Status.ERROR: 0, Status.WARN: 1, Status.OK: 2}
+    expected: dict[date, list[tuple]] = {DAY: [], second: []}
+    daily, cache = [], []
+    groups = itertools.product(
+        (DAY, second), ("a1", "a2", "b1"), ("p1", "p2"), ("xcode", "gradle", "nx"), DIRECTION
+    )
+    for day, account, project, kind, action in groups:
+        base = rng.choice((256, 512)) * MIB
+        difference = rng.choice((100, 200)) * MIB  # beyond both tolerances
+        status = rng.choice(list(Status))
+        rollup = base + difference if status is Status.WARN else base
+        cached = base + difference if status is Status.ERROR else base
+        direction, operation = DIRECTION[action]
+        place = ("eu-central", "edge-fra-1", direction, operation, kind, "public_internet")
+        daily.append((day, account, project, *place, rollup, 1))
+        at = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+        event_id = f"{day}-{account}-{project}-{kind}-{action}"
+        cache.append((event_id, at, account, project, kind, action, cached))
+        gap = difference if status is not Status.OK else 0
+        key = (rank[status], -gap, account, project, kind, action)
+        expected[day].append((key, (account, project, kind, action, status)))
+    daily_columns = ["day", "account_id", "project_id", "region", "node_id", "direction"]
+    daily_columns += ["operation", "artifact_kind", "network_path", "bytes", "request_count"]
+    warehouse.insert_rows("usage_daily", daily, daily_columns)
+    cache_columns = ["event_id", "occurred_at", "account_id", "project_id", "artifact_kind"]
+    warehouse.insert_rows("cache_events", cache, [*cache_columns, "action", "size_bytes"])
+
+    recs = reconcile_days(warehouse, [DAY, second], Tolerances(top_n=top_n), "cache_events")
+
+    for day in (DAY, second):
+        worst = [
+            (g.account_id, g.project_id, g.artifact_kind, g.action, g.status)
+            for g in recs[day].worst
+        ]
+        assert worst == [group for _, group in sorted(expected[day])[:top_n]]

@@ -171,21 +171,22 @@ FROM (
 GROUP BY day, account_id, project_id, artifact_kind, action
 """
 
+# Per day and (artifact_kind, action): the totals, and the kind's `top_n` worst groups as
+# candidates (groupArraySorted keeps the smallest keys: errors, then warnings, then ok; larger
+# difference first, then account and project). A day's worst groups overall are the best of its
+# kinds' candidates (`_rank_worst`): one pass over the groups serves both, where a second
+# statement ranking all of them cost a 50,000-account day 1.8-2.7 s of the check's 3-4.3 s
+# (docs/performance.md, session 15).
 _KINDS_SQL = """
 SELECT day, artifact_kind, action, sum(rollup_bytes), sum(cache_bytes), count(),
-       countIf(status = 'error'), countIf(status = 'warn')
+       countIf(status = 'error'), countIf(status = 'warn'),
+       groupArraySorted({{top_n:UInt32}})((
+           indexOf(['error', 'warn', 'ok'], status),
+           bitNot(greatest(rollup_bytes, cache_bytes) - least(rollup_bytes, cache_bytes)),
+           account_id, project_id, rollup_bytes, cache_bytes, status))
 FROM ({groups})
 GROUP BY day, artifact_kind, action
 ORDER BY day, artifact_kind, action
-"""
-
-_WORST_SQL = """
-SELECT day, account_id, project_id, artifact_kind, action, rollup_bytes, cache_bytes, status
-FROM ({groups})
-ORDER BY day, indexOf(['error', 'warn', 'ok'], status),
-         greatest(rollup_bytes, cache_bytes) - least(rollup_bytes, cache_bytes) DESC,
-         account_id, project_id, artifact_kind, action
-LIMIT {{top_n:UInt32}} BY day
 """
 
 # The rollup bytes of each node in the listed groups (parallel arrays of their keys).
@@ -219,8 +220,8 @@ def reconcile(
 def reconcile_days(
     warehouse: Warehouse, days: list[date], tolerances: Tolerances, cache_events_table: str
 ) -> dict[date, Reconciliation]:
-    """`reconcile` of every day from min(days) to max(days), in two statements for them all
-    (and a third for the node lists of the worst groups)."""
+    """`reconcile` of every day from min(days) to max(days), in one statement for them all
+    (and a second for the node lists of the worst groups)."""
     first, last = min(days), max(days)
     groups = _GROUPS_SQL.format(
         rollups=_rollups_sql(warehouse), cache_events=warehouse.table(cache_events_table)
@@ -233,14 +234,16 @@ def reconcile_days(
         **tolerances.parameters(),
     }
     kinds: dict[date, list[KindSummary]] = {}
-    for day, kind, action, r, c, n, e, w in warehouse.query_rows(
-        _KINDS_SQL.format(groups=groups), params
+    candidates: dict[date, list[tuple]] = {}
+    for day, kind, action, r, c, n, e, w, worst_of_kind in warehouse.query_rows(
+        _KINDS_SQL.format(groups=groups), {**params, "top_n": tolerances.top_n}
     ):
         summary = KindSummary(kind, action, int(r), int(c), int(n), int(e), int(w))
         kinds.setdefault(day, []).append(summary)
-    ranked = warehouse.query_rows(
-        _WORST_SQL.format(groups=groups), {**params, "top_n": tolerances.top_n}
-    )
+        candidates.setdefault(day, []).extend((day, kind, action, *g) for g in worst_of_kind)
+    ranked = [
+        row for day in sorted(candidates) for row in _rank_worst(candidates[day], tolerances.top_n)
+    ]
     nodes = _worst_nodes(warehouse, [r[:5] for r in ranked], params)
     worst: dict[date, list[GroupDiff]] = {}
     for day, account, project, kind, action, r, c, status in ranked:
@@ -253,6 +256,19 @@ def reconcile_days(
         day: Reconciliation(day, tolerances, kinds.get(day, []), worst.get(day, []))
         for day in days_between(first, last)
     }
+
+
+def _rank_worst(candidates: list[tuple], top_n: int) -> list[tuple]:
+    """A day's `top_n` worst groups among its kinds' candidates (`_KINDS_SQL`: day, kind,
+    action, status rank, inverted difference, account, project, rollup, cache, status), as
+    (day, account, project, kind, action, rollup, cache, status): errors first, then warnings,
+    larger difference first, then by account, project, kind and action. Python's str order is
+    ClickHouse's byte order for UTF-8."""
+    ranked = sorted(candidates, key=lambda g: (*g[3:7], g[1], g[2]))[:top_n]
+    return [
+        (day, account, project, kind, action, rollup, cache, status)
+        for day, kind, action, _, _, account, project, rollup, cache, status in ranked
+    ]
 
 
 def _rollups_sql(warehouse: Warehouse) -> str:
