@@ -542,11 +542,22 @@ def _store_dimensions(
     parameters they would be SQL text, and a day with many long distinct values (a hostile
     node can write them) would make every statement parse megabytes."""
     table = warehouse.table(dimensions)
-    arrays = ", ".join(f"arraySort(groupUniqArray({d})) AS values_{d}" for d in USAGE_DIMENSIONS)
+    # One grouping set per dimension, in one read: each groups a single LowCardinality column
+    # by its dictionary, where groupUniqArray hashed every row's string (a 50,000-account day:
+    # 2.2-4.9 s -> 1.5-3.2 s). group_by_use_nulls leaves the other dimensions NULL in a set's
+    # rows, and groupArray skips NULLs; the columns themselves are never NULL.
+    arrays = ", ".join(f"arraySort(groupArray({d})) AS values_{d}" for d in USAGE_DIMENSIONS)
+    sets = ", ".join(f"({d})" for d in USAGE_DIMENSIONS)
     warehouse.command(
-        f"CREATE OR REPLACE TABLE {table} ENGINE = Memory AS "
-        f"SELECT {arrays} FROM ({counting_rows_sql(warehouse)})",
+        f"""
+        CREATE OR REPLACE TABLE {table} ENGINE = Memory AS
+        SELECT {arrays} FROM (
+            SELECT {DIMENSIONS} FROM ({counting_rows_sql(warehouse)})
+            GROUP BY GROUPING SETS ({sets})
+        )
+        """,
         {"day": day},
+        group_by_use_nulls=1,
     )
     staged = STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows"))
     counting = f"SELECT sum(loaded_rows) FROM ({counting_loads_sql(warehouse)})"
