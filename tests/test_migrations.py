@@ -72,11 +72,17 @@ def test_cluster_ddl_is_rendered_with_on_cluster_and_replicated_engines():
 def test_background_merges_leave_a_days_bulk_load_alone(warehouse, settings):
     """sql/006: rollup_rows merges in the background only parts adding up to 16 MiB or less
     (late files), never the ~15 MiB parts of a day's bulk load, which its readers take as they
-    are. (`OPTIMIZE ... PARTITION` still compacts a day on demand.)"""
-    engine = warehouse.query_one(
-        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        {"db": settings.database, "t": "rollup_rows"},
+    are; sql/011: the same for the parts of a large day's publication. (`OPTIMIZE ...
+    PARTITION` still compacts a day on demand, warehouse_maintenance a settled one.)"""
+    engines = dict(
+        warehouse.query_rows(
+            "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
+            {"db": settings.database},
+        )
     )
-    assert "max_bytes_to_merge_at_max_space_in_pool = 16777216" in engine
+    assert "max_bytes_to_merge_at_max_space_in_pool = 16777216" in engines["rollup_rows"]
     # sql/007: those parts are Compact (one file), a merged day is Wide.
-    assert "min_bytes_for_wide_part = 67108864" in engine
+    assert "min_bytes_for_wide_part = 67108864" in engines["rollup_rows"]
+    # sql/011: nor the parts a large day's publish swaps into the usage tables.
+    for table in ("usage_hourly", "usage_daily"):
+        assert "max_bytes_to_merge_at_max_space_in_pool = 16777216" in engines[table]

@@ -1,4 +1,5 @@
-"""warehouse_maintenance: merge settled staging days of rollup_rows into one part each.
+"""warehouse_maintenance: merge settled days of rollup_rows, usage_hourly and usage_daily into
+one part each.
 
 Not a contract job: housekeeping. It takes the `warehouse` pool like every step that opens the
 warehouse, so on the embedded engine it queues behind (or ahead of) the daily runs."""
@@ -30,12 +31,13 @@ class CompactionConfig(dg.Config):
     )
 
 
-@dg.op(pool=POOL, tags={"usage_etl/layer": "maintenance"})
-def compact_rollup_rows(
+@dg.op(name="compact_settled_days", pool=POOL, tags={"usage_etl/layer": "maintenance"})
+def compact_settled_days_op(
     context: dg.OpExecutionContext, config: CompactionConfig, clickhouse: ClickHouseResource
 ) -> dg.Output[int]:
-    """Merge each settled day of rollup_rows that has more than `above_parts` parts into one
-    part. What readers see is unchanged; later engine opens and day reads get cheaper."""
+    """Merge each settled day of rollup_rows, usage_hourly and usage_daily that has more than
+    `above_parts` parts into one part. What readers see is unchanged; later engine opens and
+    day reads get cheaper."""
     today = date.fromisoformat(config.today) if config.today else datetime.now(UTC).date()
     settled_before = today - timedelta(days=config.settle_days)
     results = compact_settled_days(
@@ -44,9 +46,12 @@ def compact_rollup_rows(
     waiting = [r for r in results if not r.compacted]
     compacted = len(results) - len(waiting)
     for r in waiting:
-        context.log.warning(f"{r.day}: a background merge held its parts; retried next run")
+        context.log.warning(
+            f"{r.table} {r.day}: a background merge held its parts; retried next run"
+        )
     table = "\n".join(
-        f"| {r.day} | {r.parts_before} | {r.parts_after} | {r.rows:,} |" for r in results
+        f"| {r.table} | {r.day} | {r.parts_before} | {r.parts_after} | {r.rows:,} |"
+        for r in results
     )
     return dg.Output(
         compacted,
@@ -55,7 +60,8 @@ def compact_rollup_rows(
             "days_compacted": compacted,
             "days_waiting": len(waiting),
             "days": dg.MetadataValue.md(
-                "| day | parts before | parts after | rows |\n|---|---:|---:|---:|\n" + table
+                "| table | day | parts before | parts after | rows |\n|---|---|---:|---:|---:|\n"
+                + table
                 if results
                 else "nothing to compact"
             ),
@@ -66,9 +72,9 @@ def compact_rollup_rows(
 @dg.job(
     name=MAINTENANCE_JOB,
     executor_def=dg.in_process_executor,
-    description="Merge settled days of the rollup_rows staging table into one part each "
-    "(housekeeping; readers see the same rows).",
+    description="Merge settled days of rollup_rows, usage_hourly and usage_daily into one part "
+    "each (housekeeping; readers see the same rows).",
     tags={JOB_TAG: MAINTENANCE_JOB},
 )
 def warehouse_maintenance() -> None:
-    compact_rollup_rows()
+    compact_settled_days_op()
