@@ -200,9 +200,9 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     landing, warehouse, monkeypatch, grouped_in_memory
 ):
     """Big days are deduplicated in event_hash buckets and aggregated in account buckets (flat
-    memory), with their work tables on disk (a small day's are Memory tables) but for each
-    bucket's hourly groups, in memory unless the bucket is oversized; the totals, the hourly
-    rows, the duplicate count and the exactness check must not change."""
+    memory), with their work tables on disk (a small day's are Memory tables; a bucket's
+    hourly groups are in memory unless the bucket is oversized: here both ways); the totals,
+    the hourly rows, the duplicate count and the exactness check must not change."""
     from usage_etl.usage import publish
 
     rows = [
