@@ -195,14 +195,12 @@ def test_an_empty_day_publishes_an_empty_partition(landing, warehouse):
     assert usage_rows(warehouse, "2026-10-07") == []
 
 
-@pytest.mark.parametrize("grouped_in_memory", [False, True], ids=["grouped_on_disk", "in_memory"])
 def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
-    landing, warehouse, monkeypatch, grouped_in_memory
+    landing, warehouse, monkeypatch
 ):
     """Big days are deduplicated in event_hash buckets and aggregated in account buckets (flat
-    memory), with their work tables on disk (a small day's are Memory tables; a bucket's
-    hourly groups are in memory unless the bucket is oversized: here both ways); the totals,
-    the hourly rows, the duplicate count and the exactness check must not change."""
+    memory), with their work tables on disk (a small day's are Memory tables); the totals, the
+    hourly rows, the duplicate count and the exactness check must not change."""
     from usage_etl.usage import publish
 
     rows = [
@@ -224,19 +222,8 @@ def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     monkeypatch.setattr(publish, "DEDUPE_BUCKET_ROWS", 7)  # 56 staged rows -> 8 buckets
     monkeypatch.setattr(publish, "GROUP_BUCKET_ROWS", 9)  # 56 counting rows -> 7 account buckets
     monkeypatch.setattr(publish, "SMALL_DAY_ROWS", 0)  # a large day's work tables, on disk
-    # Buckets of up to 9 * share rows group in memory: none, or all of them.
-    monkeypatch.setattr(publish, "GROUPED_IN_MEMORY_SHARE", 100 if grouped_in_memory else 0)
-    engines = []
-    group_hourly = publish._group_hourly
-
-    def spy(warehouse, params, rows, grouped, in_memory=False):
-        engines.append(in_memory)
-        return group_hourly(warehouse, params, rows, grouped, in_memory)
-
-    monkeypatch.setattr(publish, "_group_hourly", spy)
     bucketed = run_daily(DAY)
 
-    assert engines and set(engines) == {grouped_in_memory}  # every bucket that has rows
     assert bucketed.success and _check_results(bucketed)["usage_daily_is_exact"]
     assert published() == expected  # each bucket spells out its own hourly and daily rows
     total = sum(range(1, 41)) - 4 + 999

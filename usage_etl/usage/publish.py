@@ -51,12 +51,6 @@ GROUP_BUCKET_ROWS = tuning().group_bucket_rows  # USAGE_ETL_GROUP_BUCKET_ROWS
 # Memory tables (at most ~18 MB here): no part to sort, compress and write for tables read a
 # few times and dropped. On the small days of a backfill those parts cost ~15% of the publish.
 SMALL_DAY_ROWS = 250_000
-# A bucket of at most this many times GROUP_BUCKET_ROWS rows keeps its hourly groups in a Memory
-# table too (~64-72 bytes a group: at most ~190 MB at the default), read twice and dropped:
-# writing them as a sorted part cost each bucket of the `issue` grid cell ~0.25 s more than the
-# Memory table's later sort (docs/performance.md, session 15). A bucket swollen by one very large
-# account (buckets are hashes of accounts) groups onto disk instead.
-GROUPED_IN_MEMORY_SHARE = 1.5
 
 
 @dataclass(frozen=True)
@@ -248,13 +242,10 @@ def _dedupe_into(
         # one partition per bucket; each bucket's GROUP BY then reads its own partition.
         _store_keyed_rows(warehouse, day, (single, winners), work.keyed, buckets)
         rows = f"SELECT * FROM {warehouse.table(work.keyed)} WHERE bucket = {{bucket:UInt32}}"
-    # Buckets without rows (no account hashed to them) are skipped.
-    sizes = _bucket_rows(warehouse, work.keyed) if buckets > 1 else {0: counting}
     overflowed = False
-    for bucket, size in sorted(sizes.items()):
+    for bucket in range(buckets):
         params = {"day": day, "bucket": bucket}
-        grouped_in_memory = in_memory or size <= GROUPED_IN_MEMORY_SHARE * GROUP_BUCKET_ROWS
-        _group_hourly(warehouse, params, rows, work.grouped, grouped_in_memory)
+        _group_hourly(warehouse, params, rows, work.grouped, in_memory)
         overflowed |= _spell_out(
             warehouse, params, work.grouped, build_hourly, build_daily, names, key,
             work.overflow, first_overflow=not overflowed,
@@ -337,24 +328,12 @@ def _store_keyed_rows(
     )
 
 
-def _bucket_rows(warehouse: Warehouse, keyed: str) -> dict[int, int]:
-    """Rows of each bucket of the table `keyed` (`_store_keyed_rows`), from its parts' metadata."""
-    rows = warehouse.query_rows(
-        "SELECT partition, sum(rows) FROM system.parts "
-        "WHERE database = {database:String} AND table = {table:String} AND active "
-        "GROUP BY partition",
-        {"database": warehouse.database, "table": keyed},
-    )
-    return {int(partition): int(count) for partition, count in rows}
-
-
 def _group_hourly(
     warehouse: Warehouse, params: dict, rows: str, grouped: str, in_memory: bool = False
 ) -> None:
     """Sums per hourly key of one bucket's rows (`rows`: `_keyed_rows_sql`, or the keyed
     table's partition), into `grouped` (UInt128 sums: checked against UInt64 when spelled
-    out): a Memory table `in_memory` (a small day or bucket: `GROUPED_IN_MEMORY_SHARE`), else
-    sorted by the key on disk."""
+    out): a Memory table on a small day (`SMALL_DAY_ROWS`), else sorted by the key on disk."""
     engine = "Memory" if in_memory else f"MergeTree ORDER BY sort_key SETTINGS {NO_MERGE_SETTINGS}"
     warehouse.command(
         f"""
