@@ -47,10 +47,7 @@ class DayCompaction:
 
 
 def fragmented_days(
-    warehouse: Warehouse,
-    settled_before: date,
-    above_parts: int = COMPACT_ABOVE_PARTS,
-    table: str = "rollup_rows",
+    warehouse: Warehouse, table: str, settled_before: date, above_parts: int = COMPACT_ABOVE_PARTS
 ) -> list[tuple[date, int, int]]:
     """(day, active parts, rows) of each day of `table` before `settled_before` with more than
     `above_parts` parts, oldest first."""
@@ -80,13 +77,12 @@ def compact_settled_days(
     settled_before: date,
     above_parts: int = COMPACT_ABOVE_PARTS,
     max_days: int = MAX_DAYS_PER_RUN,
-    tables: tuple[str, ...] = COMPACTED_TABLES,
 ) -> list[DayCompaction]:
-    """Merge each fragmented settled day of each of `tables` into one part (at most `max_days`
-    per table)."""
+    """Merge each fragmented settled day of each of COMPACTED_TABLES into one part (at most
+    `max_days` per table)."""
     results = []
-    for table in tables:
-        days = fragmented_days(warehouse, settled_before, above_parts, table)[:max_days]
+    for table in COMPACTED_TABLES:
+        days = fragmented_days(warehouse, table, settled_before, above_parts)[:max_days]
         for day, parts, rows in days:
             try:
                 warehouse.command(
