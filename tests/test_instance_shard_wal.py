@@ -57,6 +57,17 @@ def counting_initdb(storage, monkeypatch) -> list[str]:
     return calls
 
 
+def one_run_then_reopened(base: str, monkeypatch, between=lambda path: None):
+    """A run stored by one storage, then the same folder opened by another (a later process),
+    whose calls of Dagster's own `_initdb` are recorded; `between(shard)` runs in between."""
+    first = OpenShardsSqliteEventLogStorage(base_dir=base)
+    run_id = materialize_into(first)
+    first.dispose()
+    between(first.path_for_shard(run_id))
+    second = OpenShardsSqliteEventLogStorage(base_dir=base)
+    return run_id, second, counting_initdb(second, monkeypatch)
+
+
 def test_a_new_shard_is_dagsters_own_schema_in_wal_mode(tmp_path):
     ours = OpenShardsSqliteEventLogStorage(base_dir=str(tmp_path / "ours"))
     run_id = materialize_into(ours)
@@ -73,14 +84,9 @@ def test_a_new_shard_is_dagsters_own_schema_in_wal_mode(tmp_path):
 
 
 def test_later_shards_skip_dagsters_setup_and_keep_their_events(tmp_path, monkeypatch):
-    base = str(tmp_path)
-    first = OpenShardsSqliteEventLogStorage(base_dir=base)
-    earlier = materialize_into(first)
-    first.dispose()
     # Another process's storage: the index and the earlier run's shard are at the template's
     # revision, and its own run's shard is a copy of the template.
-    second = OpenShardsSqliteEventLogStorage(base_dir=base)
-    calls = counting_initdb(second, monkeypatch)
+    earlier, second, calls = one_run_then_reopened(str(tmp_path), monkeypatch)
     later = materialize_into(second)
     assert [e.dagster_event_type for e in second.get_logs_for_run(earlier)]
     assert calls == []
@@ -89,14 +95,11 @@ def test_later_shards_skip_dagsters_setup_and_keep_their_events(tmp_path, monkey
 
 
 def test_a_shard_at_another_revision_takes_dagsters_own_setup(tmp_path, monkeypatch):
-    base = str(tmp_path)
-    first = OpenShardsSqliteEventLogStorage(base_dir=base)
-    run_id = materialize_into(first)
-    first.dispose()
-    with sqlite3.connect(first.path_for_shard(run_id)) as connection:
-        connection.execute("UPDATE alembic_version SET version_num = 'older'")
-    second = OpenShardsSqliteEventLogStorage(base_dir=base)
-    calls = counting_initdb(second, monkeypatch)
+    def older(shard: str) -> None:
+        with sqlite3.connect(shard) as connection:
+            connection.execute("UPDATE alembic_version SET version_num = 'older'")
+
+    run_id, second, calls = one_run_then_reopened(str(tmp_path), monkeypatch, older)
     assert [e.dagster_event_type for e in second.get_logs_for_run(run_id)]
     assert calls == [f"{run_id}.db"]
     second.dispose()
