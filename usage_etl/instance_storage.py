@@ -92,6 +92,22 @@ def _new_shard_in_wal_mode(path: str) -> None:
         pass
 
 
+def _set_up_by_dagster(path: str, initdb: Callable[[Engine], None]) -> None:
+    """Dagster's own first-use setup (`initdb`: create the tables and stamp them, or check the
+    revision) of the shard file at `path`, created in WAL mode first if new, on a throwaway
+    engine as Dagster does it."""
+    _new_shard_in_wal_mode(path)
+    setup = create_engine(
+        f"sqlite:///{path}",
+        poolclass=NullPool,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+    )
+    try:
+        initdb(setup)
+    finally:
+        setup.dispose()
+
+
 def _alembic_revision(engine: Engine) -> tuple[str, ...]:
     """The revision(s) a shard is stamped with (empty: none, or no such table)."""
     try:
@@ -109,12 +125,7 @@ def _template_at_head(path: str, initdb: Callable[[Engine], None]) -> tuple[str,
     if not os.path.exists(path):
         partial = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            _new_shard_in_wal_mode(partial)
-            setup = create_engine(f"sqlite:///{partial}", poolclass=NullPool)
-            try:
-                initdb(setup)
-            finally:
-                setup.dispose()  # the last connection: checkpointed, no WAL left
+            _set_up_by_dagster(partial, initdb)  # disposed: checkpointed, no WAL left
             _fsync(partial)
             os.replace(partial, path)
         except (OSError, sqlite3.Error, SQLAlchemyError) as exc:
@@ -225,15 +236,7 @@ class OpenShardsSqliteEventLogStorage(SqliteEventLogStorage):
                 return
             if os.path.exists(path) and _alembic_revision(engine) == head:
                 return
-        _new_shard_in_wal_mode(path)
-        # Dagster's own first-use setup, on a throwaway engine as Dagster does it.
-        setup = create_engine(
-            self.conn_string_for_shard(shard),
-            poolclass=NullPool,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-        )
-        self._initdb(setup)
-        setup.dispose()
+        _set_up_by_dagster(path, self._initdb)
 
     def _template_path(self) -> str:
         # Not `*.db`: Dagster lists and wipes the run shards by that pattern.
