@@ -10,8 +10,11 @@ from __future__ import annotations
 import tempfile
 from datetime import date
 
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from rollup_files import Landing, parquet_bytes
+from rollup_files import PARQUET_SCHEMA, Landing, parquet_bytes, rollup
 
 from usage_etl.simulator import FaultSpec, FleetSpec, Simulator
 from usage_etl.usage import fetch, load, native
@@ -396,3 +399,92 @@ def test_fetched_ndjson_is_one_chunk_and_a_truncated_stream_costs_only_itself(
     assert len(_file_reads(statements)) == 2  # the whole chunk, then all but the broken file
     assert not _s3_reads(statements)
     assert not _left_behind(fetch_dir)
+
+
+def _parquet(table: pa.Table | pl.DataFrame) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.to_arrow() if isinstance(table, pl.DataFrame) else table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _contract_frame(n: int = 3) -> pl.DataFrame:
+    return pl.DataFrame([rollup(f"e{i}") for i in range(n)], schema=PARQUET_SCHEMA)
+
+
+# Footers of every kind the fast path must judge: the contract's own types, other integer and
+# time types ClickHouse reads as polars does, types it must refuse, a missing column, a contract
+# name inside a struct and a list (leaf names repeat), a dictionary-encoded string.
+FOOTER_FILES = {
+    "contract": lambda: parquet_bytes([rollup("a"), rollup("b")]),
+    "missing project_id": lambda: parquet_bytes([rollup("a")], drop=("project_id",)),
+    "int32 counters": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("bytes").cast(pl.Int32))
+    ),
+    "unsigned bytes": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("bytes").cast(pl.UInt64))
+    ),
+    "float bytes": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("bytes").cast(pl.Float64))
+    ),
+    "nanosecond times": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("window_start").dt.cast_time_unit("ns"))
+    ),
+    "millisecond times": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("emitted_at").dt.cast_time_unit("ms"))
+    ),
+    "binary event_id": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("event_id").cast(pl.Binary))
+    ),
+    "nested event_id": lambda: _parquet(
+        _contract_frame().with_columns(pl.struct(pl.col("event_id")).alias("extra"))
+    ),
+    "list column": lambda: _parquet(
+        _contract_frame().with_columns(pl.concat_list("bytes").alias("l"))
+    ),
+    "categorical region": lambda: _parquet(
+        _contract_frame().with_columns(pl.col("region").cast(pl.Categorical))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOOTER_FILES))
+def test_a_footer_read_from_the_fetched_bytes_is_the_one_clickhouse_reads(
+    warehouse, tmp_path, name
+):
+    """fetch.py reads a fetched Parquet file's footer from its bytes instead of asking ClickHouse
+    (`ParquetMetadata` on the local copy): the row count, the columns and the verdict must be
+    ClickHouse's own, for files the fast path takes and for files it must refuse."""
+    body = FOOTER_FILES[name]()
+    path = tmp_path / f"{name.replace(' ', '-')}.parquet"
+    path.write_bytes(body)
+    footer = fetch.parquet_footer(body)
+    assert footer is not None
+    rows, columns = warehouse.query_rows(
+        "SELECT num_rows, arrayMap(c -> (c.name, c.physical_type, c.logical_type, "
+        "c.max_repetition_level), columns) FROM file({path:String}, 'ParquetMetadata')",
+        {"path": str(path)},
+    )[0]
+    assert (footer.rows, footer.columns) == (rows, tuple(tuple(c) for c in columns))
+    copy = fetch.Fetched("k", str(path), "etag-1", len(body), True, footer=footer)
+    by_clickhouse = native._local_footers(warehouse, [copy])
+    assert by_clickhouse == [native._fetched_footer(copy)]
+    assert by_clickhouse[0].eligible == (
+        name in ("contract", "missing project_id", "int32 counters", "nanosecond times",
+                 "categorical region")
+    )  # fmt: skip
+
+
+def test_a_footer_arrow_cannot_read_is_left_to_clickhouse(landing, warehouse, monkeypatch):
+    """A copy whose footer fetch.py cannot read (here: a corrupt footer behind a valid magic)
+    has no footer of its own; ClickHouse's footer query judges it as before, and the file goes
+    the Python way, which quarantines it."""
+    body = parquet_bytes([rollup("a")])
+    corrupt = body[:-40] + b"\x00" * 36 + body[-4:]
+    assert fetch.parquet_footer(corrupt) is None
+    key = landing.put("corrupt.parquet", corrupt)
+    statements = _statements(monkeypatch, warehouse)
+    report = ingest_day(warehouse, landing.area, DAYS[0], "corrupt-footer",
+                        s3_access=native.s3_access_from_client(landing.client))  # fmt: skip
+    assert report.objects_handed_back == {key: "unreadable footer"}
+    assert report.objects_quarantined == 1
+    assert any("ParquetMetadata" in sql for sql in statements)

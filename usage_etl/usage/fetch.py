@@ -47,6 +47,37 @@ class Fetched:
     size: int = 0
     footer_magic: bool = False  # the bytes could be a Parquet file (length and last 4 bytes)
     error: str = ""  # why the GET failed (status or exception class), never the URL
+    footer: ParquetFooter | None = None  # read from the bytes (Parquet copies only), if readable
+
+
+@dataclass(frozen=True)
+class ParquetFooter:
+    """A Parquet footer as ClickHouse's `ParquetMetadata` gives it: the row count and, per leaf
+    column, (its own name, physical type, logical type, max repetition level). Both print types
+    with parquet-cpp's names (`INT64`, `Timestamp(isAdjustedToUTC=true, timeUnit=…)`)."""
+
+    rows: int
+    columns: tuple[tuple[str, str, str, int], ...]
+
+
+def parquet_footer(body: bytes) -> ParquetFooter | None:
+    """The footer of a fetched Parquet file, read by Arrow from the bytes in memory (~0.1 ms;
+    ClickHouse's footer query on the local copy costs ~0.5 ms of CPU a file). None when Arrow
+    cannot read it: ClickHouse's own footer query then decides, as for every file before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_metadata(pa.BufferReader(body))
+        schema = metadata.schema
+        columns = tuple(
+            (column.name, column.physical_type, str(column.logical_type),
+             column.max_repetition_level)
+            for column in (schema.column(i) for i in range(len(schema)))
+        )  # fmt: skip
+        return ParquetFooter(metadata.num_rows, columns)
+    except Exception:  # any failure to read it leaves the verdict to ClickHouse
+        return None
 
 
 PREFIX = "usage-etl-fetch-"
@@ -159,8 +190,9 @@ class Fetcher:
                 with open(path, "wb") as out:
                     out.write(body)
                 magic = len(body) >= MIN_PARQUET_BYTES and body[-4:] in FOOTER_MAGICS
+                footer = parquet_footer(body) if magic and path.endswith(".parquet") else None
                 crash_points.fault_point("ingest.fetched_one")
-                return Fetched(key, path, etag, len(body), magic)
+                return Fetched(key, path, etag, len(body), magic, footer=footer)
             error = f"HTTP {status}"
             if status < 500:  # 404 after the listing, 403: retrying cannot help
                 break

@@ -23,8 +23,9 @@ everything else back:
 
 With the embedded engine, small files are fetched once by Python first (usage/fetch.py, FETCH)
 and every read above uses the local copies through `file()` instead of `s3()`: the footer-magic
-screen runs on the fetched bytes, `_path` and `_etag` are mapped back to the object's key and the
-ETag its GET returned. A GET that failed or returned another ETag than the listing's hands the
+screen runs on the fetched bytes, a fetched Parquet file's footer is read from its bytes by Arrow
+in the fetch (ClickHouse's footer query only for a footer Arrow cannot read), `_path` and `_etag`
+are mapped back to the object's key and the ETag its GET returned. A GET that failed or returned another ETag than the listing's hands the
 file back before any query. A server DSN keeps `s3()`: its `file()` reads the server's disk.
 
 Only objects of nodes with no registry restriction whose keys are plain (no glob characters)
@@ -460,6 +461,13 @@ def _local_footers(warehouse: Warehouse, files: list[Fetched]) -> list[Footer] |
     ]
 
 
+def _fetched_footer(fetched: Fetched) -> Footer:
+    """The footer fetch.py read from a copy's bytes, judged as a `_local_footers` row is."""
+    footer = fetched.footer
+    assert footer is not None
+    return Footer(fetched.key, fetched.etag, footer.rows, eligible_parquet(footer.columns))
+
+
 # The table function reading fetched files; every path a query parameter.
 LOCAL_FUNCTION = "file({{file_glob:String}}, '{fmt}'{structure})"
 
@@ -678,8 +686,10 @@ def load_objects(
     )  # fmt: skip
     screened = screen_fetched([local[c.key] for c in parquet if c.key in local])
     readable = [c.key for c in parquet if c.key in local and c.key not in screened]
-    if readable:
-        footers |= read_footers(warehouse, access, bucket, readable, local=local)
+    footers |= {key: _fetched_footer(local[key]) for key in readable if local[key].footer}
+    unread = [key for key in readable if not local[key].footer]
+    if unread:
+        footers |= read_footers(warehouse, access, bucket, unread, local=local)
     ready: list[Candidate] = []
     for candidate in parquet:
         footer = footers.get(candidate.key)
