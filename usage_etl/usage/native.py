@@ -25,8 +25,9 @@ With the embedded engine, small files are fetched once by Python first (usage/fe
 and every read above uses the local copies through `file()` instead of `s3()`: the footer-magic
 screen runs on the fetched bytes, a fetched Parquet file's footer is read from its bytes by Arrow
 in the fetch (ClickHouse's footer query only for a footer Arrow cannot read), `_path` and `_etag`
-are mapped back to the object's key and the ETag its GET returned. A GET that failed or returned another ETag than the listing's hands the
-file back before any query. A server DSN keeps `s3()`: its `file()` reads the server's disk.
+are mapped back to the object's key and the ETag its GET returned. A GET that failed or returned
+another ETag than the listing's hands the file back before any query. A server DSN keeps `s3()`:
+its `file()` reads the server's disk.
 
 Only objects of nodes with no registry restriction whose keys are plain (no glob characters)
 take this path; self-hosted and unregistered nodes are judged in Python. Which ClickHouse input
@@ -810,6 +811,15 @@ _STAGE_COLUMNS = {
 }
 
 
+# A staged Parquet file is one small row group: parsing it on several threads, or prefetching
+# its next row group, only costs set-up per file; the chunk's files are still read in parallel
+# (max_threads). 1,024 fetched copies of ~500 rows: 0.52 -> 0.40 s, 0.84 -> 0.77 CPU-s.
+_STAGE_READ = {
+    PARQUET_INPUT: ", max_parsing_threads = 1, input_format_parquet_enable_row_group_prefetch = 0",
+    LINES_INPUT: "",
+}
+
+
 def _staged_insert(
     warehouse: Warehouse,
     native: str,
@@ -837,7 +847,7 @@ def _staged_insert(
                 INSERT INTO {stage}
                 SELECT {names}, {lineage}, _row_number FROM {source}
                 SETTINGS {S3_SETTINGS}, input_format_parquet_allow_missing_columns = 1,
-                         input_format_parquet_max_block_size = 65536
+                         input_format_parquet_max_block_size = 65536{_STAGE_READ[native]}
                 """,
                 params,
             )
