@@ -7,8 +7,10 @@ path) and through the fetched path, and compares what each staged, quarantined a
 
 from __future__ import annotations
 
+import ssl
 import tempfile
 from datetime import date
+from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
@@ -283,8 +285,6 @@ def test_a_get_is_retried_on_5xx_and_connection_errors_but_not_on_404(
     landing, monkeypatch, fetch_dir
 ):
     """Unit: the fetcher's retries (no backoff here)."""
-    import urllib3
-
     key = _put_clean(landing, 1)[0]
     monkeypatch.setattr(fetch, "BACKOFF_SECONDS", 0)
     fetcher = fetch.Fetcher(landing.client)
@@ -300,7 +300,7 @@ def test_a_get_is_retried_on_5xx_and_connection_errors_but_not_on_404(
         return answer, b"", ""
 
     monkeypatch.setattr(fetcher, "_get", scripted)
-    answers[:] = [503, urllib3.exceptions.ProtocolError("reset"), "real"]
+    answers[:] = [503, ConnectionResetError("reset"), "real"]
     with fetcher.fetch(landing.bucket, [(key, ".parquet")]) as got:
         copy = got.get(key)
         assert copy.path and copy.footer_magic and not copy.error
@@ -335,8 +335,6 @@ def test_a_stalled_endpoint_costs_one_objects_timeouts_not_every_objects(
 ):
     """Unit: once an object's GETs all fail without an answer, the other objects are not tried
     (their files go the Python way, whose first read fails the day, docs/operations.md)."""
-    import urllib3
-
     keys = _put_clean(landing, 6)
     monkeypatch.setattr(fetch, "BACKOFF_SECONDS", 0)
     fetcher = fetch.Fetcher(landing.client, threads=1)
@@ -344,13 +342,13 @@ def test_a_stalled_endpoint_costs_one_objects_timeouts_not_every_objects(
 
     def timing_out(signer, bucket, key):
         tried.append(key)
-        raise urllib3.exceptions.ReadTimeoutError(None, key, "read timed out")
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(fetcher, "_get", timing_out)
     with fetcher.fetch(landing.bucket, [(k, ".parquet") for k in keys]) as got:
         errors = [got.get(k).error for k in keys]
     assert tried == [keys[0]] * fetch.ATTEMPTS
-    assert errors == ["ReadTimeoutError"] + ["endpoint unreachable"] * 5
+    assert errors == ["TimeoutError"] + ["endpoint unreachable"] * 5
 
 
 def test_the_fetch_verifies_tls_as_the_boto3_client_does(tmp_path, monkeypatch):
@@ -365,14 +363,51 @@ def test_the_fetch_verifies_tls_as_the_boto3_client_does(tmp_path, monkeypatch):
         "s3", endpoint_url="https://s3.example.invalid", region_name="us-east-1",
         aws_access_key_id="k", aws_secret_access_key="s",
     )  # fmt: skip
-    pool = Fetcher(client).pool
-    assert pool.connection_pool_kw["ca_certs"] == str(bundle)
-    assert pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+    assert Fetcher(client).tls == {"cert_reqs": "CERT_REQUIRED", "ca_certs": str(bundle)}
     insecure = boto3.session.Session().client(
         "s3", endpoint_url="https://s3.example.invalid", region_name="us-east-1",
         aws_access_key_id="k", aws_secret_access_key="s", verify=False,
     )  # fmt: skip
-    assert Fetcher(insecure).pool.connection_pool_kw["cert_reqs"] == "CERT_NONE"
+    assert Fetcher(insecure).tls == {"cert_reqs": "CERT_NONE"}
+    assert fetch._ssl_context(Fetcher(insecure).tls).verify_mode == ssl.CERT_NONE
+    verified = fetch._ssl_context({"cert_reqs": "CERT_REQUIRED"})
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    with pytest.raises(ssl.SSLError):  # the bundle is read: an empty one fails every GET
+        fetch._ssl_context(Fetcher(client).tls)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:8333", "https://S3.Example.com", "https://s3.example.com:8443/base",
+     "http://[::1]:9000"],
+)  # fmt: skip
+@pytest.mark.parametrize("token", [None, "session/token+1=="])
+def test_the_fetchers_signature_is_botocores(endpoint, token):
+    """fetch.SigV4 signs a GET as botocore's S3SigV4Auth does, header for header, for keys with
+    characters that need quoting, a session token, and endpoints with ports, paths and IPv6."""
+    import boto3
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name="eu-west-1",
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="wJalr/K7MDENG+bPxRfi",
+        aws_session_token=token,
+    )  # fmt: skip
+    fetcher = fetch.Fetcher(client)
+    signer = fetcher._signer()
+    keys = ["rollups/2026/10/05/h=03/node-a.parquet", "a b/ü=1:x,y;z@~!$&'()*+.parquet", "é/%41"]
+    for key in keys:
+        path = f"{fetcher.base_path}/landing/{quote(key, safe='/~')}"
+        url = f"{endpoint.rstrip('/').rsplit('/base', 1)[0]}{path}"
+        request = AWSRequest(method="GET", url=url)
+        S3SigV4Auth(
+            client._request_signer._credentials.get_frozen_credentials(), "s3", "eu-west-1"
+        ).add_auth(request)
+        expected = {k.lower(): v for k, v in request.headers.items()}
+        got = {k.lower(): v for k, v in signer.headers(path, expected["x-amz-date"]).items()}
+        expected.setdefault("host", got["host"])  # http.client sends it; botocore signs it
+        assert got == expected
 
 
 def test_fetched_ndjson_is_one_chunk_and_a_truncated_stream_costs_only_itself(
