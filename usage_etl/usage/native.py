@@ -61,7 +61,7 @@ from usage_etl.rollups.schema import (
     RollupKey,
 )
 from usage_etl.settings import tuning
-from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched
+from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched, ParquetFooter
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, drop_build_tables
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -463,10 +463,15 @@ def _local_footers(warehouse: Warehouse, files: list[Fetched]) -> list[Footer] |
 
 
 def _fetched_footer(fetched: Fetched) -> Footer:
-    """The footer fetch.py read from a copy's bytes, judged as a `_local_footers` row is."""
+    """The footer fetch.py read from a copy's bytes and judged (`judge_footer`)."""
     footer = fetched.footer
     assert footer is not None
-    return Footer(fetched.key, fetched.etag, footer.rows, eligible_parquet(footer.columns))
+    return Footer(fetched.key, fetched.etag, footer.rows, footer.eligible)
+
+
+def judge_footer(footer: ParquetFooter) -> bool:
+    """The fetcher's verdict on a footer it read: `eligible_parquet`, as on a footer query's."""
+    return eligible_parquet(footer.columns)
 
 
 # The table function reading fetched files; every path a query parameter.
