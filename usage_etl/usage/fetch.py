@@ -42,7 +42,7 @@ FOOTER_MAGICS = (b"PAR1", b"PARE")
 MIN_PARQUET_BYTES = 12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fetched:
     """One object as its GET returned it: where its bytes are, the ETag (unquoted) they have."""
 
@@ -56,7 +56,7 @@ class Fetched:
     footer: FooterVerdict | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FooterVerdict:
     """What a day keeps of a fetched footer: its row count and the judge's verdict on its
     columns (the columns themselves, ~5 KiB of Python objects a file, would hold ~100 MiB for
@@ -66,7 +66,7 @@ class FooterVerdict:
     eligible: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParquetFooter:
     """A Parquet footer as ClickHouse's `ParquetMetadata` gives it: the row count and, per leaf
     column, (its own name, physical type, logical type, max repetition level). Both print types
