@@ -52,7 +52,7 @@ class Fetched:
     size: int = 0
     footer_magic: bool = False  # the bytes could be a Parquet file (length and last 4 bytes)
     error: str = ""  # why the GET failed (status or exception class), never the URL
-    # The footer read from the bytes (Parquet copies, with a `judge`), if Arrow could read it
+    # Its footer as read and judged in the fetch (Parquet copies, with a `judge`), if readable
     footer: FooterVerdict | None = None
 
 
@@ -228,7 +228,7 @@ class Fetcher:
         attempts: int | None = None,
         judge: Callable[[ParquetFooter], bool] | None = None,
     ):
-        """`judge`: the verdict on a fetched Parquet file's footer (native.eligible_parquet's),
+        """`judge`: the verdict on a fetched Parquet file's footer (native.judge_footer),
         given in the fetch thread; without it no footer is read."""
         self.client = client
         self.judge = judge
