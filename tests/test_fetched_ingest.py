@@ -483,10 +483,8 @@ FOOTER_FILES = {
 
 
 @pytest.mark.parametrize("name", sorted(FOOTER_FILES))
-def test_a_footer_read_from_the_fetched_bytes_is_the_one_clickhouse_reads(
-    warehouse, tmp_path, name
-):
-    """fetch.py reads a fetched Parquet file's footer from its bytes instead of asking ClickHouse
+def test_a_footer_read_from_the_fetched_copy_is_the_one_clickhouse_reads(warehouse, tmp_path, name):
+    """fetch.py reads a fetched Parquet file's footer from its copy instead of asking ClickHouse
     (`ParquetMetadata` on the local copy): the row count, the columns and the verdict must be
     ClickHouse's own, for files the fast path takes and for files it must refuse."""
     body = FOOTER_FILES[name]()
@@ -500,7 +498,7 @@ def test_a_footer_read_from_the_fetched_bytes_is_the_one_clickhouse_reads(
         {"path": str(path)},
     )[0]
     assert (footer.rows, footer.columns) == (rows, tuple(tuple(c) for c in columns))
-    verdict = fetch.FooterVerdict(footer.rows, native.judge_footer(footer))
+    verdict = fetch.FooterVerdict(footer.rows, native.eligible_parquet(footer.columns))
     copy = fetch.Fetched("k", str(path), "etag-1", len(body), True, footer=verdict)
     by_clickhouse = native._local_footers(warehouse, [copy])
     assert by_clickhouse == [native._fetched_footer(copy)]

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from botocore.auth import _host_from_url
+
 from usage_etl import crash_points
 
 THREADS = 4
@@ -226,20 +228,17 @@ class Fetcher:
         client,
         threads: int | None = None,
         attempts: int | None = None,
-        judge: Callable[[ParquetFooter], bool] | None = None,
+        judge: Callable[[tuple[tuple[str, str, str, int], ...]], bool] | None = None,
     ):
-        """`judge`: the verdict on a fetched Parquet file's footer (native.judge_footer),
-        given in the fetch thread; without it no footer is read."""
+        """`judge`: the verdict on a fetched Parquet file's footer columns
+        (native.eligible_parquet), given in the fetch thread; without it no footer is read."""
         self.client = client
         self.judge = judge
         endpoint = urlsplit(client.meta.endpoint_url)
         self.https = endpoint.scheme == "https"
         self.hostname = endpoint.hostname or ""
         self.port = endpoint.port or (443 if self.https else 80)
-        # The Host header as botocore signs it: lower case, IPv6 in brackets, no default port.
-        self.host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        if endpoint.port not in (None, 443 if self.https else 80):
-            self.host += f":{endpoint.port}"
+        self.host = _host_from_url(client.meta.endpoint_url)  # the Host header botocore signs
         self.base_path = endpoint.path.rstrip("/")
         self.region = client.meta.region_name or "us-east-1"
         config = client.meta.config
@@ -304,7 +303,7 @@ class Fetcher:
         if self.judge is None or not magic or not path.endswith(".parquet"):
             return None
         footer = parquet_footer(path)
-        return None if footer is None else FooterVerdict(footer.rows, self.judge(footer))
+        return None if footer is None else FooterVerdict(footer.rows, self.judge(footer.columns))
 
     def _fetch_one(self, signer: SigV4, bucket: str, key: str, path: str) -> Fetched:
         error = ""

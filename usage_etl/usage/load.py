@@ -402,7 +402,7 @@ def fetch_day(landing: Landing, objects: list[LandedObject]) -> FetchedFiles | N
                 wanted.append((obj.key, suffix))
     if not wanted:
         return None
-    return Fetcher(landing.client, judge=native.judge_footer).fetch(landing.bucket, wanted)
+    return Fetcher(landing.client, judge=native.eligible_parquet).fetch(landing.bucket, wanted)
 
 
 def _load_natively(

@@ -23,7 +23,7 @@ everything else back:
 
 With the embedded engine, small files are fetched once by Python first (usage/fetch.py, FETCH)
 and every read above uses the local copies through `file()` instead of `s3()`: the footer-magic
-screen runs on the fetched bytes, a fetched Parquet file's footer is read from its bytes by Arrow
+screen runs on the fetched bytes, a fetched Parquet file's footer is read from its copy by Arrow
 in the fetch (ClickHouse's footer query only for a footer Arrow cannot read), `_path` and `_etag`
 are mapped back to the object's key and the ETag its GET returned. A GET that failed or returned
 another ETag than the listing's hands the file back before any query. A server DSN keeps `s3()`:
@@ -61,7 +61,7 @@ from usage_etl.rollups.schema import (
     RollupKey,
 )
 from usage_etl.settings import tuning
-from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched, ParquetFooter
+from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, drop_build_tables
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -463,15 +463,10 @@ def _local_footers(warehouse: Warehouse, files: list[Fetched]) -> list[Footer] |
 
 
 def _fetched_footer(fetched: Fetched) -> Footer:
-    """The footer fetch.py read from a copy's bytes and judged (`judge_footer`)."""
+    """The footer fetch.py read from a copy and judged with `eligible_parquet`."""
     footer = fetched.footer
     assert footer is not None
     return Footer(fetched.key, fetched.etag, footer.rows, footer.eligible)
-
-
-def judge_footer(footer: ParquetFooter) -> bool:
-    """The fetcher's verdict on a footer it read: `eligible_parquet`, as on a footer query's."""
-    return eligible_parquet(footer.columns)
 
 
 # The table function reading fetched files; every path a query parameter.
