@@ -68,14 +68,18 @@ class FooterVerdict:
     eligible: bool
 
 
+# One leaf column of a footer: (its own name, physical type, logical type, max repetition level).
+FooterColumn = tuple[str, str, str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class ParquetFooter:
-    """A Parquet footer as ClickHouse's `ParquetMetadata` gives it: the row count and, per leaf
-    column, (its own name, physical type, logical type, max repetition level). Both print types
-    with parquet-cpp's names (`INT64`, `Timestamp(isAdjustedToUTC=true, timeUnit=…)`)."""
+    """A Parquet footer as ClickHouse's `ParquetMetadata` gives it: the row count and each leaf
+    column (`FooterColumn`). Both print types with parquet-cpp's names (`INT64`,
+    `Timestamp(isAdjustedToUTC=true, timeUnit=…)`)."""
 
     rows: int
-    columns: tuple[tuple[str, str, str, int], ...]
+    columns: tuple[FooterColumn, ...]
 
 
 def parquet_footer(path: str) -> ParquetFooter | None:
@@ -228,7 +232,7 @@ class Fetcher:
         client,
         threads: int | None = None,
         attempts: int | None = None,
-        judge: Callable[[tuple[tuple[str, str, str, int], ...]], bool] | None = None,
+        judge: Callable[[tuple[FooterColumn, ...]], bool] | None = None,
     ):
         """`judge`: the verdict on a fetched Parquet file's footer columns
         (native.eligible_parquet), given in the fetch thread; without it no footer is read."""

@@ -61,7 +61,7 @@ from usage_etl.rollups.schema import (
     RollupKey,
 )
 from usage_etl.settings import tuning
-from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched
+from usage_etl.usage.fetch import FOOTER_MAGICS, MIN_PARQUET_BYTES, Fetched, FooterColumn
 from usage_etl.warehouse.build_tables import BUILD_PREFIX, drop_build_tables
 from usage_etl.warehouse.client import Warehouse, WarehouseError
 
@@ -203,7 +203,7 @@ class NativeResult:
         self.reasons[key] = why
 
 
-def eligible_parquet(columns: Iterable[tuple[str, str, str, int]]) -> bool:
+def eligible_parquet(columns: Iterable[FooterColumn]) -> bool:
     """Does ClickHouse read every contract column of this footer exactly as polars does?"""
     found: dict[str, tuple[str, str]] = {}
     for name, physical, logical, repetition in columns:
