@@ -490,7 +490,7 @@ def test_a_footer_read_from_the_fetched_copy_is_the_one_clickhouse_reads(warehou
     body = FOOTER_FILES[name]()
     path = tmp_path / f"{name.replace(' ', '-')}.parquet"
     path.write_bytes(body)
-    footer = fetch.parquet_footer(str(path))
+    footer = fetch.parquet_footer(body)
     assert footer is not None
     rows, columns = warehouse.query_rows(
         "SELECT num_rows, arrayMap(c -> (c.name, c.physical_type, c.logical_type, "
@@ -508,34 +508,30 @@ def test_a_footer_read_from_the_fetched_copy_is_the_one_clickhouse_reads(warehou
     )  # fmt: skip
 
 
-def test_reading_a_footer_leaves_no_cyclic_garbage(tmp_path):
+def test_reading_a_footer_leaves_no_cyclic_garbage():
     """A run pauses the cyclic collector: a footer read must free everything it made when it
     returns (pyarrow's `FileMetaData.schema` caches a schema pointing back to it, a cycle that
     kept ~30 KiB a file of a 19,587-file day until the run ended)."""
     import gc
 
-    path = tmp_path / "contract.parquet"
-    path.write_bytes(parquet_bytes([rollup("a"), rollup("b")]))
+    body = parquet_bytes([rollup("a"), rollup("b")])
     gc.collect()
     gc.disable()
     try:
         for _ in range(20):
-            assert fetch.parquet_footer(str(path)) is not None
+            assert fetch.parquet_footer(body) is not None
         assert gc.collect() == 0
     finally:
         gc.enable()
 
 
-def test_a_footer_arrow_cannot_read_is_left_to_clickhouse(
-    landing, warehouse, monkeypatch, tmp_path
-):
+def test_a_footer_arrow_cannot_read_is_left_to_clickhouse(landing, warehouse, monkeypatch):
     """A copy whose footer fetch.py cannot read (here: a corrupt footer behind a valid magic)
     has no footer of its own; ClickHouse's footer query judges it as before, and the file goes
     the Python way, which quarantines it."""
     body = parquet_bytes([rollup("a")])
     corrupt = body[:-40] + b"\x00" * 36 + body[-4:]
-    (tmp_path / "corrupt.parquet").write_bytes(corrupt)
-    assert fetch.parquet_footer(str(tmp_path / "corrupt.parquet")) is None
+    assert fetch.parquet_footer(corrupt) is None
     key = landing.put("corrupt.parquet", corrupt)
     statements = _statements(monkeypatch, warehouse)
     report = ingest_day(warehouse, landing.area, DAYS[0], "corrupt-footer",
