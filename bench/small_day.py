@@ -62,7 +62,7 @@ def _kind(sql: str) -> str:
         (reads_s3, "parquet insert (direct)"),
         (staged and "JSONExtract" in text, "ndjson insert (staged)"),
         (staged, "parquet insert (staged)"),
-        ("countIf(run_id" in text, "per-chunk counts"),
+        ("GROUP BY load_key" in text, "per-chunk counts"),
         ("ingest_objects" in text, "ledger read"),
     ):
         if matches:

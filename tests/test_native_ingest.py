@@ -630,3 +630,37 @@ def test_a_staged_validation_failing_otherwise_hands_the_chunk_back(
     assert len(report.objects_handed_back) == len(CLEAN)
     assert _state(warehouse) == by_python
     assert not _stage_tables(warehouse)
+
+
+def test_an_attempts_rows_are_counted_per_file_at_the_etag_read(warehouse):
+    """The verdict per file rests on these counts: an attempt's passed rows (its load id) and
+    rejected rows (its rejected id) per key, at the ETag read, and a key read at two ETags as
+    rejected. Other attempts' rows and other days' rows never count."""
+    day, attempt = DAY, "run-1.s3.3"
+    rejected = native.rejected_id(attempt)
+    staged = [
+        # (day, key, etag, run_id, rows)
+        (day, "a.parquet", "e1", attempt, 3),
+        (day, "a.parquet", "e1", "run-1.s3.2", 5),  # an earlier attempt of the same file
+        (day, "b.ndjson.gz", "e2", attempt, 2),
+        (day, "b.ndjson.gz", "e2", rejected, 1),
+        (day, "c.ndjson.gz", "e3", attempt, 1),
+        (day, "c.ndjson.gz", "e4", rejected, 1),  # the object changed during the read
+        (date(2026, 10, 6), "d.parquet", "e5", attempt, 4),  # another day's rows
+    ]
+    rows = [
+        [on, f"{key}-{etag}-{run}-{n}", key, etag, n, run]
+        for on, key, etag, run, count in staged
+        for n in range(count)
+    ]
+    warehouse.insert_rows(
+        "rollup_rows",
+        rows,
+        ["day", "event_id", "source_key", "source_etag", "source_row", "run_id"],
+    )
+
+    assert native._file_counts(warehouse, day, attempt) == {
+        "a.parquet": native.FileCounts("e1", 3),
+        "b.ndjson.gz": native.FileCounts("e2", 2, 1),
+        "c.ndjson.gz": native.FileCounts("", 0, 1),
+    }

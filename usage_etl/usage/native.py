@@ -895,7 +895,6 @@ def _insert_chunk(
         "keys": keys,
         "etags": [c.etag for c in files],
     }
-    table = warehouse.table("rollup_rows")
     native = rollup_format(chunk.fmt).native
     source = access.function(native, structure=native == PARQUET_INPUT)
     lineage = "_path, _etag"
@@ -922,27 +921,35 @@ def _insert_chunk(
             return failed
     else:
         try:
-            _command(warehouse, insert(table, source), params)
+            _command(warehouse, insert(warehouse.table("rollup_rows"), source), params)
         except WarehouseError as exc:
             _raise_unless_about_the_objects(exc)
             return str(exc)
+    return _file_counts(warehouse, day, load_id)
+
+
+def _file_counts(warehouse: Warehouse, day: date, load_id: str) -> dict[str, FileCounts]:
+    """Per key, the rows an attempt inserted: passed (its load id) and rejected (its rejected
+    id), at the ETag read. Grouped by load_key, one fixed-size value per (key, ETag, load id)
+    (sql/005): ~20 ms at 10M staged rows, where grouping by key and ETag (two LowCardinality
+    strings) took ~50, once per chunk. A key read at two ETags within the query counts as
+    rejected, with no ETag."""
     rows = warehouse.query_rows(
         f"""
-        SELECT source_key, source_etag, countIf(run_id = {{load_id:String}}),
-               countIf(run_id != {{load_id:String}})
-        FROM {table}
+        SELECT any(source_key), any(source_etag), any(run_id) = {{load_id:String}}, count()
+        FROM {warehouse.table("rollup_rows")}
         WHERE day = {{day:Date}} AND run_id IN ({{load_id:String}}, {{rejected_id:String}})
-          AND source_key IN {{keys:Array(String)}}
-        GROUP BY source_key, source_etag
+        GROUP BY load_key
         """,
-        {
-            "day": day,
-            "load_id": load_id,
-            "rejected_id": rejected_id(load_id),
-            "keys": keys,
-        },
+        {"day": day, "load_id": load_id, "rejected_id": rejected_id(load_id)},
     )
     counts: dict[str, FileCounts] = {}
-    for key, etag, passed, rejected in rows:
-        counts[key] = FileCounts("", 0, 1) if key in counts else FileCounts(etag, passed, rejected)
+    for key, etag, passed, read in rows:
+        seen = counts.get(key, FileCounts(etag, 0))
+        if seen.etag != etag:
+            counts[key] = FileCounts("", 0, 1)
+        elif passed:
+            counts[key] = FileCounts(etag, seen.passed + read, seen.rejected)
+        else:
+            counts[key] = FileCounts(etag, seen.passed, seen.rejected + read)
     return counts
