@@ -255,6 +255,18 @@ def _dedupe_into(
     return _quarantine_overflow(warehouse, day, work.overflow, publish_id)
 
 
+# The work tables fed by the day's keyed rows are created with these columns, then filled by
+# INSERT: `CREATE … AS SELECT` analyzes its SELECT once more for the table's structure, and
+# these SELECTs map the dimensions through 16 scalar subqueries (a small day's grouping: ~170 ms
+# as CREATE … AS SELECT, ~110 as CREATE then INSERT, of a ~0.45 s publish).
+GROUPED_COLUMNS = (
+    "sort_key UInt64, b UInt128, r UInt128, rollups UInt64, versions UInt64, conflicts UInt64"
+)
+KEYED_COLUMNS = (
+    "bucket UInt32, sort_key UInt64, bytes UInt64, request_count UInt64, versions UInt64, "
+    "conflict UInt8"
+)
+
 # usage_hourly's sorting key, in dimension ids (see _sort_key).
 HOURLY_ORDER_IDS = (
     "i_account_id, hour_of_day, i_project_id, i_region, i_node_id, i_direction, i_operation, "
@@ -303,29 +315,26 @@ def _store_keyed_rows(
     names are not spread evenly).
     Unsorted and never merged: each partition is read once, by its bucket's GROUP BY. The
     single-version rows and the winners are two statements: the winners' per-event_id states
-    and the single rows' insert then do not hold memory at the same time."""
+    and the single rows' insert then do not hold memory at the same time. The table is
+    created with KEYED_COLUMNS, then filled."""
     bucket = "intHash32(i_account_id) % {buckets:UInt32}"
     params = {"day": day, "buckets": buckets}
     columns = "bucket, sort_key, bytes, request_count, versions, conflict"
-    single, winners = rows
     warehouse.command(
         f"""
-        CREATE OR REPLACE TABLE {warehouse.table(keyed)} ENGINE = MergeTree
-        PARTITION BY bucket ORDER BY tuple() SETTINGS {NO_MERGE_SETTINGS} AS
-        SELECT toUInt32({bucket}) AS bucket, sort_key, bytes, request_count, versions, conflict
-        FROM ({single})
-        """,
-        params,
-        max_partitions_per_insert_block=0,
+        CREATE OR REPLACE TABLE {warehouse.table(keyed)} ({KEYED_COLUMNS}) ENGINE = MergeTree
+        PARTITION BY bucket ORDER BY tuple() SETTINGS {NO_MERGE_SETTINGS}
+        """
     )
-    warehouse.command(
-        f"""
-        INSERT INTO {warehouse.table(keyed)} ({columns})
-        SELECT {bucket}, sort_key, bytes, request_count, versions, conflict FROM ({winners})
-        """,
-        params,
-        max_partitions_per_insert_block=0,
-    )
+    for part in rows:
+        warehouse.command(
+            f"""
+            INSERT INTO {warehouse.table(keyed)} ({columns})
+            SELECT {bucket}, sort_key, bytes, request_count, versions, conflict FROM ({part})
+            """,
+            params,
+            max_partitions_per_insert_block=0,
+        )
 
 
 def _group_hourly(
@@ -333,11 +342,14 @@ def _group_hourly(
 ) -> None:
     """Sums per hourly key of one bucket's rows (`rows`: `_keyed_rows_sql`, or the keyed
     table's partition), into `grouped` (UInt128 sums: checked against UInt64 when spelled
-    out): a Memory table on a small day (`SMALL_DAY_ROWS`), else sorted by the key on disk."""
+    out): a Memory table on a small day (`SMALL_DAY_ROWS`), else sorted by the key on disk.
+    The table is created with GROUPED_COLUMNS, then filled."""
     engine = "Memory" if in_memory else f"MergeTree ORDER BY sort_key SETTINGS {NO_MERGE_SETTINGS}"
+    table = warehouse.table(grouped)
+    warehouse.command(f"CREATE OR REPLACE TABLE {table} ({GROUPED_COLUMNS}) ENGINE = {engine}")
     warehouse.command(
         f"""
-        CREATE OR REPLACE TABLE {warehouse.table(grouped)} ENGINE = {engine} AS
+        INSERT INTO {table}
         SELECT sort_key,
                sum(toUInt128(bytes)) AS b, sum(toUInt128(request_count)) AS r,
                count() AS rollups, sum(versions) AS versions, sum(conflict) AS conflicts
