@@ -573,7 +573,9 @@ def _dimension_ids(
     for name in USAGE_DIMENSIONS:
         width = _id_width(counts[name])
         values = f"(SELECT values_{name} FROM {warehouse.table(dimensions)})"
-        dense = f"arrayMap(i -> toUInt{width}(i), arrayEnumerate({values}))"
+        # The ids 1..n as a constant, not `arrayEnumerate` of the values: every scalar subquery
+        # is analyzed where it occurs (a small day's grouping: 32 of them, ~100 -> ~75 ms).
+        dense = f"arrayMap(i -> toUInt{width}(i), range(1, {int(counts[name]) + 1}))"
         ids.append(f"transform({name}, {values}, {dense}, toUInt{width}(0)) AS i_{name}")
         names.append(f"{values}[i_{name}] AS {name}")
     return ", ".join(ids), ", ".join(names), _hourly_key(counts)
