@@ -1,7 +1,7 @@
 """Shared fixtures: real SeaweedFS S3, real ClickHouse (chDB, or a server), real PostgreSQL.
 
-Isolation: one SeaweedFS and one embedded engine per test session; each test gets its own
-ClickHouse database and its own landing prefix, through the same environment variables an
+Isolation: one SeaweedFS per test session; each test gets its own embedded engine (or, on a
+server, its own database) and its own landing prefix, through the same environment variables an
 operator sets (contract §6), so the code under test reads its configuration the normal way.
 
 Set USAGE_ETL_CLICKHOUSE_DSN to an http(s):// server DSN to run the suite against a server.
@@ -56,11 +56,26 @@ def s3_server(tmp_path_factory) -> Iterator[SeaweedS3]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def clickhouse_dsn(tmp_path_factory) -> str:
+def clickhouse_dsn_in(folder: Path) -> str:
+    """The server's DSN when the suite runs against one, else a new embedded engine in `folder`.
+
+    Not one engine for the whole session: an engine opens its every database's tables, so an
+    engine holding the databases of the tests before took 2-2.5 s to open after ~180 of them
+    (0.06 s empty), paid by every test and every run a test starts."""
     if SERVER_DSN and not is_embedded(SERVER_DSN):
         return SERVER_DSN
-    return f"chdb://{tmp_path_factory.mktemp('chdb') / 'engine'}"
+    return f"chdb://{folder / 'engine'}"
+
+
+@pytest.fixture
+def clickhouse_dsn(tmp_path) -> str:
+    return clickhouse_dsn_in(tmp_path / "chdb")
+
+
+@pytest.fixture(scope="module")
+def module_clickhouse_dsn(tmp_path_factory) -> str:
+    """For a module's shared fixture (one engine for the module's tests)."""
+    return clickhouse_dsn_in(tmp_path_factory.mktemp("chdb"))
 
 
 @pytest.fixture

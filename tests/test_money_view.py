@@ -115,14 +115,14 @@ pytestmark = pytest.mark.xdist_group("money_view_month")
 
 
 @pytest.fixture(scope="module")
-def month(s3_server, clickhouse_dsn, tmp_path_factory):
+def month(s3_server, module_clickhouse_dsn, tmp_path_factory):
     """October simulated on six days and finalized (explained and stated right then); then
     late usage of final October (another day) and a November day, November run as a draft."""
     test_id = uuid.uuid4().hex[:10]
     home = tmp_path_factory.mktemp("dagster_home")
     env = {
         **s3_server.env(),
-        "USAGE_ETL_CLICKHOUSE_DSN": clickhouse_dsn,
+        "USAGE_ETL_CLICKHOUSE_DSN": module_clickhouse_dsn,
         "USAGE_ETL_DATABASE": f"t_{test_id}",
         "USAGE_ETL_LANDING_URL": f"s3://landing/t-{test_id}/rollups",
         "DAGSTER_HOME": str(Path(home)),

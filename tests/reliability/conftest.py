@@ -15,18 +15,13 @@ from usage_etl.warehouse.client import is_embedded
 
 
 @pytest.fixture
-def pipeline(usage_env, tmp_path, monkeypatch) -> Iterator[Pipeline]:
-    """This test's pipeline on an embedded engine of its own (or the server DSN under test).
-
-    Crash tests SIGKILL runs mid-write; an engine of their own keeps the session engine that
-    other tests share out of harm's way, and lets subprocess runs take it (this process holds
-    it only inside `pipeline.open()` and in-process runs).
-    """
-    dsn = usage_env["USAGE_ETL_CLICKHOUSE_DSN"]
-    if is_embedded(dsn):
-        dsn = f"chdb://{tmp_path / 'engine'}"
-        monkeypatch.setenv("USAGE_ETL_CLICKHOUSE_DSN", dsn)
+def pipeline(usage_env, monkeypatch) -> Iterator[Pipeline]:
+    """This test's pipeline on its own embedded engine (conftest's `clickhouse_dsn`: crash
+    tests SIGKILL runs mid-write) or its own database of the server DSN under test. This
+    process holds the engine only inside `pipeline.open()` and in-process runs, so subprocess
+    runs can take it."""
     monkeypatch.delenv("USAGE_ETL_FAULT_POINT", raising=False)
+    dsn = usage_env["USAGE_ETL_CLICKHOUSE_DSN"]
     pipe = Pipeline(dsn, usage_env["USAGE_ETL_DATABASE"])
     yield pipe
     if not is_embedded(dsn):
