@@ -195,6 +195,35 @@ def test_an_empty_day_publishes_an_empty_partition(landing, warehouse):
     assert usage_rows(warehouse, "2026-10-07") == []
 
 
+def test_a_day_with_nothing_staged_publishes_nothing_and_removes_its_usage(landing, warehouse):
+    """A publish that finds no staged row for its day (here: the day's staged partition dropped
+    after it was published) swaps in an empty publication: the day's usage goes, atomically,
+    and another day's stays."""
+    from datetime import date
+
+    from usage_etl.usage.publish import PublishReport, publish_day
+
+    landing.put("a.parquet", parquet_bytes([rollup("e1", bytes=100)]))
+    other = date(2026, 10, 6)
+    landing.put("b.parquet", parquet_bytes([rollup("e2", bytes=7, day=other)]), day=other)
+    assert run_daily(DAY).success and run_daily(other.isoformat()).success
+    assert usage_rows(warehouse)[0][-2] == 100
+    warehouse.command(
+        f"ALTER TABLE {warehouse.table('rollup_rows')} DROP PARTITION {{day:Date}}", {"day": DAY}
+    )
+    report = publish_day(warehouse, date.fromisoformat(DAY), "manual")
+    assert report == PublishReport(date.fromisoformat(DAY), 0, 0, 0, 0, 0, 0, report.publish_id)
+    assert usage_rows(warehouse) == []
+    assert (
+        warehouse.query_one(
+            f"SELECT count() FROM {warehouse.table('usage_hourly')} WHERE day = {{day:Date}}",
+            {"day": DAY},
+        )
+        == 0
+    )
+    assert usage_rows(warehouse, other.isoformat())[0][-2] == 7
+
+
 def test_a_large_day_is_deduplicated_in_buckets_with_the_same_result(
     landing, warehouse, monkeypatch
 ):

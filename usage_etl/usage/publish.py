@@ -97,11 +97,18 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
 
 
 def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str) -> PublishReport:
+    if not staged_rows(warehouse, day):
+        # Nothing staged (an empty day, or every object quarantined or deleted): the
+        # publication is empty, so no build or work table (~0.25 s of an empty day's run).
+        report = PublishReport(day, 0, 0, 0, 0, 0, 0, publish_id)
+        crash_points.fault_point("publish.before_swap")
+        _swap_in(warehouse, day, report, {})
+        crash_points.fault_point("publish.before_record")
+        return report
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
     build_hourly = f"{BUILD_PREFIX}usage_hourly_{suffix}"
     build_daily = f"{BUILD_PREFIX}usage_daily_{suffix}"
     work = _WorkTables(suffix)
-    params = {"day": day}
     try:
         create_build_tables(
             warehouse, ((build_hourly, "usage_hourly"), (build_daily, "usage_daily"))
@@ -109,20 +116,27 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
         overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, work, publish_id)
         report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
         crash_points.fault_point("publish.before_swap")
-        for build, target in ((build_hourly, "usage_hourly"), (build_daily, "usage_daily")):
-            # An empty day (everything quarantined or deleted) has no partition to swap in:
-            # dropping the target's partition is the atomic equivalent.
-            swap = (
-                f"REPLACE PARTITION {{day:Date}} FROM {warehouse.table(build)}"
-                if report.groups
-                else "DROP PARTITION {day:Date}"
-            )
-            warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", params)
+        _swap_in(warehouse, day, report, {"usage_hourly": build_hourly, "usage_daily": build_daily})
         crash_points.fault_point("publish.before_record")
     finally:
         # The build tables and the work tables, in one statement.
         drop_build_tables(warehouse, build_hourly, build_daily, *work.names)
     return report
+
+
+def _swap_in(
+    warehouse: Warehouse, day: date, report: PublishReport, builds: dict[str, str]
+) -> None:
+    """Replace the day's partition of usage_hourly and usage_daily with their build tables'.
+    A day without groups has no partition to swap in: dropping the targets' partition is the
+    atomic equivalent."""
+    for target in ("usage_hourly", "usage_daily"):
+        swap = (
+            f"REPLACE PARTITION {{day:Date}} FROM {warehouse.table(builds[target])}"
+            if report.groups
+            else "DROP PARTITION {day:Date}"
+        )
+        warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", {"day": day})
 
 
 @dataclass(frozen=True)
@@ -156,16 +170,21 @@ class _WorkTables:
         return (self.duplicates, self.keyed, self.grouped, self.dimensions, self.overflow)
 
 
-# The day's staged rows (from metadata), for `dedupe_buckets`.
+# The day's staged rows (from metadata).
 STAGED_ROWS_SQL = "SELECT count() FROM {rollup_rows} WHERE day = {{day:Date}}"
+
+
+def staged_rows(warehouse: Warehouse, day: date) -> int:
+    """Rows staged for the day by any load (a count from metadata: no scan)."""
+    staged = warehouse.query_one(
+        STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows")), {"day": day}
+    )
+    return int(staged or 0)
 
 
 def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
     """How many event_hash buckets duplicates are searched in (staged rows, from metadata)."""
-    staged = warehouse.query_one(
-        STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows")), {"day": day}
-    )
-    return _buckets(staged, DEDUPE_BUCKET_ROWS)
+    return _buckets(staged_rows(warehouse, day), DEDUPE_BUCKET_ROWS)
 
 
 def _buckets(rows: int | None, per_bucket: int) -> int:
