@@ -60,6 +60,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from statistics import median
 
 import polars as pl
 
@@ -275,6 +276,14 @@ class CpuSampler:
         return by_kind
 
 
+def _quarter_medians(values: list[float]) -> list[float]:
+    if len(values) < 4:
+        return []
+    size = len(values) // 4
+    quarters = [values[i * size : (i + 1) * size] for i in range(3)] + [values[3 * size :]]
+    return [round(median(q), 3) for q in quarters]
+
+
 def run_timeline(stack, run_ids: list[str]) -> dict:
     """Where the runs' seconds went: each step's wall seconds and the per-day seconds the range
     run records in each day's materialization (`ingest_seconds`, `publish_seconds`)."""
@@ -310,6 +319,9 @@ def run_timeline(stack, run_ids: list[str]) -> dict:
                 "first_5": [round(v, 2) for v in values[:5]],
                 "median": round(sorted(values)[len(values) // 2], 3) if values else None,
                 "max": round(max(values), 2) if values else None,
+                # Medians of each quarter of the range, in day order: a per-day cost that grows
+                # with the days already done (parts piling up, scans of earlier days) shows.
+                "quarter_medians": _quarter_medians(values),
             }
             for name, values in days.items()
         },
