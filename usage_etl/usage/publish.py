@@ -97,7 +97,8 @@ def publish_day(warehouse: Warehouse, day: date, load_id: str) -> PublishReport:
 
 
 def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str) -> PublishReport:
-    if not staged_rows(warehouse, day):
+    staged = staged_rows(warehouse, day)
+    if not staged:
         # Nothing staged (an empty day, or every object quarantined or deleted): the
         # publication is empty, so no build or work table (~0.25 s of an empty day's run).
         report = PublishReport(day, 0, 0, 0, 0, 0, 0, publish_id)
@@ -113,7 +114,7 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
         create_build_tables(
             warehouse, ((build_hourly, "usage_hourly"), (build_daily, "usage_daily"))
         )
-        overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, work, publish_id)
+        overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, work, publish_id, staged)
         report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
         crash_points.fault_point("publish.before_swap")
         _swap_in(warehouse, day, report, {"usage_hourly": build_hourly, "usage_daily": build_daily})
@@ -227,6 +228,7 @@ def _dedupe_into(
     day: date,
     work: _WorkTables,
     publish_id: str,
+    staged: int,
 ) -> tuple[int, int]:
     """Latest version per event_id, aggregated per hour and per day, into the build tables.
 
@@ -245,10 +247,11 @@ def _dedupe_into(
     daily group lies in exactly one bucket, and memory is bounded by the bucket, not the day.
     A day of one bucket skips the narrow table.
 
-    The work tables are dropped by the caller, with the build tables.
+    `staged`: the day's staged rows (`staged_rows`), which size the duplicate search. The work
+    tables are dropped by the caller, with the build tables.
     Returns (groups, rows) quarantined because their sum does not fit UInt64 (`_spell_out`).
     """
-    counts, staged, counting = _store_dimensions(warehouse, day, work.dimensions)
+    counts, counting = _store_dimensions(warehouse, day, work.dimensions)
     in_memory = counting <= SMALL_DAY_ROWS
     dedupe_passes = _buckets(staged, DEDUPE_BUCKET_ROWS)
     find_duplicates(warehouse, day, work.duplicates, dedupe_passes, in_memory)
@@ -542,11 +545,10 @@ def _quarantine_overflow(
 
 def _store_dimensions(
     warehouse: Warehouse, day: date, dimensions: str
-) -> tuple[dict[str, int], int, int]:
+) -> tuple[dict[str, int], int]:
     """Every value each dimension takes among the day's counting rows, sorted, into a one-row
     table (`values_<dimension>` arrays); returns how many values each has, and (read with
-    them, from metadata and the ledger: no scan) how many rows the day has staged and how
-    many of them count.
+    them, from the ledger: no scan) how many of the day's staged rows count.
 
     The arrays stay in ClickHouse and reach statements as scalar subqueries: sent as query
     parameters they would be SQL text, and a day with many long distinct values (a hostile
@@ -569,15 +571,14 @@ def _store_dimensions(
         {"day": day},
         group_by_use_nulls=1,
     )
-    staged = STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows"))
     counting = f"SELECT sum(loaded_rows) FROM ({counting_loads_sql(warehouse)})"
-    *counts, staged_rows, counting_rows = warehouse.query_rows(
+    *counts, counting_rows = warehouse.query_rows(
         f"SELECT {', '.join(f'length(values_{d})' for d in USAGE_DIMENSIONS)}, "
-        f"({staged}), ({counting}) FROM {table}",
+        f"({counting}) FROM {table}",
         {"day": day},
     )[0]
     counts = dict(zip(USAGE_DIMENSIONS, counts, strict=True))
-    return counts, int(staged_rows or 0), int(counting_rows or 0)
+    return counts, int(counting_rows or 0)
 
 
 def _dimension_ids(
