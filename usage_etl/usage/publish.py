@@ -103,7 +103,7 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
         # publication is empty, so no build or work table (~0.25 s of an empty day's run).
         report = PublishReport(day, 0, 0, 0, 0, 0, 0, publish_id)
         crash_points.fault_point("publish.before_swap")
-        _swap_in(warehouse, day, report, {})
+        _swap_in(warehouse, day, {})
         crash_points.fault_point("publish.before_record")
         return report
     suffix = re.sub(r"[^A-Za-z0-9]", "_", load_id)[:48]
@@ -117,7 +117,8 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
         overflow = _dedupe_into(warehouse, build_hourly, build_daily, day, work, publish_id, staged)
         report = _report(warehouse, build_hourly, build_daily, day, publish_id, overflow)
         crash_points.fault_point("publish.before_swap")
-        _swap_in(warehouse, day, report, {"usage_hourly": build_hourly, "usage_daily": build_daily})
+        builds = {"usage_hourly": build_hourly, "usage_daily": build_daily}
+        _swap_in(warehouse, day, builds if report.groups else {})
         crash_points.fault_point("publish.before_record")
     finally:
         # The build tables and the work tables, in one statement.
@@ -125,16 +126,14 @@ def _publish_once(warehouse: Warehouse, day: date, load_id: str, publish_id: str
     return report
 
 
-def _swap_in(
-    warehouse: Warehouse, day: date, report: PublishReport, builds: dict[str, str]
-) -> None:
-    """Replace the day's partition of usage_hourly and usage_daily with their build tables'.
-    A day without groups has no partition to swap in: dropping the targets' partition is the
-    atomic equivalent."""
+def _swap_in(warehouse: Warehouse, day: date, builds: dict[str, str]) -> None:
+    """Replace the day's partition of usage_hourly and usage_daily with their build tables'
+    (`builds`: target -> build table). No builds: a day without groups has no partition to
+    swap in, and dropping the targets' partition is the atomic equivalent."""
     for target in ("usage_hourly", "usage_daily"):
         swap = (
             f"REPLACE PARTITION {{day:Date}} FROM {warehouse.table(builds[target])}"
-            if report.groups
+            if builds
             else "DROP PARTITION {day:Date}"
         )
         warehouse.command(f"ALTER TABLE {warehouse.table(target)} {swap}", {"day": day})
@@ -171,14 +170,11 @@ class _WorkTables:
         return (self.duplicates, self.keyed, self.grouped, self.dimensions, self.overflow)
 
 
-# The day's staged rows (from metadata).
-STAGED_ROWS_SQL = "SELECT count() FROM {rollup_rows} WHERE day = {{day:Date}}"
-
-
 def staged_rows(warehouse: Warehouse, day: date) -> int:
     """Rows staged for the day by any load (a count from metadata: no scan)."""
     staged = warehouse.query_one(
-        STAGED_ROWS_SQL.format(rollup_rows=warehouse.table("rollup_rows")), {"day": day}
+        f"SELECT count() FROM {warehouse.table('rollup_rows')} WHERE day = {{day:Date}}",
+        {"day": day},
     )
     return int(staged or 0)
 
