@@ -3,6 +3,7 @@ day by day, each day published and checked on its own, a failing day named and a
 
 from __future__ import annotations
 
+import threading
 from datetime import date, timedelta
 
 import dagster as dg
@@ -99,23 +100,31 @@ def test_a_range_publishes_each_day_exactly_and_checks_each_day(landing, warehou
     assert len({name for name, _ in checks}) == 5
 
 
-def test_a_failing_day_is_named_and_every_other_day_is_published(landing, warehouse):
+@pytest.mark.parametrize("parallel_days", [1, 2])
+def test_a_failing_day_is_named_and_every_other_day_is_published(
+    landing, warehouse, monkeypatch, parallel_days
+):
+    from usage_etl.defs.usage import days as range_days
+
+    monkeypatch.setattr(range_days, "PARALLEL_DAYS", parallel_days)
     for i, day in enumerate(DAYS):
         _deliver(landing, day, scale=1000 * (i + 1))
-    bad = DAYS[0]  # the first day the range publishes: the warehouse refuses its swap
 
+    # The warehouse refuses the first swap the range makes: one day after another, the first
+    # day's; two days at once, the first of the first two to get there.
     with on_fault("publish.before_swap", _refuse_swap):
         result = run_range(DAYS[0], DAYS[-1])
 
     assert not result.success
     message = _failure_message(result)
-    assert f"publishing failed for 1 of 3 days: {bad}" in message
+    (bad,) = [d for d in DAYS if f"publishing failed for 1 of 3 days: {d}" in message]
+    assert bad == DAYS[0] if parallel_days == 1 else bad in DAYS[:2]
     assert f"publishing {bad} (nothing was published)" in message
-    # The days after the failing one are published exactly; it has nothing.
-    assert usage_rows(warehouse, DAYS[1].isoformat()) == _expected(2000)
-    assert usage_rows(warehouse, DAYS[2].isoformat()) == _expected(3000)
-    assert usage_rows(warehouse, bad.isoformat()) == []
-    good = [DAYS[1].isoformat(), DAYS[2].isoformat()]
+    # Every other day is published exactly; the failing one has nothing.
+    for i, day in enumerate(DAYS):
+        expected = [] if day == bad else _expected(1000 * (i + 1))
+        assert usage_rows(warehouse, day.isoformat()) == expected, day
+    good = [d.isoformat() for d in DAYS if d != bad]
     assert _materialized(result, "published_usage", "usage_daily") == good
     assert _materialized(result, "published_usage", "usage_hourly") == good
     # The usage_daily check steps did not run (their upstream failed); the published days
@@ -130,6 +139,69 @@ def test_a_failing_day_is_named_and_every_other_day_is_published(landing, wareho
         e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
     assert retried == []  # a permanent error is not retried
+
+
+def test_days_side_by_side_end_in_order_and_a_large_day_runs_alone(warehouse, monkeypatch):
+    """days.each_day: two small days in flight at once, each on a connection of its own; a
+    large day with no other in flight, on the run's connection; a day's error is its outcome
+    and the days after it still run; every outcome reported in day order; connections closed."""
+    from usage_etl.defs.usage import days as range_days
+    from usage_etl.usage import publish
+    from usage_etl.warehouse.client import Warehouse
+
+    days = [FIRST + timedelta(days=i) for i in range(5)]
+    large = days[3]
+    monkeypatch.setattr(range_days, "PARALLEL_DAYS", 2)
+    monkeypatch.setattr(publish, "SMALL_DAY_ROWS", 2)
+    for day, rows in ((days[0], 1), (large, 3)):
+        warehouse.command(
+            f"INSERT INTO {warehouse.table('rollup_rows')} (day, event_id) "
+            "SELECT {day:Date}, toString(number) FROM numbers({rows:UInt32})",
+            {"day": day, "rows": rows},
+        )
+    closed: list[Warehouse] = []
+    close = Warehouse.close
+    monkeypatch.setattr(Warehouse, "close", lambda self: (closed.append(self), close(self)))
+
+    lock = threading.Lock()
+    in_flight: set[date] = set()
+    beside: dict[date, set[date]] = {}
+    connection: dict[date, Warehouse] = {}
+    # The first two days meet here: neither goes on until both are in flight.
+    both_small_days = threading.Barrier(2, timeout=30)
+
+    def work(own: Warehouse, day: date) -> str:
+        with lock:
+            in_flight.add(day)
+            connection[day] = own
+        try:
+            if day in days[:2]:
+                both_small_days.wait()
+            with lock:
+                beside[day] = set(in_flight)
+            if day == days[2]:
+                raise ValueError(f"{day} broke")
+            return own.query_one("SELECT toString({d:Date})", {"d": day})
+        finally:
+            with lock:
+                in_flight.discard(day)
+
+    reported: list[date] = []
+    outcomes = range_days.each_day(warehouse, days, work, lambda day, outcome: reported.append(day))
+
+    assert reported == days
+    assert list(outcomes) == days
+    assert [outcomes[d] for d in days if d != days[2]] == [
+        d.isoformat() for d in days if d != days[2]
+    ]
+    assert isinstance(outcomes[days[2]], ValueError)
+    assert beside[days[0]] == beside[days[1]] == {days[0], days[1]}
+    assert beside[large] == {large}
+    assert connection[large] is warehouse
+    siblings = {id(connection[d]) for d in days if d != large}
+    assert id(warehouse) not in siblings
+    assert siblings == {id(w) for w in closed}  # every sibling closed, the run's own kept open
+    assert warehouse.query_one("SELECT 1") == 1
 
 
 def _refuse_swap() -> None:

@@ -244,6 +244,8 @@ class Tuning(Knobs):
     group_bucket_rows: int = 1_800_000  # rows per hourly aggregation pass (usage/publish.py)
     max_decompressed_bytes: int = 2 << 30  # per file read by Python (usage/readers.py)
     ingest_batch_rows: int = 250_000  # rows per staging insert (usage/load.py)
+    # Days a range run publishes (and checks for exactness) at once (defs/usage/days.py)
+    range_parallel_days: int = Field(default=2, ge=1, le=8)
     log_slow_queries_seconds: float | None = None  # unset: no slow-statement log
 
 

@@ -179,6 +179,16 @@ def staged_rows(warehouse: Warehouse, day: date) -> int:
     return int(staged or 0)
 
 
+def large_days(warehouse: Warehouse, days: list[date]) -> set[date]:
+    """The days with more than SMALL_DAY_ROWS staged rows (one count for all the days)."""
+    rows = warehouse.query_rows(
+        f"SELECT day FROM {warehouse.table('rollup_rows')} WHERE day IN {{days:Array(Date)}} "
+        "GROUP BY day HAVING count() > {small:UInt64}",
+        {"days": days, "small": SMALL_DAY_ROWS},
+    )
+    return {row[0] for row in rows}
+
+
 def dedupe_buckets(warehouse: Warehouse, day: date) -> int:
     """How many event_hash buckets duplicates are searched in (staged rows, from metadata)."""
     return _buckets(staged_rows(warehouse, day), DEDUPE_BUCKET_ROWS)

@@ -272,6 +272,7 @@ class Warehouse:
     client: Client
     _lock: _EngineLock | None = field(default=None, repr=False)
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _options: ConnectOptions | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -429,7 +430,14 @@ class Warehouse:
                 f"cannot connect to ClickHouse at {redact_url(dsn)}: {message}",
                 transient=not is_embedded(dsn) and _is_transient(exc),
             ) from None
-        return cls(dsn=dsn, database=database, client=client, _lock=lock)
+        return cls(dsn=dsn, database=database, client=client, _lock=lock, _options=options)
+
+    def sibling(self) -> Warehouse:
+        """Another connection to the same engine or server, for work on another thread of this
+        process (a Warehouse runs one call at a time). The embedded engine runs the two
+        connections' statements side by side; its lock is this process's already, so the
+        sibling shares it and never waits. Close it when the thread's work is done."""
+        return Warehouse.open(self.dsn, self.database, options=self._options)
 
     def close(self) -> None:
         try:

@@ -15,7 +15,7 @@ from usage_etl.defs.column_schemas import (
     column_schema,
 )
 from usage_etl.defs.resources import ClickHouseResource, LandingResource, NodeRegistryResource
-from usage_etl.defs.usage.days import DAILY_BACKFILL_POLICY, is_range, range_failure
+from usage_etl.defs.usage.days import DAILY_BACKFILL_POLICY, each_day, is_range, range_failure
 from usage_etl.defs.usage.errors import TRANSIENT_RETRY, retry_only_transient
 from usage_etl.defs.vocabulary import (
     CACHE_EVENTS_KEY,
@@ -55,8 +55,12 @@ cache_events = dg.AssetSpec(
 
 
 def _load_id(context: dg.AssetExecutionContext) -> str:
+    return _new_load_id(context.run.run_id)
+
+
+def _new_load_id(run_id: str) -> str:
     """Unique per step attempt and day: a retried attempt never shares rows with a failed one."""
-    return f"{context.run.run_id}.{uuid.uuid4().hex[:8]}"
+    return f"{run_id}.{uuid.uuid4().hex[:8]}"
 
 
 @dg.asset(
@@ -231,13 +235,20 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
         return
     done: dict[date, tuple[dict, dict]] = {}
     failures: dict[date, BaseException] = {}
-    for day in days:
-        try:
-            done[day] = _publish(context, warehouse, day)
-            context.log.info(f"published {day}")
-        except Exception as exc:  # the day is named, the other days go on (days.py)
-            context.log.error(f"publishing {day} failed: {exc}")
-            failures[day] = exc
+
+    def report(day: date, outcome: tuple[dict, dict, str | None] | Exception) -> None:
+        if isinstance(outcome, Exception):  # the day is named, the other days go on (days.py)
+            context.log.error(f"publishing {day} failed: {outcome}")
+            failures[day] = outcome
+            return
+        hourly, daily, overflow = outcome
+        if overflow:
+            context.log.warning(overflow)
+        context.log.info(f"published {day}")
+        done[day] = (hourly, daily)
+
+    run_id = context.run.run_id
+    each_day(warehouse, days, lambda own, day: _published(run_id, own, day), report)
     if failures:
         for day, (hourly, daily) in done.items():
             yield dg.AssetMaterialization(
@@ -263,12 +274,23 @@ def published_usage(context: dg.AssetExecutionContext, clickhouse: ClickHouseRes
 
 def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[dict, dict]:
     """Publish one day; the metadata of its usage_hourly and usage_daily materializations."""
+    hourly, daily, overflow = _published(context.run.run_id, warehouse, day)
+    if overflow:
+        context.log.warning(overflow)
+    return hourly, daily
+
+
+def _published(run_id: str, warehouse, day: date) -> tuple[dict, dict, str | None]:
+    """Publish one day: the metadata of its usage_hourly and usage_daily materializations and
+    the warning about groups that overflowed, if any. Logs nothing: a range run publishes days
+    on other threads and reports them in order (days.each_day)."""
     began = time.perf_counter()
-    load_id = _load_id(context)
+    load_id = _new_load_id(run_id)
     with retry_only_transient(f"publishing {day} (nothing was published)"):
         report = publish_day(warehouse, day, load_id)
+    overflow = None
     if report.overflow_groups:
-        context.log.warning(
+        overflow = (
             f"{day}: {report.overflow_groups} usage_daily group(s) sum beyond UInt64 and were not "
             f"published; their {report.overflow_rows} rollup(s) are quarantined as "
             "group_sum_overflow (quarantined_rows names each group). Every other group is exact."
@@ -293,7 +315,7 @@ def _publish(context: dg.AssetExecutionContext, warehouse, day: date) -> tuple[d
         "top_accounts": dg.MetadataValue.md(preview),
         "publish_seconds": round(time.perf_counter() - began, 3),
     }
-    return hourly, daily
+    return hourly, daily, overflow
 
 
 def _markdown_top_accounts(rows: list[dict]) -> str:

@@ -3,7 +3,8 @@
 A range run (backfill) evaluates each check once per day, each result stored against its own
 partition (days.check_evaluation); a blocking check that fails on some days fails the step
 after every day was checked, naming those days. The quarantine and conflict checks read all the
-days of a range in one go (usage/audit_days.py); the exactness check recomputes day by day."""
+days of a range in one go (usage/audit_days.py); the exactness check recomputes day by day,
+days.PARALLEL_DAYS at a time (days.each_day)."""
 
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -11,7 +12,7 @@ from datetime import date
 import dagster as dg
 
 from usage_etl.defs.resources import ClickHouseResource
-from usage_etl.defs.usage.days import check_evaluation, per_day_check
+from usage_etl.defs.usage.days import check_evaluation, each_day, per_day_check
 from usage_etl.defs.vocabulary import POOL, ROLLUP_ROWS_KEY, USAGE_DAILY_KEY, daily_partitions
 from usage_etl.usage import audit, audit_days
 from usage_etl.warehouse.client import Warehouse
@@ -31,6 +32,12 @@ def _exactness(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
         description=description,
         metadata=result.metadata(),
     )
+
+
+def _exactness_days(
+    warehouse: Warehouse, days: list[date]
+) -> dict[date, dg.AssetCheckResult | Exception]:
+    return each_day(warehouse, days, _exactness)
 
 
 def _quarantine(warehouse: Warehouse, day: date) -> dg.AssetCheckResult:
@@ -96,11 +103,11 @@ def _quarantine_metadata(report: audit.QuarantineSummary) -> dict:
 
 
 OneDay = Callable[[Warehouse, date], dg.AssetCheckResult]
-Days = Callable[[Warehouse, list[date]], dict[date, dg.AssetCheckResult]]
+Days = Callable[[Warehouse, list[date]], dict[date, dg.AssetCheckResult | Exception]]
 
 # (asset, check name, blocking, evaluation of one day, of a range of days or None: day by day)
 CHECKS: tuple[tuple[dg.AssetKey, str, bool, OneDay, Days | None], ...] = (
-    (USAGE_DAILY_KEY, "usage_daily_is_exact", True, _exactness, None),
+    (USAGE_DAILY_KEY, "usage_daily_is_exact", True, _exactness, _exactness_days),
     (ROLLUP_ROWS_KEY, "quarantine_report", False, _quarantine, _quarantine_days),
     (USAGE_DAILY_KEY, "conflict_report", False, _conflicts, _conflicts_days),
 )
@@ -115,6 +122,8 @@ def range_check_evaluations(warehouse: Warehouse, days: list[date]) -> Iterator:
         results = evaluate_days(warehouse, days) if evaluate_days else {}
         for day in days:
             result = results[day] if day in results else evaluate(warehouse, day)
+            if isinstance(result, Exception):
+                raise result
             yield check_evaluation(result, asset, name, day, blocking)
 
 

@@ -14,15 +14,27 @@ failed days.
 
 from __future__ import annotations
 
+import contextvars
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
+from typing import TypeVar
 
 import dagster as dg
 
 from usage_etl.defs.vocabulary import days_of
-from usage_etl.settings import location_settings
+from usage_etl.settings import location_settings, tuning
 from usage_etl.usage.load import StorageError
-from usage_etl.warehouse.client import WarehouseError
+from usage_etl.usage.publish import large_days
+from usage_etl.warehouse.client import Warehouse, WarehouseError
+
+# Days of a range published (and checked for exactness) at once: a small day's statements
+# mostly wait on one core, so two days side by side use the other (USAGE_ETL_RANGE_PARALLEL_DAYS).
+PARALLEL_DAYS = tuning().range_parallel_days
+
+T = TypeVar("T")
 
 
 def backfill_policy(days_per_run: str | None) -> dg.BackfillPolicy:
@@ -50,6 +62,82 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, StorageError):
         return True
     return isinstance(exc, WarehouseError) and exc.transient
+
+
+def each_day(
+    warehouse: Warehouse,
+    days: list[date],
+    work: Callable[[Warehouse, date], T],
+    on_day: Callable[[date, T | Exception], None] | None = None,
+) -> dict[date, T | Exception]:
+    """`work(warehouse, day)` for every day: its result or the exception it raised, by day;
+    `on_day(day, outcome)` is called on this thread, in day order, as each day ends.
+
+    Up to PARALLEL_DAYS days run at once, each thread on its own connection
+    (`Warehouse.sibling`); every day's work is its own (its own tables, its own atomic swap),
+    so days done side by side are done as one by one. A large day (publish.large_days) runs
+    with no other day in flight, on the run's own connection, so its memory is never doubled.
+    Only PARALLEL_DAYS days are ever handed to the threads, so a step interrupted here waits
+    for those alone."""
+    outcomes: dict[date, T | Exception] = {}
+
+    def finish(day: date, outcome: T | Exception) -> None:
+        outcomes[day] = outcome
+        if on_day is not None:
+            on_day(day, outcome)
+
+    if PARALLEL_DAYS < 2 or len(days) < 2:
+        for day in days:
+            finish(day, _attempt(work, warehouse, day))
+        return outcomes
+    large = large_days(warehouse, days)
+    local = threading.local()
+    siblings: list[Warehouse] = []
+    guard = threading.Lock()
+
+    def on_own_connection(day: date) -> T:
+        own = getattr(local, "warehouse", None)
+        if own is None:
+            own = warehouse.sibling()
+            with guard:
+                siblings.append(own)
+            local.warehouse = own
+        return work(own, day)
+
+    pending: deque[tuple[date, Future]] = deque()  # in day order
+    try:
+        with ThreadPoolExecutor(PARALLEL_DAYS, thread_name_prefix="range-day") as pool:
+            for day in days:
+                alone = day in large
+                while pending and (alone or len(pending) >= PARALLEL_DAYS):
+                    finish(*_waited(*pending.popleft()))
+                if alone:
+                    finish(day, _attempt(work, warehouse, day))
+                else:
+                    # The day runs in a copy of this thread's context: Dagster's current
+                    # step (the retry budget, errors.py) is known there too.
+                    work_in_context = contextvars.copy_context().run
+                    pending.append((day, pool.submit(work_in_context, on_own_connection, day)))
+            while pending:
+                finish(*_waited(*pending.popleft()))
+    finally:
+        for own in siblings:
+            own.close()
+    return outcomes
+
+
+def _attempt(work: Callable[[Warehouse, date], T], warehouse: Warehouse, day: date):
+    try:
+        return work(warehouse, day)
+    except Exception as exc:  # the day's failure is its outcome; the other days go on
+        return exc
+
+
+def _waited(day: date, future: Future) -> tuple[date, object]:
+    try:
+        return day, future.result()
+    except Exception as exc:
+        return day, exc
 
 
 def day_list(days: Iterable[date]) -> str:
@@ -114,8 +202,9 @@ def per_day_check(
 ) -> Iterator:
     """The body of a partitioned check: its result for a partition run, one evaluation per day
     for a range run. `evaluate_days`, when given, evaluates all the days of a range at once
-    (one statement for the range instead of one per day) and must return, for each day, what
-    `evaluate` returns for it. A blocking check failing on some days fails the step after every
+    (one statement for the range, or days side by side: `each_day`) and must return, for each
+    day, what `evaluate` returns for it or the exception it raises (raised here in its turn).
+    A blocking check failing on some days fails the step after every
     day was checked, naming those days."""
     days = days_of(context)
     if not is_range(context):
@@ -125,6 +214,8 @@ def per_day_check(
     failed = []
     for day in days:
         result = results[day] if results is not None else evaluate(day)
+        if isinstance(result, Exception):  # evaluate_days hands a day's error back as its result
+            raise result
         if blocking and not result.passed and result.severity == dg.AssetCheckSeverity.ERROR:
             failed.append(day)
         yield check_evaluation(result, asset_key, check_name, day, blocking)
