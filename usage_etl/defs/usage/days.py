@@ -4,7 +4,8 @@ A run launched for one partition (the schedule, the sensor, `dagster job execute
 '{"dagster/partition": …}'`) processes that day. A backfill runs a range of days in one run
 (the assets' `BackfillPolicy`), so it pays the process start, definitions load and engine open
 once instead of once per day. Each step then walks the range day by day and keeps every per-day
-guarantee: the ledger per object, one atomic publish per day, one check result per day.
+guarantee: the ledger per object, one atomic publish per day, one check result per day. The
+publish and the exactness check take days two at a time (`each_day`).
 
 A day that fails does not stop the others: the step goes on with the later days, records the
 days that succeeded (their own materializations and check results, per partition, so an asset
@@ -204,8 +205,8 @@ def per_day_check(
     for a range run. `evaluate_days`, when given, evaluates all the days of a range at once
     (one statement for the range, or days side by side: `each_day`) and must return, for each
     day, what `evaluate` returns for it or the exception it raises (raised here in its turn).
-    A blocking check failing on some days fails the step after every
-    day was checked, naming those days."""
+    A blocking check failing on some days fails the step after every day was checked, naming
+    those days."""
     days = days_of(context)
     if not is_range(context):
         yield evaluate(days[0])
