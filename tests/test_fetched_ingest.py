@@ -108,33 +108,38 @@ def test_demo_days_fetched_and_prefetched_decide_exactly_as_s3_reads(
     landing, warehouse, monkeypatch, fetch_dir
 ):
     """Demo days with truncated Parquet uploads, missing columns, bad rows and re-deliveries:
-    fetched once (the next day prefetched while a day is loaded), every day stages, quarantines
-    and records exactly what reading through s3() does, and reads no object through s3()."""
-    _land_demo(landing, DAYS)
+    fetched once (the next day prefetched while a day is loaded, into a directory an earlier
+    day's files were in), every day stages, quarantines and records exactly what reading
+    through s3() does, and reads no object through s3()."""
+    days = [*DAYS, date(2026, 10, 8), date(2026, 10, 9)]
+    _land_demo(landing, days)
     access = native.s3_access_from_client(landing.client)
     with monkeypatch.context() as patch:
         patch.setattr(native, "FETCH", False)
         by_s3 = {day: ingest_day(warehouse, landing.area, day, f"s3-{day}", s3_access=access)
-                 for day in DAYS}  # fmt: skip
-    expected = _state(warehouse, DAYS)
+                 for day in days}  # fmt: skip
+    expected = _state(warehouse, days)
     _reset(warehouse)
 
     statements = _statements(monkeypatch, warehouse)
+    taken = _directories_taken(monkeypatch)
     reports = {}
     with Prefetcher(landing.area) as prefetcher:
-        for n, day in enumerate(DAYS):
+        for n, day in enumerate(days):
             prefetched = prefetcher.take(day)
             assert (prefetched is not None) == (n > 0)
-            if n + 1 < len(DAYS):
-                prefetcher.start(DAYS[n + 1])
+            if n + 1 < len(days):
+                prefetcher.start(days[n + 1])
             reports[day] = ingest_day(warehouse, landing.area, day, f"fetched-{day}",
                                       s3_access=access, prefetched=prefetched)  # fmt: skip
-    assert _state(warehouse, DAYS) == expected
+    # Days 2-5 were prefetched into two directories, each day's files over a day before's.
+    assert len(taken) == 4 and len(set(taken)) == 2
+    assert _state(warehouse, days) == expected
     assert not _s3_reads(statements)
     assert _file_reads(statements)
     assert not _left_behind(fetch_dir)
     reasons = set()
-    for day in DAYS:
+    for day in days:
         assert reports[day].objects_handed_back == by_s3[day].objects_handed_back
         assert reports[day].objects_read_natively == by_s3[day].objects_read_natively
         reasons |= set(reports[day].objects_handed_back.values())
@@ -142,6 +147,19 @@ def test_demo_days_fetched_and_prefetched_decide_exactly_as_s3_reads(
     assert {"unreadable footer", "rows rejected"} <= reasons
     assert any(rule == "missing_columns" for *_, rule, _, _ in expected["quarantined"])
     assert any(scope == "row" for _, _, scope, *_ in expected["quarantined"])
+
+
+def _directories_taken(monkeypatch) -> list[str]:
+    """Every directory a `FetchDirectories` hands out, in order."""
+    taken: list[str] = []
+    take = fetch.FetchDirectories.take
+
+    def recorded(self) -> str:
+        taken.append(take(self))
+        return taken[-1]
+
+    monkeypatch.setattr(fetch.FetchDirectories, "take", recorded)
+    return taken
 
 
 def _put_clean(landing: Landing, n: int = 4) -> list[str]:
@@ -312,6 +330,46 @@ def test_a_get_is_retried_on_5xx_and_connection_errors_but_not_on_404(
     answers[:] = [500, 502, 503]
     with fetcher.fetch(landing.bucket, [(key, ".parquet")]) as got:
         assert got.get(key).error == "HTTP 503"
+    assert not _left_behind(fetch_dir)
+
+
+def test_a_reused_fetch_directory_holds_exactly_the_later_days_bytes(landing, fetch_dir):
+    """A range run's fetch directories pass from day to day: a later day's copy takes an
+    earlier copy's name and inode (no new file) and holds exactly its own object's bytes, even
+    over a longer earlier file; a directory is in one day's hands at a time; closing twice hands
+    it back once; closing the pool removes them all."""
+    import os
+
+    long_body = parquet_bytes([rollup(f"e{i}") for i in range(200)])
+    short_body = parquet_bytes([rollup("e0")])
+    assert len(short_body) < len(long_body)
+    first_keys = [landing.put(f"first-{i}.parquet", long_body) for i in range(2)]
+    later_keys = [
+        landing.put("later-0.parquet", short_body),
+        landing.put("later-1.ndjson.gz", b"not gzip"),
+    ]
+    fetcher = fetch.Fetcher(landing.client, judge=native.eligible_parquet)
+    directories = fetch.FetchDirectories()
+    first = fetcher.fetch(landing.bucket, [(k, ".parquet") for k in first_keys], directories)
+    inode = os.stat(first.get(first_keys[0]).path).st_ino
+    first.close()
+    first.close()  # once only: a directory handed back twice would serve two days at once
+
+    objects = [(later_keys[0], ".parquet"), (later_keys[1], ".ndjson.gz")]
+    later = fetcher.fetch(landing.bucket, objects, directories)
+    meanwhile = fetcher.fetch(landing.bucket, objects, directories)
+    copy = later.get(later_keys[0])
+    assert later.directory == first.directory != meanwhile.directory
+    assert os.stat(copy.path).st_ino == inode
+    assert open(copy.path, "rb").read() == short_body
+    assert open(later.get(later_keys[1]).path, "rb").read() == b"not gzip"
+    assert copy.footer is not None and copy.footer.rows == 1
+    later.close()
+    meanwhile.close()
+    assert sorted(_left_behind(fetch_dir)) == sorted(
+        os.path.basename(d) for d in (first.directory, meanwhile.directory)
+    )
+    directories.close()
     assert not _left_behind(fetch_dir)
 
 

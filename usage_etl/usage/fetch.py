@@ -15,6 +15,7 @@ way, which decides what that means (usage/load.py). No key, URL or credential is
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import http.client
@@ -138,23 +139,96 @@ def sweep_stale(older_than_seconds: float = STALE_SECONDS) -> list[str]:
 
 
 class FetchedFiles:
-    """A temporary directory of fetched objects; `close()` removes it (also on failure)."""
+    """A directory of fetched objects; `close()` removes it (also on failure), or hands it back
+    to the `FetchDirectories` it came from."""
 
-    def __init__(self, files: dict[str, Fetched], directory: str):
+    def __init__(
+        self,
+        files: dict[str, Fetched],
+        directory: str,
+        on_close: Callable[[str], None] | None = None,
+    ):
         self.files = files
         self.directory = directory
+        self._on_close = on_close or _remove_directory
+        self._closed = False
 
     def get(self, key: str) -> Fetched | None:
         return self.files.get(key)
 
     def close(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if not self._closed:  # handed back twice, one directory would serve two days at once
+            self._closed = True
+            self._on_close(self.directory)
 
     def __enter__(self) -> FetchedFiles:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _remove_directory(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _new_directory() -> str:
+    return os.path.realpath(tempfile.mkdtemp(prefix=PREFIX))
+
+
+class FetchDirectories:
+    """The fetch directories of a range run, kept from one day to the next: a day's copies
+    overwrite an earlier day's files in place (`_write`) instead of new files being created and
+    removed for every object. On a filesystem that has just removed many files, creating one
+    can cost far more than writing it: on this project's ext4 machine (no journal), creating a
+    file scans the recently freed inodes, 1-2 ms of kernel CPU a file during a range run, about
+    a third of a CPU-second for a demo day's ~300 objects; overwriting one costs ~20 µs
+    (docs/performance.md, session 22). A directory is in one day's hands at a time; `close()`
+    removes them all."""
+
+    def __init__(self) -> None:
+        self._free: list[str] = []
+        self._made: list[str] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> str:
+        with self._lock:
+            if self._free:
+                directory = self._free.pop()
+                os.utime(directory)  # in use again: not a killed run's for `sweep_stale`
+                return directory
+        directory = _new_directory()
+        with self._lock:
+            self._made.append(directory)
+        return directory
+
+    def give_back(self, directory: str) -> None:
+        with self._lock:
+            self._free.append(directory)
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._made, self._free = self._made, [], []
+        for directory in made:
+            _remove_directory(directory)
+
+
+def _local_paths(directory: str, suffixes: list[str]) -> list[str]:
+    """`<directory>/<n><suffix>`, n counting the files of each suffix from 0."""
+    counts: collections.Counter[str] = collections.Counter()
+    paths = []
+    for suffix in suffixes:
+        paths.append(os.path.join(directory, f"{counts[suffix]}{suffix}"))
+        counts[suffix] += 1
+    return paths
+
+
+def _write(path: str, body: bytes) -> None:
+    """Write `body` as the whole file at `path`, over any earlier file there in place (same
+    inode: see `FetchDirectories`)."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as out:
+        out.write(body)
+        out.truncate()  # at the end of `body`: nothing of a longer earlier file remains
 
 
 def _tls(client) -> dict:
@@ -336,8 +410,7 @@ class Fetcher:
                 error = type(exc).__name__
                 continue
             if status == 200:
-                with open(path, "wb") as out:
-                    out.write(body)
+                _write(path, body)
                 magic = len(body) >= MIN_PARQUET_BYTES and body[-4:] in FOOTER_MAGICS
                 crash_points.fault_point("ingest.fetched_one")
                 footer = self._verdict(path, body, magic)
@@ -349,15 +422,23 @@ class Fetcher:
             self._unreachable.set()
         return Fetched(key, error=error)
 
-    def fetch(self, bucket: str, objects: Iterable[tuple[str, str]]) -> FetchedFiles:
-        """Fetch (key, suffix) pairs into a new temporary directory, the n-th as `<n><suffix>`
-        (ClickHouse's `file()` picks the compression by the suffix)."""
+    def fetch(
+        self,
+        bucket: str,
+        objects: Iterable[tuple[str, str]],
+        directories: FetchDirectories | None = None,
+    ) -> FetchedFiles:
+        """Fetch (key, suffix) pairs into a directory, the n-th of a suffix as `<n><suffix>`
+        (ClickHouse's `file()` picks the compression by the suffix; numbered by suffix, a day's
+        files take the names of a day before's with the same suffix): a new temporary directory,
+        or one of `directories`, which gets it back when the files are closed."""
         objects = list(objects)
         sweep_stale()
-        directory = os.path.realpath(tempfile.mkdtemp(prefix=PREFIX))
+        directory = directories.take() if directories else _new_directory()
+        on_close = directories.give_back if directories else _remove_directory
         try:
             signer = self._signer()
-            paths = [str(Path(directory) / f"{n}{suffix}") for n, (_, suffix) in enumerate(objects)]
+            paths = _local_paths(directory, [suffix for _, suffix in objects])
             with ThreadPoolExecutor(self.threads, thread_name_prefix="rollup-fetch") as pool:
                 fetched = list(
                     pool.map(
@@ -366,11 +447,11 @@ class Fetcher:
                     )
                 )
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            on_close(directory)
             raise
         finally:
             with self._lock:
                 connections, self._connections = self._connections, []
             for connection in connections:
                 connection.close()
-        return FetchedFiles({f.key: f for f in fetched}, directory)
+        return FetchedFiles({f.key: f for f in fetched}, directory, on_close)

@@ -28,7 +28,7 @@ from usage_etl.landing import LandedObject, Landing
 from usage_etl.rollups.schema import IgnoreReason, RollupKey
 from usage_etl.settings import tuning
 from usage_etl.usage import ledger, native
-from usage_etl.usage.fetch import Fetched, FetchedFiles, Fetcher
+from usage_etl.usage.fetch import FetchDirectories, Fetched, FetchedFiles, Fetcher
 from usage_etl.usage.registry import NodeAuthorization
 from usage_etl.warehouse.client import Warehouse
 
@@ -348,6 +348,7 @@ class Prefetcher:
 
     def __init__(self, landing: Landing):
         self.landing = landing
+        self._directories = FetchDirectories()  # reused day after day, removed at `close()`
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-prefetch")
         self._pending: dict[date, Future] = {}
 
@@ -356,7 +357,7 @@ class Prefetcher:
 
     def _fetch(self, day: date) -> PrefetchedDay:
         listed = self.landing.objects_of_day(day)
-        return PrefetchedDay(listed, fetch_day(self.landing, listed))
+        return PrefetchedDay(listed, fetch_day(self.landing, listed, self._directories))
 
     def take(self, day: date) -> PrefetchedDay | None:
         """The day as prefetched (its files are the caller's to close), or None."""
@@ -381,6 +382,7 @@ class Prefetcher:
                 if day.files is not None:
                     day.files.close()
         self._pending.clear()
+        self._directories.close()
 
     def __enter__(self) -> Prefetcher:
         return self
@@ -389,9 +391,11 @@ class Prefetcher:
         self.close()
 
 
-def fetch_day(landing: Landing, objects: list[LandedObject]) -> FetchedFiles | None:
+def fetch_day(
+    landing: Landing, objects: list[LandedObject], directories: FetchDirectories | None = None
+) -> FetchedFiles | None:
     """Fetch the objects the embedded engine reads from local copies (native.fetch_suffix),
-    or None when there are none."""
+    or None when there are none; into one of `directories` when given (a range run's)."""
     wanted = []
     for obj in objects:
         if isinstance(obj.kind, RollupKey):
@@ -402,7 +406,8 @@ def fetch_day(landing: Landing, objects: list[LandedObject]) -> FetchedFiles | N
                 wanted.append((obj.key, suffix))
     if not wanted:
         return None
-    return Fetcher(landing.client, judge=native.eligible_parquet).fetch(landing.bucket, wanted)
+    fetcher = Fetcher(landing.client, judge=native.eligible_parquet)
+    return fetcher.fetch(landing.bucket, wanted, directories)
 
 
 def _load_natively(
