@@ -373,6 +373,23 @@ def test_a_reused_fetch_directory_holds_exactly_the_later_days_bytes(landing, fe
     assert not _left_behind(fetch_dir)
 
 
+def test_the_engine_reads_a_file_written_over_in_place_afresh(warehouse, tmp_path):
+    """ClickHouse caches Parquet footers (`use_parquet_metadata_cache`): a copy written over an
+    earlier day's file of the same size, a moment later, must still be read as it is now, or a
+    reused fetch directory would load an earlier day's rows."""
+    path = str(tmp_path / "0.parquet")
+    first, later = (parquet_bytes([rollup(f"{tag}{i}") for i in range(3)]) for tag in "ab")
+    assert len(first) == len(later) and first != later
+    source = native.LOCAL_FUNCTION.format(
+        fmt=native.PARQUET_INPUT, structure=", {structure:String}"
+    )
+    read = f"SELECT groupArray(event_id) FROM {source}"
+    params = {"file_glob": path, "structure": native.STRUCTURE}
+    for body, ids in ((first, ["a0", "a1", "a2"]), (later, ["b0", "b1", "b2"])):
+        fetch._write(path, body)
+        assert sorted(warehouse.query_one(read, params)) == ids
+
+
 def test_a_fetch_directory_left_by_a_killed_run_is_swept(fetch_dir):
     """A SIGKILL runs no `finally`: the next fetch removes directories older than a day."""
     import os
