@@ -7,6 +7,7 @@ path) and through the fetched path, and compares what each staged, quarantined a
 
 from __future__ import annotations
 
+import gzip
 import ssl
 import tempfile
 from datetime import date
@@ -390,6 +391,37 @@ def test_the_engine_reads_a_file_written_over_in_place_afresh(warehouse, tmp_pat
         assert sorted(warehouse.query_one(read, params)) == ids
 
 
+_LINES = b"".join(b'{"event_id": "e%d"}\n' % i for i in range(2000))
+_GZIPPED = gzip.compress(_LINES)
+
+
+@pytest.mark.parametrize(
+    "body, cut_short",
+    [
+        (_GZIPPED, False),
+        (_GZIPPED + gzip.compress(b'{"event_id": "more"}\n'), False),  # two members
+        (b"", False),  # no line: ClickHouse reads none, the native path decides
+        (_GZIPPED[: len(_GZIPPED) // 2], True),
+        (_GZIPPED[:-4], True),  # the trailer's length field missing
+        (_GZIPPED[:10], True),  # the header alone
+        (_GZIPPED + b"not gzip", True),
+    ],
+    ids=["whole", "two-members", "empty", "half", "no-length", "header-only", "trailing-bytes"],
+)
+def test_a_gzip_copy_cut_short_is_one_clickhouse_cannot_read(warehouse, tmp_path, body, cut_short):
+    """The fetch's screen of NDJSON.gz copies (`fetch.gzip_cut_short`) hands back exactly the
+    copies whose read in ClickHouse fails: such a file would fail its whole chunk's read."""
+    path = str(tmp_path / "0.ndjson.gz")
+    fetch._write(path, body)
+    read = f"SELECT count() FROM {native.LOCAL_FUNCTION.format(fmt='LineAsString', structure='')}"
+    assert fetch.gzip_cut_short(body) == cut_short
+    if cut_short:
+        with pytest.raises(WarehouseError):
+            warehouse.query_one(read, {"file_glob": path})
+    else:
+        warehouse.query_one(read, {"file_glob": path})
+
+
 def test_a_fetch_directory_left_by_a_killed_run_is_swept(fetch_dir):
     """A SIGKILL runs no `finally`: the next fetch removes directories older than a day."""
     import os
@@ -485,15 +517,20 @@ def test_the_fetchers_signature_is_botocores(endpoint, token):
         assert got == expected
 
 
+@pytest.mark.parametrize("screened", [True, False], ids=["screened", "missed-by-the-screen"])
 def test_fetched_ndjson_is_one_chunk_and_a_truncated_stream_costs_only_itself(
-    landing, warehouse, monkeypatch, fetch_dir
+    landing, warehouse, monkeypatch, fetch_dir, screened
 ):
     """More NDJSON.gz files than the s3() path's 64 per chunk, one of them a truncated gzip
-    stream: read from local copies they are one chunk; its failing read names the local copy,
-    which alone goes back to Python, and the rest is read again once (from disk, not S3)."""
+    stream: read from local copies they are one chunk. The fetch's screen sets the truncated
+    copy aside before any read; should a broken copy get past it, the chunk's failing read
+    names the local copy, which alone goes back to Python, and the rest is read again once
+    (from disk, not S3)."""
     from rollup_files import ndjson_gz_bytes
     from test_native_ingest import _gz, _lines, _rows
 
+    if not screened:
+        monkeypatch.setattr(fetch, "gzip_cut_short", lambda body: False)
     clean = native.STAGE_CHUNK_FILES + 6
     for i in range(clean):
         landing.put(f"clean-{i}.ndjson.gz", ndjson_gz_bytes(_rows(f"clean{i}", n=2)))
@@ -506,7 +543,8 @@ def test_fetched_ndjson_is_one_chunk_and_a_truncated_stream_costs_only_itself(
     assert report.objects_handed_back == {truncated: "ClickHouse could not read it"}
     assert report.objects_read_natively == clean
     assert (report.rows_loaded, report.objects_quarantined) == (2 * clean, 1)
-    assert len(_file_reads(statements)) == 2  # the whole chunk, then all but the broken file
+    # Screened: the chunk without the broken file, once. Missed: the whole chunk, then the rest.
+    assert len(_file_reads(statements)) == (1 if screened else 2)
     assert not _s3_reads(statements)
     assert not _left_behind(fetch_dir)
 

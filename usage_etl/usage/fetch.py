@@ -25,6 +25,7 @@ import ssl
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class Fetched:
     etag: str = ""
     size: int = 0
     footer_magic: bool = False  # the bytes could be a Parquet file (length and last 4 bytes)
+    # A gzip copy whose stream stops inside a member (a truncated upload, `gzip_cut_short`)
+    truncated_gzip: bool = False
     error: str = ""  # why the GET failed (status or exception class), never the URL
     # Its footer as read and judged in the fetch (Parquet copies, with a `judge`), if readable
     footer: FooterVerdict | None = None
@@ -211,6 +214,25 @@ class FetchDirectories:
             made, self._made, self._free = self._made, [], []
         for directory in made:
             _remove_directory(directory)
+
+
+def gzip_cut_short(body: bytes) -> bool:
+    """Does a gzip stream stop inside a member, or hold bytes that are no gzip member after its
+    last one? A truncated upload does; ClickHouse's read of such a file fails, and with it the
+    whole chunk it is read in. An empty body is not cut short (ClickHouse reads no line)."""
+    rest = body
+    while rest:
+        member = zlib.decompressobj(wbits=31)  # gzip framing, one member
+        try:
+            while rest and not member.eof:
+                member.decompress(rest, 1 << 20)  # output bounded: only the framing matters
+                rest = member.unconsumed_tail
+        except zlib.error:
+            return True
+        if not member.eof:
+            return True
+        rest = member.unused_data
+    return False
 
 
 def _local_paths(directory: str, suffixes: list[str]) -> list[str]:
@@ -414,7 +436,8 @@ class Fetcher:
                 magic = len(body) >= MIN_PARQUET_BYTES and body[-4:] in FOOTER_MAGICS
                 crash_points.fault_point("ingest.fetched_one")
                 footer = self._verdict(path, body, magic)
-                return Fetched(key, path, etag, len(body), magic, footer=footer)
+                cut_short = path.endswith(".gz") and gzip_cut_short(body)
+                return Fetched(key, path, etag, len(body), magic, cut_short, footer=footer)
             error = f"HTTP {status}"
             if status < 500:  # 404 after the listing, 403: retrying cannot help
                 break

@@ -620,6 +620,8 @@ def _fetch_failure(fetched: Fetched, candidate: Candidate) -> str:
         return f"fetch failed: {fetched.error}"
     if fetched.etag != candidate.etag:
         return "etag changed"
+    if fetched.truncated_gzip:  # its read would fail its chunk: the reason s3() reads give it
+        return "ClickHouse could not read it"
     return ""
 
 
