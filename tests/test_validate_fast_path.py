@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from rollup_files import ndjson_gz_bytes, parquet_bytes, rollup
 
-from usage_etl.rollups.schema import RollupKey, RowRule, classify_key
+from usage_etl.rollups.schema import RollupKey, classify_key
 from usage_etl.usage import validate as validation
 from usage_etl.usage.readers import read_ndjson_gz, read_parquet
 from usage_etl.usage.registry import NodeAuthorization
@@ -65,15 +65,6 @@ def _oracle(frame: pl.DataFrame, rules) -> list[tuple[int, str, str, str] | None
     ]
 
 
-def _rules_for(node: NodeAuthorization | None):
-    rules = validation._rules(KEY)
-    if node is not None and node.reject_unregistered:
-        rules.append((RowRule.UNREGISTERED_NODE, "node_id", pl.lit(True)))
-    if node is not None and node.only_account is not None:
-        rules.append((RowRule.TENANT_MISMATCH, "account_id", pl.col("account_id") != "acct-1"))
-    return rules
-
-
 @pytest.mark.parametrize(
     "rows, raw_lines, node",
     [
@@ -91,7 +82,7 @@ def test_each_row_is_reported_under_its_first_broken_rule(rows, raw_lines, node)
         frame = read_ndjson_gz(ndjson_gz_bytes(rows, raw_lines)).frame
     else:
         frame = read_parquet(parquet_bytes(rows)).frame
-    expected = _oracle(frame, _rules_for(node))
+    expected = _oracle(frame, validation._rules(KEY, node))
 
     result = validation.validate(frame, KEY, node)
 
@@ -107,7 +98,7 @@ def test_each_row_is_reported_under_its_first_broken_rule(rows, raw_lines, node)
 def test_the_oracle_sees_every_kind_of_breakage():
     """The cases above are not vacuous: most rows break something, under many rules."""
     frame = read_ndjson_gz(ndjson_gz_bytes(BROKEN, RAW_LINES)).frame
-    verdicts = [v for v in _oracle(frame, _rules_for(None)) if v is not None]
+    verdicts = [v for v in _oracle(frame, validation._rules(KEY)) if v is not None]
     assert len({rule for _, rule, _, _ in verdicts}) >= 10
     assert any(v[3] == "null" for v in verdicts)
 

@@ -112,15 +112,23 @@ _RULE_ORDER = (
 )
 
 
-def _rules(key: RollupKey) -> list[tuple[RowRule, str, pl.Expr]]:
-    """(rule, field, broken?) in reporting order."""
+def _rules(
+    key: RollupKey, node: NodeAuthorization | None = None
+) -> list[tuple[RowRule, str, pl.Expr]]:
+    """(rule, field, broken?) in reporting order; the node's own rules last."""
     window = pl.col("window_start")
     broken = {
         **_KEY_INDEPENDENT,
         RowRule.NODE_ID_MISMATCH: pl.col("node_id").fill_null("\0") != key.node_id,
         RowRule.WINDOW_OUTSIDE_HOUR: (window < key.hour_start) | (window >= key.hour_end),
     }
-    return [(rule, field, broken[rule]) for rule, field in _RULE_ORDER]
+    rules = [(rule, field, broken[rule]) for rule, field in _RULE_ORDER]
+    if node is not None and node.reject_unregistered:
+        rules.append((RowRule.UNREGISTERED_NODE, "node_id", pl.lit(True)))
+    if node is not None and node.only_account is not None:
+        tenant = pl.col("account_id") != node.only_account
+        rules.append((RowRule.TENANT_MISMATCH, "account_id", tenant))
+    return rules
 
 
 @dataclass(frozen=True)
@@ -133,12 +141,7 @@ def validate(
     frame: pl.DataFrame, key: RollupKey, node: NodeAuthorization | None = None
 ) -> Validated:
     """Split a parsed file into rows that load and rows that are quarantined (with a rule)."""
-    rules = _rules(key)
-    if node is not None and node.reject_unregistered:
-        rules.append((RowRule.UNREGISTERED_NODE, "node_id", pl.lit(True)))
-    if node is not None and node.only_account is not None:
-        tenant = pl.col("account_id") != node.only_account
-        rules.append((RowRule.TENANT_MISMATCH, "account_id", tenant))
+    rules = _rules(key, node)
     # The first broken rule of each row, by its index in `rules`: a flat coalesce, where a chain
     # of when/then per rule nests ~50 deep and polars spent ~10 ms planning it for every file.
     first = pl.coalesce(
